@@ -1,0 +1,310 @@
+//! Where repository bytes live. No crypto and no format knowledge here.
+//!
+//! The contract every backend keeps:
+//! - `write_new` makes a file appear whole or not at all, and never replaces an
+//!   existing file (content-addressed names make a second write of the same
+//!   name a no-op);
+//! - reading a missing file is [`Error::Damaged`] naming the object;
+//! - `list` never shows temporary files.
+//!
+//! [`LocalBackend`] is a directory: files are written under `tmp/`, fsynced,
+//! hard-linked into place (which fails rather than overwrites) and the
+//! directory is fsynced.
+
+use crate::error::{Error, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// The kinds of repository files, each in its own directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FileKind {
+    Config,
+    Key,
+    Pack,
+    Index,
+    Snapshot,
+    Prune,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 6] = [
+        FileKind::Config,
+        FileKind::Key,
+        FileKind::Pack,
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::Prune,
+    ];
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "config",
+            FileKind::Key => "keys",
+            FileKind::Pack => "packs",
+            FileKind::Index => "index",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Prune => "prune",
+        }
+    }
+}
+
+/// A narrow interface to stored files.
+pub trait Backend: Send + Sync {
+    /// A human-readable location, for messages.
+    fn location(&self) -> String;
+    /// Names and sizes of all files of a kind.
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>>;
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
+    fn write_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()>;
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
+    /// Ephemeral lock files (never mirrored).
+    fn write_lock(&self, name: &str, bytes: &[u8]) -> Result<()>;
+    fn list_locks(&self) -> Result<Vec<String>>;
+    fn read_lock(&self, name: &str) -> Result<Vec<u8>>;
+    fn remove_lock(&self, name: &str) -> Result<()>;
+}
+
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+pub const README_NAME: &str = "SOPVAULT.txt";
+
+fn is_valid_name(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
+        LocalBackend { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the directory layout in an empty or missing directory.
+    pub fn create(&self, readme: &str) -> Result<()> {
+        if self.root.exists() {
+            let mut entries = fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))?;
+            if entries.next().is_some() {
+                return Err(Error::RepositoryExists {
+                    path: self.root.clone(),
+                });
+            }
+        }
+        fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        for d in FileKind::ALL
+            .iter()
+            .map(|k| k.dir())
+            .chain(["locks", "tmp"])
+        {
+            let p = self.root.join(d);
+            fs::create_dir(&p).map_err(|e| Error::io(&p, e))?;
+        }
+        for i in 0..256 {
+            let p = self.root.join("packs").join(format!("{i:02x}"));
+            fs::create_dir(&p).map_err(|e| Error::io(&p, e))?;
+        }
+        let tmp = self.root.join("tmp").join("SOPVAULT.txt.new");
+        write_synced(&tmp, readme.as_bytes())?;
+        let dst = self.root.join(README_NAME);
+        fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+        sync_dir(&self.root)?;
+        Ok(())
+    }
+
+    pub fn path_of(&self, kind: FileKind, name: &str) -> PathBuf {
+        match kind {
+            FileKind::Pack => self
+                .root
+                .join("packs")
+                .join(name.get(..2).unwrap_or("00"))
+                .join(name),
+            k => self.root.join(k.dir()).join(name),
+        }
+    }
+
+    fn tmp_path(&self, hint: &str) -> Result<PathBuf> {
+        let mut r = [0u8; 8];
+        crate::crypto::fill_random(&mut r)?;
+        Ok(self.root.join("tmp").join(format!(
+            "{}.{}.tmp",
+            hint.get(..16).unwrap_or(hint),
+            hex::encode(r)
+        )))
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        let dir = self.root.join(kind.dir());
+        let mut dirs = vec![dir.clone()];
+        if kind == FileKind::Pack {
+            dirs = Vec::new();
+            for e in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+                let e = e.map_err(|e| Error::io(&dir, e))?;
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for d in dirs {
+            let rd = match fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && kind == FileKind::Prune => {
+                    continue
+                }
+                Err(e) => return Err(Error::io(&d, e)),
+            };
+            for e in rd {
+                let e = e.map_err(|e| Error::io(&d, e))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !is_valid_name(&name) {
+                    continue;
+                }
+                let md = e.metadata().map_err(|err| Error::io(e.path(), err))?;
+                if md.is_file() {
+                    out.push((name, md.len()));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let p = self.path_of(kind, name);
+        fs::read(&p).map_err(|e| missing_or_io(&p, e))
+    }
+
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let p = self.path_of(kind, name);
+        let mut f = File::open(&p).map_err(|e| missing_or_io(&p, e))?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io(&p, e))?;
+        let mut buf = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            match f.read(&mut buf[got..]) {
+                Ok(0) => {
+                    return Err(Error::damaged(
+                        p.display(),
+                        format!("truncated: expected {len} bytes at offset {offset}, found {got}"),
+                    ))
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&p, e)),
+            }
+        }
+        Ok(buf)
+    }
+
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+        let p = self.path_of(kind, name);
+        fs::metadata(&p)
+            .map(|m| m.len())
+            .map_err(|e| missing_or_io(&p, e))
+    }
+
+    fn write_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
+        let dst = self.path_of(kind, name);
+        let dir = dst
+            .parent()
+            .expect("repository paths have a parent")
+            .to_path_buf();
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        let tmp = self.tmp_path(name)?;
+        let result = write_synced(&tmp, bytes).and_then(|()| match fs::hard_link(&tmp, &dst) {
+            Ok(()) => Ok(()),
+            // Same name means same bytes: the file is already there.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::io(&dst, e)),
+        });
+        let _ = fs::remove_file(&tmp);
+        result?;
+        sync_dir(&dir)
+    }
+
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        let p = self.path_of(kind, name);
+        fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+        sync_dir(p.parent().unwrap())
+    }
+
+    fn write_lock(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let dir = self.root.join("locks");
+        let tmp = self.tmp_path("lock")?;
+        write_synced(&tmp, bytes)?;
+        let dst = dir.join(name);
+        fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+        sync_dir(&dir)
+    }
+
+    fn list_locks(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("locks");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let e = e.map_err(|e| Error::io(&dir, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".lock") {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn read_lock(&self, name: &str) -> Result<Vec<u8>> {
+        let p = self.root.join("locks").join(name);
+        fs::read(&p).map_err(|e| Error::io(&p, e))
+    }
+
+    fn remove_lock(&self, name: &str) -> Result<()> {
+        let p = self.root.join("locks").join(name);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+}
+
+fn missing_or_io(p: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::damaged(p.display(), "file is missing")
+    } else {
+        Error::io(p, e)
+    }
+}

@@ -1,0 +1,40 @@
+//! `sopvault cat`: write one file or stream of a snapshot to standard output.
+
+use super::Ctx;
+use sopvault::restore::{find_node, write_content};
+use sopvault::tree::NodeKind;
+use sopvault::Error;
+use std::io::Write;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Snapshot: latest, SOURCE:latest, a name or an id prefix
+    snapshot: String,
+    /// Path of a file or stream inside the snapshot
+    path: String,
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
+    let repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, false, "cat")?;
+    let (_, snap) = repo.find_snapshot(&args.snapshot)?;
+    let index = repo.index()?;
+    let node = find_node(&repo, &index, &snap.root, &args.path)?.ok_or_else(|| {
+        Error::Usage("give the path of a file or stream inside the snapshot".into())
+    })?;
+    let NodeKind::File { content, .. } = &node.kind else {
+        return Err(Error::Usage(format!("{} is not a regular file", args.path)));
+    };
+    let chunks = repo.content_chunks(&index, content, &args.path)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let r = write_content(&repo, &index, &chunks, &args.path, &mut out)
+        .and_then(|_| out.flush().map_err(|e| Error::io("standard output", e)));
+    match r {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(super::exit::OK)
+        }
+        Err(e) => Err(e),
+        Ok(()) => Ok(super::exit::OK),
+    }
+}

@@ -1,0 +1,307 @@
+//! The command line: a thin layer over the `sopvault` library.
+//!
+//! Each subcommand lives in its own file. This module holds what they share:
+//! global options, the password sources, progress display, and the single
+//! place where errors become one line on stderr and a documented exit code.
+
+mod cat;
+mod check;
+mod init;
+mod key;
+mod ls;
+mod progress;
+mod restore;
+mod snapshot;
+mod snapshots;
+mod unlock;
+
+use clap::{Parser, Subcommand};
+use sopvault::crypto::Password;
+use sopvault::lock::Lock;
+use sopvault::repo::OpenOptions;
+use sopvault::{Error, ErrorKind, Repository};
+use std::path::PathBuf;
+
+/// Exit codes, documented in README.md.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const INCOMPLETE: i32 = 3;
+    pub const STREAM_FAILED: i32 = 4;
+    pub const DAMAGED: i32 = 5;
+    pub const NO_SPACE: i32 = 6;
+    pub const NO_REPOSITORY: i32 = 10;
+    pub const LOCKED: i32 = 11;
+    pub const WRONG_PASSWORD: i32 = 12;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "sopvault",
+    version,
+    about = "Encrypted, deduplicating backups of dumps and file trees"
+)]
+pub struct Cli {
+    /// Repository directory
+    #[arg(long, global = true, env = "SOPVAULT_REPO", value_name = "DIR")]
+    repo: Option<PathBuf>,
+    /// Directory for the local index cache (default: $XDG_CACHE_HOME/sopvault or ~/.cache/sopvault)
+    #[arg(long, global = true, env = "SOPVAULT_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Keep no cache between runs
+    #[arg(long, global = true)]
+    no_cache: bool,
+    /// Print only errors and warnings
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository
+    Init(init::Args),
+    /// Back up paths and dump streams into one snapshot
+    Snapshot(snapshot::Args),
+    /// List snapshots
+    Snapshots(snapshots::Args),
+    /// List files in a snapshot
+    Ls(ls::Args),
+    /// Restore a snapshot (or parts of it) into a directory
+    Restore(restore::Args),
+    /// Write one file or stream of a snapshot to standard output
+    Cat(cat::Args),
+    /// Verify the repository's structure and, optionally, its data
+    Check(check::Args),
+    /// Manage passwords (key files)
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Remove stale locks left by processes that are gone
+    Unlock(unlock::Args),
+}
+
+pub struct Ctx {
+    pub repo_path: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+impl Ctx {
+    pub fn repo_path(&self) -> Result<PathBuf, Error> {
+        self.repo_path.clone().ok_or_else(|| {
+            Error::Usage("no repository given: use --repo DIR or set SOPVAULT_REPO".into())
+        })
+    }
+
+    pub fn open_options(&self) -> OpenOptions {
+        OpenOptions {
+            cache_dir: self.cache_dir.clone(),
+        }
+    }
+
+    /// Opens the repository with the password from the environment or the terminal.
+    pub fn open(&self) -> Result<Repository, Error> {
+        let path = self.repo_path()?;
+        // Fail fast on a missing repository before asking for a password.
+        if !path.join(sopvault::backend::README_NAME).is_file() {
+            return Repository::open(&path, &Password::new(Vec::new()), &self.open_options());
+        }
+        let pw = password::current()?;
+        Repository::open(&path, &pw, &self.open_options())
+    }
+
+    pub fn lock(&self, repo: &Repository, exclusive: bool, command: &str) -> Result<Lock, Error> {
+        Lock::acquire(repo.backend().clone(), exclusive, command)
+    }
+}
+
+pub mod password {
+    //! Where passwords come from: a file, a command, or a no-echo prompt. Never an argument.
+    use sopvault::crypto::Password;
+    use sopvault::Error;
+    use std::io::IsTerminal;
+
+    fn from_file(var: &str, path: &str) -> Result<Password, Error> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::Usage(format!("{var}={path}: cannot read: {e}")))?;
+        finish(bytes, var)
+    }
+
+    fn finish(mut bytes: Vec<u8>, source: &str) -> Result<Password, Error> {
+        if bytes.ends_with(b"\n") {
+            bytes.pop();
+            if bytes.ends_with(b"\r") {
+                bytes.pop();
+            }
+        }
+        if bytes.is_empty() {
+            return Err(Error::Usage(format!("the password from {source} is empty")));
+        }
+        Ok(Password::new(bytes))
+    }
+
+    fn from_command(cmd: &str) -> Result<Password, Error> {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(cmd)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| Error::Usage(format!("SOPVAULT_PASSWORD_COMMAND: cannot run: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::Usage(format!(
+                "SOPVAULT_PASSWORD_COMMAND failed with {}",
+                out.status
+            )));
+        }
+        finish(out.stdout, "SOPVAULT_PASSWORD_COMMAND")
+    }
+
+    fn prompt(text: &str) -> Result<Password, Error> {
+        if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
+            return Err(Error::Usage(
+                "no password: set SOPVAULT_PASSWORD_FILE or SOPVAULT_PASSWORD_COMMAND, or run on a terminal".into(),
+            ));
+        }
+        let s = rpassword::prompt_password(text)
+            .map_err(|e| Error::Usage(format!("cannot read the password: {e}")))?;
+        finish(s.into_bytes(), "the terminal")
+    }
+
+    /// The password of the repository.
+    pub fn current() -> Result<Password, Error> {
+        if let Ok(p) = std::env::var("SOPVAULT_PASSWORD_FILE") {
+            return from_file("SOPVAULT_PASSWORD_FILE", &p);
+        }
+        if let Ok(c) = std::env::var("SOPVAULT_PASSWORD_COMMAND") {
+            return from_command(&c);
+        }
+        prompt("repository password: ")
+    }
+
+    /// A new password: SOPVAULT_NEW_PASSWORD_FILE, or asked twice on the terminal.
+    /// For `init`, the current-password sources serve as well.
+    pub fn new_password(for_init: bool) -> Result<Password, Error> {
+        if let Ok(p) = std::env::var("SOPVAULT_NEW_PASSWORD_FILE") {
+            return from_file("SOPVAULT_NEW_PASSWORD_FILE", &p);
+        }
+        if for_init
+            && (std::env::var_os("SOPVAULT_PASSWORD_FILE").is_some()
+                || std::env::var_os("SOPVAULT_PASSWORD_COMMAND").is_some())
+        {
+            return current();
+        }
+        let a = prompt("new password: ")?;
+        let b = prompt("repeat new password: ")?;
+        if a.as_bytes() != b.as_bytes() {
+            return Err(Error::Usage("the two passwords differ".into()));
+        }
+        Ok(a)
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return Some(PathBuf::from(x).join("sopvault"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("sopvault"))
+}
+
+fn exit_code(e: &Error) -> i32 {
+    match e.kind() {
+        ErrorKind::NoRepository => exit::NO_REPOSITORY,
+        ErrorKind::Locked => exit::LOCKED,
+        ErrorKind::WrongPassword => exit::WRONG_PASSWORD,
+        ErrorKind::StreamFailed => exit::STREAM_FAILED,
+        ErrorKind::Damaged => exit::DAMAGED,
+        ErrorKind::NoSpace => exit::NO_SPACE,
+        ErrorKind::Interrupted => exit::INTERRUPTED,
+        ErrorKind::Usage => exit::USAGE,
+        ErrorKind::Other => exit::ERROR,
+    }
+}
+
+fn install_signal_handlers() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // A second signal ends the process at once.
+        let _ =
+            signal_hook::flag::register_conditional_shutdown(sig, exit::INTERRUPTED, flag.clone());
+        let _ = signal_hook::flag::register(sig, flag.clone());
+    }
+    std::thread::spawn(move || loop {
+        if flag.load(std::sync::atomic::Ordering::Relaxed) {
+            sopvault::interrupt::flag().store(true, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    });
+}
+
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+        }
+    };
+    install_signal_handlers();
+    let ctx = Ctx {
+        repo_path: cli.repo,
+        cache_dir: if cli.no_cache {
+            None
+        } else {
+            cli.cache_dir.or_else(default_cache_dir)
+        },
+        quiet: cli.quiet,
+    };
+    let result = match cli.command {
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Snapshot(a) => snapshot::run(&ctx, a),
+        Command::Snapshots(a) => snapshots::run(&ctx, a),
+        Command::Ls(a) => ls::run(&ctx, a),
+        Command::Restore(a) => restore::run(&ctx, a),
+        Command::Cat(a) => cat::run(&ctx, a),
+        Command::Check(a) => check::run(&ctx, a),
+        Command::Key(k) => key::run(&ctx, k),
+        Command::Unlock(a) => unlock::run(&ctx, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sopvault: error: {e}");
+            exit_code(&e)
+        }
+    }
+}
+
+/// Formats a byte count for people.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON values serialise")
+    );
+}

@@ -1,0 +1,131 @@
+//! `sopvault snapshot`: back up paths and dump streams into one snapshot.
+
+use super::{exit, human_bytes, print_json, Ctx};
+use sopvault::manifest::SnapshotTime;
+use sopvault::snapshot::{SnapshotOptions, StreamInput, StreamSpec};
+use sopvault::Error;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Name of what is backed up (groups snapshots; the name's prefix)
+    #[arg(long, required = true)]
+    source: String,
+    /// Store standard input as a file NAME at the snapshot's root
+    #[arg(long, value_name = "NAME")]
+    stdin: Option<String>,
+    /// Run COMMAND with `sh -c` and store its standard output as NAME
+    #[arg(long, value_name = "NAME=COMMAND")]
+    stream: Vec<String>,
+    /// Add a tag (repeatable)
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Exclude paths matching GLOB (a name at any depth, or an absolute path when it has '/')
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Read exclude patterns from a file, one per line ('#' comments)
+    #[arg(long, value_name = "FILE")]
+    exclude_file: Vec<PathBuf>,
+    /// Do not cross file system boundaries
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+    /// Record this time (RFC 3339, e.g. 2026-11-01T02:00:00+07:00) instead of now
+    #[arg(long, value_name = "RFC3339")]
+    time: Option<String>,
+    /// Read all files even if the parent snapshot says they are unchanged
+    #[arg(long)]
+    force: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+    /// Files and directories to back up
+    paths: Vec<PathBuf>,
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
+    let mut streams = Vec::new();
+    for s in &args.stream {
+        let (name, cmd) = s
+            .split_once('=')
+            .ok_or_else(|| Error::Usage(format!("--stream {s:?}: expected NAME=COMMAND")))?;
+        if cmd.trim().is_empty() {
+            return Err(Error::Usage(format!(
+                "--stream {s:?}: the command is empty"
+            )));
+        }
+        streams.push(StreamSpec {
+            name: name.to_string(),
+            input: StreamInput::Command(cmd.to_string()),
+        });
+    }
+    if let Some(n) = &args.stdin {
+        streams.push(StreamSpec {
+            name: n.clone(),
+            input: StreamInput::Stdin,
+        });
+    }
+    let mut excludes = args.exclude.clone();
+    for f in &args.exclude_file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| Error::Usage(format!("{}: {e}", f.display())))?;
+        excludes.extend(text.lines().map(str::to_string));
+    }
+    let time = match &args.time {
+        None => None,
+        Some(t) => Some(SnapshotTime::from_datetime(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| Error::Usage(format!("--time {t:?}: not RFC 3339 ({e})")))?,
+        )),
+    };
+    let opts = SnapshotOptions {
+        source: args.source.clone(),
+        tags: args.tag.clone(),
+        paths: args.paths.clone(),
+        streams,
+        excludes,
+        one_file_system: args.one_file_system,
+        time,
+        force: args.force,
+    };
+    sopvault::snapshot::validate_name("source", &opts.source)?;
+    let repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, false, "snapshot")?;
+    let bar = super::progress::Bar::new(!ctx.quiet && !args.json);
+    let out = sopvault::snapshot::run(&repo, &opts, &bar);
+    bar.finish();
+    let out = out?;
+    let s = &out.snapshot;
+    if args.json {
+        let mut v = super::snapshots::snapshot_json(&out.id, s);
+        v["packs_written"] = out.store.packs.into();
+        print_json(&v);
+    } else if !ctx.quiet {
+        println!("snapshot {} saved as {}", out.id.short(), s.name);
+        let sum = &s.summary;
+        println!(
+            "  {} files ({} unchanged), {} dirs, {} streams; {} in total, {} read",
+            sum.files,
+            sum.files_unchanged,
+            sum.dirs,
+            s.streams.len(),
+            human_bytes(sum.bytes_total),
+            human_bytes(sum.bytes_read)
+        );
+        println!(
+            "  {} new in {} chunks, {} stored after compression; {:.1} s",
+            human_bytes(sum.bytes_new),
+            sum.chunks_new,
+            human_bytes(sum.bytes_stored),
+            sum.duration_ms as f64 / 1000.0
+        );
+    }
+    if !s.complete {
+        eprintln!(
+            "sopvault: warning: snapshot {} is incomplete: {} path(s) could not be read",
+            out.id.short(),
+            s.summary.errors.len()
+        );
+        return Ok(exit::INCOMPLETE);
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,140 @@
+//! Typed errors of the engine.
+//!
+//! Every error names the object it concerns and, where there is one, what was
+//! expected and what was found. The command line maps [`Error::kind`] to its
+//! documented exit codes in one place (`src/cli/mod.rs`).
+
+use std::path::PathBuf;
+
+/// What went wrong, independent of the object: used for exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No repository at the given place, or something that is not a sopvault repository.
+    NoRepository,
+    /// Another process holds a conflicting lock.
+    Locked,
+    /// No key file opens with the given password.
+    WrongPassword,
+    /// A stream's command failed or its input ended in an error.
+    StreamFailed,
+    /// Stored data failed authentication, a hash or a structural check.
+    Damaged,
+    /// The file system or device is full.
+    NoSpace,
+    /// The run was interrupted (Ctrl-C, SIGTERM).
+    Interrupted,
+    /// The user asked for something that does not exist or cannot be done.
+    Usage,
+    /// Any other I/O or internal failure.
+    Other,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no sopvault repository at {path}: {reason}")]
+    NoRepository { path: PathBuf, reason: String },
+    #[error("{path} already exists and is not empty; refusing to create a repository there")]
+    RepositoryExists { path: PathBuf },
+    #[error(
+        "no key file of repository {repo} opens with this password ({tried} key file(s) tried)"
+    )]
+    WrongPassword { repo: PathBuf, tried: usize },
+    #[error("repository is locked {mode} by {holder} (lock {lock}); wait for it to finish, or run `sopvault unlock` if that process is gone")]
+    Locked {
+        mode: &'static str,
+        holder: String,
+        lock: String,
+    },
+    #[error("{object}: unsupported {what} version: expected {expected}, found {found}")]
+    UnsupportedVersion {
+        object: String,
+        what: &'static str,
+        expected: u32,
+        found: u32,
+    },
+    #[error("{object}: bad magic: expected {expected:?}, found {found:?}")]
+    BadMagic {
+        object: String,
+        expected: String,
+        found: String,
+    },
+    #[error("{object}: damaged: {reason}")]
+    Damaged { object: String, reason: String },
+    #[error("{object}: content hash mismatch: name says {expected}, bytes hash to {found}")]
+    HashMismatch {
+        object: String,
+        expected: String,
+        found: String,
+    },
+    #[error("chunk {chunk} in pack {pack} at offset {offset}: {reason}")]
+    BlobDamaged {
+        chunk: String,
+        pack: String,
+        offset: u64,
+        reason: String,
+    },
+    #[error("chunk {chunk} is not in the index (needed by {needed_by})")]
+    MissingChunk { chunk: String, needed_by: String },
+    #[error("stream {name:?} failed: {reason}; no snapshot was written")]
+    StreamFailed { name: String, reason: String },
+    #[error("no space left on device while writing {path}")]
+    NoSpace { path: PathBuf },
+    #[error("interrupted")]
+    Interrupted,
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NoRepository { .. } => ErrorKind::NoRepository,
+            Error::WrongPassword { .. } => ErrorKind::WrongPassword,
+            Error::Locked { .. } => ErrorKind::Locked,
+            Error::UnsupportedVersion { .. }
+            | Error::BadMagic { .. }
+            | Error::Damaged { .. }
+            | Error::HashMismatch { .. }
+            | Error::BlobDamaged { .. }
+            | Error::MissingChunk { .. } => ErrorKind::Damaged,
+            Error::StreamFailed { .. } => ErrorKind::StreamFailed,
+            Error::NoSpace { .. } => ErrorKind::NoSpace,
+            Error::Interrupted => ErrorKind::Interrupted,
+            Error::Usage(_) | Error::RepositoryExists { .. } => ErrorKind::Usage,
+            Error::Io { source, .. } if is_no_space(source) => ErrorKind::NoSpace,
+            Error::Io { .. } | Error::Other(_) => ErrorKind::Other,
+        }
+    }
+
+    /// Wraps an I/O error with the path it concerns; a full device becomes [`Error::NoSpace`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        let path = path.into();
+        if is_no_space(&source) {
+            Error::NoSpace { path }
+        } else {
+            Error::Io { path, source }
+        }
+    }
+
+    pub fn damaged(object: impl std::fmt::Display, reason: impl Into<String>) -> Error {
+        Error::Damaged {
+            object: object.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

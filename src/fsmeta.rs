@@ -1,0 +1,212 @@
+//! File metadata: read from `lstat` and xattrs at backup, applied at restore.
+//!
+//! Owners are recorded as numbers and names; on restore as root, names win
+//! when they exist on the target machine (as tar and restic do), numbers
+//! otherwise. POSIX ACLs are xattrs (`system.posix_acl_*`) and ride along.
+
+use crate::error::{Error, Result};
+use crate::tree::{Node, NodeKind, Timestamp, Xattr};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Caches uid/gid → name lookups for one run.
+#[derive(Default)]
+pub struct NameCache {
+    users: HashMap<u32, String>,
+    groups: HashMap<u32, String>,
+}
+
+impl NameCache {
+    pub fn user(&mut self, uid: u32) -> String {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| {
+                uzers::get_user_by_uid(uid)
+                    .map(|u| u.name().to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
+    pub fn group(&mut self, gid: u32) -> String {
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| {
+                uzers::get_group_by_gid(gid)
+                    .map(|g| g.name().to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
+}
+
+/// A node for `path` with everything but the file content or subtree filled in.
+pub fn read_node(
+    path: &Path,
+    name: &[u8],
+    md: &std::fs::Metadata,
+    names: &mut NameCache,
+) -> Result<Node> {
+    let ft = md.file_type();
+    use std::os::unix::fs::FileTypeExt;
+    let kind = if ft.is_file() {
+        NodeKind::File {
+            size: md.len(),
+            content: crate::tree::Content::empty(),
+        }
+    } else if ft.is_dir() {
+        NodeKind::Dir {
+            tree: Default::default(),
+        }
+    } else if ft.is_symlink() {
+        let t = std::fs::read_link(path).map_err(|e| Error::io(path, e))?;
+        NodeKind::Symlink {
+            target: t.as_os_str().as_bytes().to_vec(),
+        }
+    } else if ft.is_fifo() {
+        NodeKind::Fifo
+    } else if ft.is_char_device() {
+        NodeKind::CharDevice { rdev: md.rdev() }
+    } else if ft.is_block_device() {
+        NodeKind::BlockDevice { rdev: md.rdev() }
+    } else {
+        NodeKind::Socket
+    };
+    Ok(Node {
+        name: name.to_vec(),
+        kind,
+        mode: md.mode(),
+        uid: md.uid(),
+        gid: md.gid(),
+        user: names.user(md.uid()),
+        group: names.group(md.gid()),
+        mtime: Timestamp {
+            sec: md.mtime(),
+            nsec: md.mtime_nsec() as u32,
+        },
+        ctime: Timestamp {
+            sec: md.ctime(),
+            nsec: md.ctime_nsec() as u32,
+        },
+        inode: md.ino(),
+        device: md.dev(),
+        links: md.nlink(),
+        xattrs: read_xattrs(path),
+    })
+}
+
+/// Extended attributes of `path` (not following symlinks); unsupported file systems give none.
+pub fn read_xattrs(path: &Path) -> Vec<Xattr> {
+    let Ok(names) = xattr::list(path) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Xattr> = names
+        .filter_map(|n| {
+            let value = xattr::get(path, &n).ok().flatten()?;
+            Some(Xattr {
+                name: n.as_bytes().to_vec(),
+                value,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn cpath(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Usage(format!("{}: path contains a NUL byte", path.display())))
+}
+
+fn last_err(path: &Path) -> Error {
+    Error::io(path, std::io::Error::last_os_error())
+}
+
+/// Applies owner (when `owners`), xattrs, mode and mtime to an already created entry.
+/// Returns warnings for what could not be applied.
+pub fn apply(path: &Path, node: &Node, owners: bool) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let c = cpath(path)?;
+    let is_link = matches!(node.kind, NodeKind::Symlink { .. });
+    if owners {
+        let uid = uzers::get_user_by_name(&node.user)
+            .map(|u| u.uid())
+            .filter(|_| !node.user.is_empty())
+            .unwrap_or(node.uid);
+        let gid = uzers::get_group_by_name(&node.group)
+            .map(|g| g.gid())
+            .filter(|_| !node.group.is_empty())
+            .unwrap_or(node.gid);
+        // SAFETY: c is a valid NUL-terminated path.
+        if unsafe { libc::lchown(c.as_ptr(), uid, gid) } != 0 {
+            warnings.push(format!(
+                "{}: cannot set owner: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    for x in &node.xattrs {
+        let name = std::ffi::OsStr::from_bytes(&x.name);
+        if let Err(e) = xattr::set(path, name, &x.value) {
+            warnings.push(format!(
+                "{}: cannot set xattr {}: {e}",
+                path.display(),
+                name.to_string_lossy()
+            ));
+        }
+    }
+    if !is_link {
+        // SAFETY: c is a valid NUL-terminated path.
+        if unsafe { libc::chmod(c.as_ptr(), (node.mode & 0o7777) as libc::mode_t) } != 0 {
+            return Err(last_err(path));
+        }
+    }
+    let ts = libc::timespec {
+        tv_sec: node.mtime.sec as libc::time_t,
+        tv_nsec: node.mtime.nsec as _,
+    };
+    let times = [ts, ts];
+    // SAFETY: c is valid; times points to two timespecs.
+    if unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } != 0
+    {
+        warnings.push(format!(
+            "{}: cannot set mtime: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(warnings)
+}
+
+/// Creates a fifo or device node.
+pub fn make_special(path: &Path, node: &Node) -> Result<()> {
+    let c = cpath(path)?;
+    let (fmt, rdev) = match node.kind {
+        NodeKind::Fifo => (libc::S_IFIFO, 0),
+        NodeKind::CharDevice { rdev } => (libc::S_IFCHR, rdev),
+        NodeKind::BlockDevice { rdev } => (libc::S_IFBLK, rdev),
+        _ => return Ok(()),
+    };
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe {
+        libc::mknod(
+            c.as_ptr(),
+            fmt | (node.mode & 0o7777) as libc::mode_t,
+            rdev as libc::dev_t,
+        )
+    } != 0
+    {
+        return Err(last_err(path));
+    }
+    Ok(())
+}

@@ -1,0 +1,498 @@
+//! Index files, and the merged, memory-mapped index used for lookups.
+//!
+//! An index file maps chunk ids to where their blobs live. Each snapshot run
+//! writes one (or a few, for large runs) after its packs and before its
+//! manifest; prune writes compacted ones that list the files they supersede.
+//!
+//! ```text
+//! header(16): "SOPVIDX\0" | version u32 | flags u32 (0)
+//! sealed with the metadata key, AAD = the header; plaintext:
+//!   n_supersedes u32 | n × index_id[32]
+//!   n_packs u32      | n × (pack_id[32] | pack_size u64)
+//!   n_entries u32    | n × (pack_no u32 | pack entry(88)), sorted by chunk id
+//! ```
+//!
+//! The repository's index is the union of all index files, minus those another
+//! file supersedes, minus entries whose pack is absent. [`Index`] merges them
+//! into one local file of sorted fixed-size entries with a bucket table on the
+//! first two bytes of the id, read through memmap2: a lookup touches about
+//! one page and the index never has to fit in RAM.
+
+use crate::blob::BlobInfo;
+use crate::crypto::{KeyPurpose, MasterKey};
+use crate::error::{Error, Result};
+use crate::format::{write_header, Reader, HEADER_LEN, MAGIC_INDEX};
+use crate::ids::{ChunkId, IndexId, PackId};
+use crate::pack::{decode_entry, encode_entry, ENTRY_LEN};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+pub const INDEX_ENTRY_LEN: usize = 4 + ENTRY_LEN;
+/// Decoder limits for one index file.
+pub const MAX_INDEX_ENTRIES: usize = 64 * 1024 * 1024;
+pub const MAX_INDEX_PACKS: usize = 16 * 1024 * 1024;
+
+/// The decoded contents of one index file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexFile {
+    pub supersedes: Vec<IndexId>,
+    pub packs: Vec<(PackId, u64)>,
+    /// (position in `packs`, blob), sorted by chunk id.
+    pub entries: Vec<(u32, BlobInfo)>,
+}
+
+impl IndexFile {
+    pub fn encode_plain(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(12 + self.packs.len() * 40 + self.entries.len() * INDEX_ENTRY_LEN);
+        out.extend_from_slice(&(self.supersedes.len() as u32).to_le_bytes());
+        for s in &self.supersedes {
+            out.extend_from_slice(&s.0);
+        }
+        out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
+        for (p, size) in &self.packs {
+            out.extend_from_slice(&p.0);
+            out.extend_from_slice(&size.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        let mut sorted: Vec<&(u32, BlobInfo)> = self.entries.iter().collect();
+        sorted.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+        for (p, b) in sorted {
+            out.extend_from_slice(&p.to_le_bytes());
+            encode_entry(&mut out, b);
+        }
+        out
+    }
+
+    pub fn encode(&self, key: &MasterKey) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        write_header(&mut out, MAGIC_INDEX, 0);
+        let sealed = key.seal(KeyPurpose::Meta, &out.clone(), &self.encode_plain())?;
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    pub fn decode(key: &MasterKey, bytes: &[u8], object: &str) -> Result<IndexFile> {
+        let mut r = Reader::new(bytes, object);
+        r.header(MAGIC_INDEX)?;
+        let plain = key
+            .open(KeyPurpose::Meta, &bytes[..HEADER_LEN], r.rest())
+            .ok_or_else(|| Error::damaged(object, "index file failed authentication"))?;
+        Self::decode_plain(&plain, object)
+    }
+
+    pub fn decode_plain(plain: &[u8], object: &str) -> Result<IndexFile> {
+        let mut r = Reader::new(plain, object);
+        let n = r.u32()? as usize;
+        if n * 32 > r.remaining() {
+            return Err(Error::damaged(
+                object,
+                format!("claims {n} superseded files, too many for its size"),
+            ));
+        }
+        let supersedes = (0..n)
+            .map(|_| Ok(IndexId(r.array()?)))
+            .collect::<Result<Vec<_>>>()?;
+        let n = r.u32()? as usize;
+        if n > MAX_INDEX_PACKS || n * 40 > r.remaining() {
+            return Err(Error::damaged(
+                object,
+                format!("claims {n} packs, too many for its size"),
+            ));
+        }
+        let packs = (0..n)
+            .map(|_| Ok((PackId(r.array()?), r.u64()?)))
+            .collect::<Result<Vec<_>>>()?;
+        let n = r.u32()? as usize;
+        if n > MAX_INDEX_ENTRIES || n * INDEX_ENTRY_LEN != r.remaining() {
+            return Err(Error::damaged(
+                object,
+                format!("claims {n} entries but holds {} bytes", r.remaining()),
+            ));
+        }
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let p = r.u32()?;
+            if p as usize >= packs.len() {
+                return Err(Error::damaged(
+                    object,
+                    format!("entry refers to pack #{p} of {}", packs.len()),
+                ));
+            }
+            let b = decode_entry(&mut r, object)?;
+            if let Some((_, prev)) = entries.last() {
+                let prev: &BlobInfo = prev;
+                if prev.id > b.id {
+                    return Err(Error::damaged(object, "entries are not sorted by chunk id"));
+                }
+            }
+            entries.push((p, b));
+        }
+        Ok(IndexFile {
+            supersedes,
+            packs,
+            entries,
+        })
+    }
+}
+
+/// Where a blob lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub pack: PackId,
+    pub blob: BlobInfo,
+}
+
+const CACHE_MAGIC: &[u8; 8] = b"SOPVIXC\0";
+const BUCKETS: usize = 1 << 16;
+const CACHE_HEADER_LEN: usize = 16 + 32 + 4 + 4 + 8;
+
+/// The merged index of a repository, read through a memory map.
+pub struct Index {
+    map: Option<memmap2::Mmap>,
+    packs: Vec<(PackId, u64)>,
+    included: Vec<IndexId>,
+    entries_off: usize,
+    count: u64,
+}
+
+fn set_hash(ids: &[IndexId]) -> [u8; 32] {
+    let mut all = Vec::with_capacity(ids.len() * 32);
+    for i in ids {
+        all.extend_from_slice(&i.0);
+    }
+    crate::ids::sha256(&all)
+}
+
+fn bucket_of(id: &ChunkId) -> usize {
+    ((id.0[0] as usize) << 8) | id.0[1] as usize
+}
+
+fn entry_to_bytes(out: &mut Vec<u8>, pack_no: u32, b: &BlobInfo) {
+    out.extend_from_slice(&pack_no.to_le_bytes());
+    encode_entry(out, b);
+}
+
+impl Index {
+    /// The ids of the index files merged into this view.
+    pub fn included(&self) -> &[IndexId] {
+        &self.included
+    }
+    pub fn packs(&self) -> &[(PackId, u64)] {
+        &self.packs
+    }
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn entry_bytes(&self, i: u64) -> &[u8] {
+        let map = self.map.as_ref().expect("non-empty index has a map");
+        let off = self.entries_off + i as usize * INDEX_ENTRY_LEN;
+        &map[off..off + INDEX_ENTRY_LEN]
+    }
+
+    fn decode_at(&self, i: u64) -> Location {
+        let b = self.entry_bytes(i);
+        let pack_no = u32::from_le_bytes(b[..4].try_into().unwrap());
+        let mut r = Reader::new(&b[4..], "index cache");
+        let blob =
+            decode_entry(&mut r, "index cache").expect("cache entries were validated when written");
+        Location {
+            pack: self.packs[pack_no as usize].0,
+            blob,
+        }
+    }
+
+    fn bucket_range(&self, b: usize) -> (u64, u64) {
+        let map = self.map.as_ref().unwrap();
+        let at = |k: usize| {
+            let off = CACHE_HEADER_LEN + k * 8;
+            u64::from_le_bytes(map[off..off + 8].try_into().unwrap())
+        };
+        (at(b), at(b + 1))
+    }
+
+    pub fn lookup(&self, id: &ChunkId) -> Option<Location> {
+        if self.count == 0 {
+            return None;
+        }
+        let (mut lo, mut hi) = self.bucket_range(bucket_of(id));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let e = &self.entry_bytes(mid)[4..36];
+            match e.cmp(&id.0[..]) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(self.decode_at(mid)),
+            }
+        }
+        None
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.lookup(id).is_some()
+    }
+
+    /// Every location, in chunk-id order.
+    pub fn iter(&self) -> impl Iterator<Item = Location> + '_ {
+        (0..self.count).map(move |i| self.decode_at(i))
+    }
+
+    /// Opens the cached merge at `path` if it covers exactly `current`;
+    /// otherwise builds it, extending the old cache when only new files were added.
+    /// `load` decodes one index file; `present` is the set of packs that exist.
+    pub fn open_or_build(
+        path: &Path,
+        current: &[IndexId],
+        present: &HashMap<PackId, u64>,
+        load: &(dyn Fn(&IndexId) -> Result<IndexFile> + Sync),
+    ) -> Result<Index> {
+        let mut current: Vec<IndexId> = current.to_vec();
+        current.sort();
+        let old = Index::open_cache(path).ok();
+        if let Some(old) = &old {
+            if old.included == current {
+                return Ok(Index::open_cache(path)?);
+            }
+        }
+        use rayon::prelude::*;
+        let cur_set: BTreeSet<IndexId> = current.iter().copied().collect();
+        // Superseded files drop out of the union.
+        let to_load: Vec<IndexId> = match &old {
+            Some(o) if o.included.iter().all(|i| cur_set.contains(i)) => {
+                let have: HashSet<IndexId> = o.included.iter().copied().collect();
+                current
+                    .iter()
+                    .filter(|i| !have.contains(i))
+                    .copied()
+                    .collect()
+            }
+            _ => current.clone(),
+        };
+        let loaded: Vec<(IndexId, IndexFile)> = to_load
+            .par_iter()
+            .map(|i| Ok((*i, load(i)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let superseded: HashSet<IndexId> = loaded
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
+        let incremental = match &old {
+            Some(o) => o.included.iter().all(|i| cur_set.contains(i)) && superseded.is_empty(),
+            None => false,
+        };
+        if !superseded.is_empty() && to_load.len() != current.len() {
+            // Something supersedes; rebuild from every file.
+            let all: Vec<(IndexId, IndexFile)> = current
+                .par_iter()
+                .map(|i| Ok((*i, load(i)?)))
+                .collect::<Result<Vec<_>>>()?;
+            return Index::build(path, &current, all, None, present);
+        }
+        Index::build(
+            path,
+            &current,
+            loaded,
+            if incremental { old } else { None },
+            present,
+        )
+    }
+
+    fn build(
+        path: &Path,
+        included: &[IndexId],
+        files: Vec<(IndexId, IndexFile)>,
+        old: Option<Index>,
+        present: &HashMap<PackId, u64>,
+    ) -> Result<Index> {
+        let superseded: HashSet<IndexId> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
+        let mut pack_no: HashMap<PackId, u32> = HashMap::new();
+        let mut packs: Vec<(PackId, u64)> = Vec::new();
+        let mut intern = |p: PackId, size: u64, packs: &mut Vec<(PackId, u64)>| -> u32 {
+            *pack_no.entry(p).or_insert_with(|| {
+                packs.push((p, size));
+                (packs.len() - 1) as u32
+            })
+        };
+        let mut fresh: Vec<(u32, BlobInfo)> = Vec::new();
+        for (id, f) in &files {
+            if superseded.contains(id) {
+                continue;
+            }
+            for (p, b) in &f.entries {
+                let (pid, size) = f.packs[*p as usize];
+                if !present.contains_key(&pid) {
+                    continue;
+                }
+                fresh.push((intern(pid, size, &mut packs), *b));
+            }
+        }
+        fresh.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+        fresh.dedup_by(|a, b| a.1.id == b.1.id);
+        let mut old_map = Vec::new();
+        if let Some(o) = &old {
+            for (p, size) in &o.packs {
+                old_map.push(intern(*p, *size, &mut packs));
+            }
+        }
+        // Merge old (already sorted) and fresh into a temporary file, then rename.
+        let dir = path.parent().unwrap();
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let result = (|| -> Result<()> {
+            let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            let old_count = old.as_ref().map(|o| o.count).unwrap_or(0);
+            // Count entries first for the bucket table: walk the merge twice.
+            let mut buckets = vec![0u64; BUCKETS + 1];
+            let mut total = 0u64;
+            merge(&old, &old_map, &fresh, old_count, |_, b| {
+                buckets[bucket_of(&b.id) + 1] += 1;
+                total += 1;
+            });
+            for i in 1..=BUCKETS {
+                buckets[i] += buckets[i - 1];
+            }
+            let mut head = Vec::with_capacity(CACHE_HEADER_LEN + (BUCKETS + 1) * 8);
+            head.extend_from_slice(CACHE_MAGIC);
+            head.extend_from_slice(&1u32.to_le_bytes());
+            head.extend_from_slice(&0u32.to_le_bytes());
+            head.extend_from_slice(&set_hash(included));
+            head.extend_from_slice(&(included.len() as u32).to_le_bytes());
+            head.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+            head.extend_from_slice(&total.to_le_bytes());
+            for b in &buckets {
+                head.extend_from_slice(&b.to_le_bytes());
+            }
+            for i in included {
+                head.extend_from_slice(&i.0);
+            }
+            for (p, s) in &packs {
+                head.extend_from_slice(&p.0);
+                head.extend_from_slice(&s.to_le_bytes());
+            }
+            w.write_all(&head).map_err(|e| Error::io(&tmp, e))?;
+            let mut buf = Vec::with_capacity(INDEX_ENTRY_LEN);
+            let mut err = None;
+            merge(&old, &old_map, &fresh, old_count, |p, b| {
+                buf.clear();
+                entry_to_bytes(&mut buf, p, b);
+                if err.is_none() {
+                    if let Err(e) = w.write_all(&buf) {
+                        err = Some(e);
+                    }
+                }
+            });
+            if let Some(e) = err {
+                return Err(Error::io(&tmp, e));
+            }
+            w.into_inner()
+                .map_err(|e| Error::io(&tmp, e.into_error()))?
+                .sync_all()
+                .map_err(|e| Error::io(&tmp, e))?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        drop(old);
+        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        Index::open_cache(path)
+    }
+
+    fn open_cache(path: &Path) -> Result<Index> {
+        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the cache file is private to this user and only ever replaced
+        // by rename, never modified in place, so the mapping stays valid.
+        let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path, e))?;
+        let object = path.display().to_string();
+        let mut r = Reader::new(&map, &object);
+        if r.bytes(8)? != CACHE_MAGIC || r.u32()? != 1 {
+            return Err(Error::damaged(
+                &object,
+                "not an index cache of this version",
+            ));
+        }
+        r.u32()?;
+        let hash = r.array::<32>()?;
+        let n_inc = r.u32()? as usize;
+        let n_packs = r.u32()? as usize;
+        let count = r.u64()?;
+        let buckets = r.bytes((BUCKETS + 1) * 8)?;
+        let last = u64::from_le_bytes(buckets[BUCKETS * 8..].try_into().unwrap());
+        if last != count || n_inc.saturating_mul(32) > r.remaining() {
+            return Err(Error::damaged(&object, "inconsistent index cache"));
+        }
+        let included = (0..n_inc)
+            .map(|_| Ok(IndexId(r.array()?)))
+            .collect::<Result<Vec<_>>>()?;
+        if set_hash(&included) != hash || n_packs.saturating_mul(40) > r.remaining() {
+            return Err(Error::damaged(&object, "inconsistent index cache"));
+        }
+        let packs = (0..n_packs)
+            .map(|_| Ok((PackId(r.array()?), r.u64()?)))
+            .collect::<Result<Vec<_>>>()?;
+        let entries_off = r.pos();
+        if (r.remaining() as u64) != count * INDEX_ENTRY_LEN as u64 {
+            return Err(Error::damaged(&object, "index cache has the wrong length"));
+        }
+        Ok(Index {
+            map: if count > 0 { Some(map) } else { None },
+            packs,
+            included,
+            entries_off,
+            count,
+        })
+    }
+}
+
+/// Two-way merge of the old cache's entries (pack numbers remapped) and new ones; old wins ties.
+fn merge(
+    old: &Option<Index>,
+    old_map: &[u32],
+    fresh: &[(u32, BlobInfo)],
+    old_count: u64,
+    mut f: impl FnMut(u32, &BlobInfo),
+) {
+    let mut i = 0u64;
+    let mut j = 0usize;
+    let old_at = |i: u64| -> (u32, BlobInfo) {
+        let o = old.as_ref().unwrap();
+        let b = o.entry_bytes(i);
+        let p = u32::from_le_bytes(b[..4].try_into().unwrap());
+        let loc = o.decode_at(i);
+        (old_map[p as usize], loc.blob)
+    };
+    while i < old_count || j < fresh.len() {
+        if i < old_count {
+            let (p, b) = old_at(i);
+            if j < fresh.len() && fresh[j].1.id < b.id {
+                f(fresh[j].0, &fresh[j].1);
+                j += 1;
+            } else {
+                if j < fresh.len() && fresh[j].1.id == b.id {
+                    j += 1;
+                }
+                f(p, &b);
+                i += 1;
+            }
+        } else {
+            f(fresh[j].0, &fresh[j].1);
+            j += 1;
+        }
+    }
+}
+
+/// The default place for a repository's index cache.
+pub fn cache_path(cache_dir: &Path, repo_id: &[u8; 32]) -> PathBuf {
+    cache_dir.join(hex::encode(repo_id)).join("index.cache")
+}

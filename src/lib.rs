@@ -1,0 +1,48 @@
+//! sopvault: content-addressed, deduplicating, encrypted backups.
+//!
+//! # Layout
+//! Bottom to top, each stage of the data flow in exactly one module:
+//!
+//! - [`error`], [`ids`] — typed errors; one id type per kind of object.
+//! - [`format`] — fixed little-endian layouts and magic numbers.
+//! - [`crypto`] — master key, subkeys, XChaCha20-Poly1305 sealing.
+//! - [`chunker`] — keyed FastCDC.
+//! - [`blob`] — compress, seal, verify a chunk; open and verify it again.
+//! - [`keyfile`], [`config`], [`pack`], [`index`], [`tree`], [`manifest`] — one module per file format.
+//! - [`backend`] — where bytes live (a local directory), no crypto.
+//! - [`lock`] — shared and exclusive repository locks.
+//! - [`repo`] — owns keys, backend and config; reads blobs, trees, snapshots.
+//! - [`store`] — the write side: dedup, parallel sealing, packs, index files.
+//! - [`snapshot`], [`restore`], [`check`] — orchestration of the commands.
+//!
+//! The command line (`src/main.rs`, `src/cli/`) is a thin layer on top; this
+//! library never imports clap, indicatif or fuser.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod backend;
+pub mod blob;
+pub mod check;
+pub mod chunker;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod fsmeta;
+pub mod ids;
+pub mod index;
+pub mod interrupt;
+pub mod keyfile;
+pub mod lock;
+pub mod manifest;
+pub mod pack;
+pub mod progress;
+pub mod repo;
+pub mod restore;
+pub mod snapshot;
+pub mod store;
+pub mod sysinfo;
+pub mod tree;
+
+pub use error::{Error, ErrorKind, Result};
+pub use repo::Repository;

@@ -1,0 +1,258 @@
+//! Pack files: many sealed blobs, an encrypted footer that lists them, a fixed trailer.
+//!
+//! ```text
+//! header(16): "SOPVPAK\0" | version u32 | pack kind u32 (0 data, 1 tree)
+//! blob 0 | blob 1 | ...                     each sealed by blob.rs
+//! footer: sealed with the metadata key, AAD = the 16 header bytes;
+//!         plaintext = count u32 | count × entry(88)
+//! trailer(16): footer_len u32 | reserved u32 (0) | "SOPVEND\0"
+//! entry(88): chunk_id[32] | offset u64 | stored_len u32 | raw_len u32 |
+//!            kind u8 | codec u8 | flags u16 (0) | reserved u32 (0) | base_id[32] (zero)
+//! ```
+//! `base_id` and the flags are reserved for a delta codec, so adding one needs
+//! no new layout. Chunk ids and lengths never appear in the clear.
+
+use crate::blob::{BlobInfo, BlobKind, Codec, SealedBlob};
+use crate::crypto::{KeyPurpose, MasterKey, SEAL_OVERHEAD};
+use crate::error::{Error, Result};
+use crate::format::{write_header, Reader, HEADER_LEN, MAGIC_PACK, MAGIC_PACK_END};
+use crate::ids::{sha256, ChunkId, PackId};
+
+pub const TRAILER_LEN: usize = 16;
+pub const ENTRY_LEN: usize = 88;
+/// No pack may be larger than this (a decoder limit).
+pub const MAX_PACK_SIZE: u64 = 1 << 30;
+/// No pack may list more blobs than this.
+pub const MAX_PACK_BLOBS: usize = 1 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackKind {
+    Data = 0,
+    Tree = 1,
+}
+
+impl PackKind {
+    pub fn for_blob(kind: BlobKind) -> PackKind {
+        match kind {
+            BlobKind::Data => PackKind::Data,
+            BlobKind::Tree | BlobKind::ChunkList => PackKind::Tree,
+        }
+    }
+}
+
+pub fn encode_entry(out: &mut Vec<u8>, b: &BlobInfo) {
+    out.extend_from_slice(&b.id.0);
+    out.extend_from_slice(&b.offset.to_le_bytes());
+    out.extend_from_slice(&b.stored_len.to_le_bytes());
+    out.extend_from_slice(&b.raw_len.to_le_bytes());
+    out.push(b.kind as u8);
+    out.push(b.codec as u8);
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&[0u8; 32]);
+}
+
+pub fn decode_entry(r: &mut Reader<'_>, object: &str) -> Result<BlobInfo> {
+    let id = ChunkId(r.array()?);
+    let offset = r.u64()?;
+    let stored_len = r.u32()?;
+    let raw_len = r.u32()?;
+    let kind_b = r.u8()?;
+    let codec_b = r.u8()?;
+    let flags = r.u16()?;
+    let reserved = r.u32()?;
+    let base = r.array::<32>()?;
+    let kind = BlobKind::from_u8(kind_b)
+        .ok_or_else(|| Error::damaged(object, format!("unknown blob kind {kind_b}")))?;
+    let codec = Codec::from_u8(codec_b)
+        .ok_or_else(|| Error::damaged(object, format!("unknown codec {codec_b}")))?;
+    if flags != 0 || reserved != 0 || base != [0u8; 32] {
+        return Err(Error::damaged(object, "reserved entry fields are not zero"));
+    }
+    if raw_len > kind.max_raw_len() || (stored_len as usize) < SEAL_OVERHEAD {
+        return Err(Error::damaged(
+            object,
+            format!("blob {id}: lengths out of range (stored {stored_len}, raw {raw_len})"),
+        ));
+    }
+    Ok(BlobInfo {
+        id,
+        kind,
+        codec,
+        offset,
+        stored_len,
+        raw_len,
+    })
+}
+
+/// Collects sealed blobs into one pack in memory.
+pub struct PackWriter {
+    kind: PackKind,
+    buf: Vec<u8>,
+    blobs: Vec<BlobInfo>,
+}
+
+/// A finished pack: its bytes, its id and what it holds.
+pub struct FinishedPack {
+    pub id: PackId,
+    pub kind: PackKind,
+    pub bytes: Vec<u8>,
+    pub blobs: Vec<BlobInfo>,
+}
+
+impl PackWriter {
+    pub fn new(kind: PackKind) -> PackWriter {
+        let mut buf = Vec::with_capacity(1 << 20);
+        write_header(&mut buf, MAGIC_PACK, kind as u32);
+        PackWriter {
+            kind,
+            buf,
+            blobs: Vec::new(),
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+    pub fn add(&mut self, blob: &SealedBlob) -> BlobInfo {
+        let info = BlobInfo {
+            id: blob.id,
+            kind: blob.kind,
+            codec: blob.codec,
+            offset: self.buf.len() as u64,
+            stored_len: blob.bytes.len() as u32,
+            raw_len: blob.raw_len,
+        };
+        self.buf.extend_from_slice(&blob.bytes);
+        self.blobs.push(info);
+        info
+    }
+    pub fn finish(mut self, key: &MasterKey) -> Result<FinishedPack> {
+        let mut plain = Vec::with_capacity(4 + self.blobs.len() * ENTRY_LEN);
+        plain.extend_from_slice(&(self.blobs.len() as u32).to_le_bytes());
+        for b in &self.blobs {
+            encode_entry(&mut plain, b);
+        }
+        let footer = key.seal(KeyPurpose::Meta, &self.buf[..HEADER_LEN].to_vec(), &plain)?;
+        self.buf.extend_from_slice(&footer);
+        self.buf
+            .extend_from_slice(&(footer.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&0u32.to_le_bytes());
+        self.buf.extend_from_slice(MAGIC_PACK_END);
+        Ok(FinishedPack {
+            id: PackId(sha256(&self.buf)),
+            kind: self.kind,
+            bytes: self.buf,
+            blobs: self.blobs,
+        })
+    }
+}
+
+/// Parses the trailer from the last 16 bytes of a pack of `pack_len` bytes;
+/// returns the footer's offset and length.
+pub fn parse_trailer(trailer: &[u8], pack_len: u64, object: &str) -> Result<(u64, u32)> {
+    if pack_len > MAX_PACK_SIZE {
+        return Err(Error::damaged(
+            object,
+            format!("pack of {pack_len} bytes exceeds the limit of {MAX_PACK_SIZE}"),
+        ));
+    }
+    let mut r = Reader::new(trailer, object);
+    let footer_len = r.u32()?;
+    let reserved = r.u32()?;
+    let magic = r.bytes(8)?;
+    r.finish()?;
+    if magic != MAGIC_PACK_END {
+        return Err(Error::damaged(
+            object,
+            "pack trailer has no end magic (truncated?)",
+        ));
+    }
+    if reserved != 0 {
+        return Err(Error::damaged(object, "reserved trailer field is not zero"));
+    }
+    let min = (HEADER_LEN + TRAILER_LEN) as u64 + footer_len as u64;
+    if (footer_len as usize) < SEAL_OVERHEAD + 4 || min > pack_len {
+        return Err(Error::damaged(
+            object,
+            format!("footer length {footer_len} does not fit in a pack of {pack_len} bytes"),
+        ));
+    }
+    Ok((
+        pack_len - TRAILER_LEN as u64 - footer_len as u64,
+        footer_len,
+    ))
+}
+
+/// Opens and decodes a sealed footer; checks every entry lies between header and footer.
+pub fn decode_footer(
+    key: &MasterKey,
+    header: &[u8],
+    sealed: &[u8],
+    footer_offset: u64,
+    object: &str,
+) -> Result<Vec<BlobInfo>> {
+    let mut hr = Reader::new(header, object);
+    let kind = hr.header(MAGIC_PACK)?;
+    if kind > 1 {
+        return Err(Error::damaged(object, format!("unknown pack kind {kind}")));
+    }
+    let plain = key
+        .open(KeyPurpose::Meta, header, sealed)
+        .ok_or_else(|| Error::damaged(object, "pack footer failed authentication"))?;
+    decode_footer_plain(&plain, footer_offset, object)
+}
+
+/// Decodes a footer's plaintext.
+pub fn decode_footer_plain(
+    plain: &[u8],
+    footer_offset: u64,
+    object: &str,
+) -> Result<Vec<BlobInfo>> {
+    let mut r = Reader::new(plain, object);
+    let count = r.u32()? as usize;
+    if count > MAX_PACK_BLOBS || count * ENTRY_LEN != r.remaining() {
+        return Err(Error::damaged(
+            object,
+            format!(
+                "footer claims {count} entries but holds {} bytes",
+                r.remaining()
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let b = decode_entry(&mut r, object)?;
+        if b.offset < HEADER_LEN as u64 || b.offset + b.stored_len as u64 > footer_offset {
+            return Err(Error::damaged(
+                object,
+                format!("blob {} lies outside the pack's blob area", b.id),
+            ));
+        }
+        out.push(b);
+    }
+    Ok(out)
+}
+
+/// Reads the list of blobs of a whole pack held in memory.
+pub fn read_footer_from_bytes(
+    key: &MasterKey,
+    bytes: &[u8],
+    object: &str,
+) -> Result<Vec<BlobInfo>> {
+    if bytes.len() < HEADER_LEN + TRAILER_LEN {
+        return Err(Error::damaged(
+            object,
+            format!("{} bytes is too short for a pack", bytes.len()),
+        ));
+    }
+    let (off, len) = parse_trailer(
+        &bytes[bytes.len() - TRAILER_LEN..],
+        bytes.len() as u64,
+        object,
+    )?;
+    let sealed = &bytes[off as usize..off as usize + len as usize];
+    decode_footer(key, &bytes[..HEADER_LEN], sealed, off, object)
+}

@@ -1,0 +1,540 @@
+//! The repository: owns the backend, the keys, the config and the write order.
+//!
+//! Opening tries the password against every key file, then reads the single
+//! config. Writers go through [`crate::store::BlobStore`] for packs and index
+//! files and through [`Repository::write_snapshot`] for manifests; the store
+//! writes packs before the index file that lists them, and callers write the
+//! manifest only after the store has finished, so a crash at any moment
+//! leaves a repository whose every snapshot is complete.
+
+use crate::backend::{Backend, FileKind, LocalBackend, README_NAME};
+use crate::blob;
+use crate::chunker::{Chunker, ChunkerProfile};
+use crate::config::{Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE};
+use crate::crypto::{MasterKey, Password, Secret32};
+use crate::error::{Error, Result};
+use crate::ids::{sha256, ChunkId, ConfigId, IndexId, KeyId, PackId, SnapshotId};
+use crate::index::{Index, IndexFile, Location};
+use crate::keyfile::{self, KdfParams, KeyFile};
+use crate::manifest::Snapshot;
+use crate::tree::{ChunkList, ChunkRef, Content, Tree};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How to open a repository.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// Where to keep the merged index; `None` uses a private temporary directory.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Settings chosen at `init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub kdf: KdfParams,
+    pub chunker: ChunkerProfile,
+    pub compression_level: i32,
+    pub pack_size: u32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            kdf: KdfParams::default(),
+            chunker: ChunkerProfile::default(),
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            pack_size: DEFAULT_PACK_SIZE,
+        }
+    }
+}
+
+/// A key file as shown by `key list`.
+#[derive(Clone, Debug)]
+pub struct KeyEntry {
+    pub id: KeyId,
+    pub label: String,
+    pub created: i64,
+    pub kdf: KdfParams,
+    pub current: bool,
+}
+
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    root: PathBuf,
+    key: MasterKey,
+    config: Config,
+    key_id: KeyId,
+    cache_dir: PathBuf,
+    _tmp_cache: Option<TempDir>,
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn readme(repo_id: &[u8; 32]) -> String {
+    format!(
+        "This directory is a sopvault repository.\n\
+         Format version: {}\n\
+         Repository id: {}\n\
+         Every file below config/, keys/, packs/, index/, snapshots/ and prune/ is named by\n\
+         the SHA-256 of its bytes: `sha256sum FILE` must print the file's name.\n\
+         The format is described in format-spec.md of the sopvault sources.\n",
+        crate::format::FORMAT_VERSION,
+        hex::encode(repo_id)
+    )
+}
+
+impl Repository {
+    /// Creates a repository in an empty or missing directory.
+    pub fn init(
+        path: &Path,
+        password: &Password,
+        opts: &InitOptions,
+        open: &OpenOptions,
+    ) -> Result<Repository> {
+        opts.chunker.validate()?;
+        let mut repo_id = [0u8; 32];
+        crate::crypto::fill_random(&mut repo_id)?;
+        let master = Secret32::random()?;
+        let backend = LocalBackend::new(path);
+        backend.create(&readme(&repo_id))?;
+        let label = format!(
+            "{}@{}",
+            crate::sysinfo::username(),
+            crate::sysinfo::hostname()
+        );
+        let now = chrono::Utc::now().timestamp();
+        let keybytes = keyfile::create(&master, &repo_id, password, opts.kdf, &label, now)?;
+        let key_id = KeyId(sha256(&keybytes));
+        backend.write_new(FileKind::Key, &key_id.to_hex(), &keybytes)?;
+        let key = MasterKey::from_master(master);
+        let config = Config {
+            repo_id,
+            chunker: opts.chunker,
+            pack_size: opts.pack_size,
+            compression_level: opts.compression_level,
+            created: now,
+            features: Vec::new(),
+        };
+        let cbytes = config.encode(&key)?;
+        backend.write_new(
+            FileKind::Config,
+            &ConfigId(sha256(&cbytes)).to_hex(),
+            &cbytes,
+        )?;
+        Repository::assemble(Arc::new(backend), path, key, config, key_id, open)
+    }
+
+    /// Opens an existing repository with a password.
+    pub fn open(path: &Path, password: &Password, open: &OpenOptions) -> Result<Repository> {
+        let backend = LocalBackend::new(path);
+        if !path.join(README_NAME).is_file() || !path.join("config").is_dir() {
+            let reason = if path.exists() {
+                "it has no SOPVAULT.txt and config/ (not a sopvault repository)"
+            } else {
+                "the directory does not exist"
+            };
+            return Err(Error::NoRepository {
+                path: path.to_path_buf(),
+                reason: reason.into(),
+            });
+        }
+        let configs = backend.list(FileKind::Config)?;
+        let [(config_name, _)] = configs.as_slice() else {
+            return Err(Error::NoRepository {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "expected exactly one file in config/, found {}",
+                    configs.len()
+                ),
+            });
+        };
+        let cbytes = backend.read(FileKind::Config, config_name)?;
+        check_name(&cbytes, config_name, "config")?;
+        let repo_id = Config::peek_repo_id(&cbytes, &format!("config/{config_name}"))?;
+        let (master, key_id) = Self::unlock(&backend, path, password, &repo_id)?;
+        let key = MasterKey::from_master(master);
+        let config = Config::decode(&key, &cbytes, &format!("config/{config_name}"))?;
+        Repository::assemble(Arc::new(backend), path, key, config, key_id, open)
+    }
+
+    fn unlock(
+        backend: &LocalBackend,
+        path: &Path,
+        password: &Password,
+        repo_id: &[u8; 32],
+    ) -> Result<(Secret32, KeyId)> {
+        let keys = backend.list(FileKind::Key)?;
+        if keys.is_empty() {
+            return Err(Error::NoRepository {
+                path: path.to_path_buf(),
+                reason: "keys/ holds no key file".into(),
+            });
+        }
+        let mut tried = 0;
+        let mut last_damage = None;
+        for (name, _) in &keys {
+            let object = format!("keys/{name}");
+            let bytes = backend.read(FileKind::Key, name)?;
+            let parsed =
+                check_name(&bytes, name, "keys").and_then(|()| KeyFile::parse(&bytes, &object));
+            let kf = match parsed {
+                Ok(kf) => kf,
+                Err(e) => {
+                    last_damage = Some(e);
+                    continue;
+                }
+            };
+            tried += 1;
+            if let Some((master, rid)) = kf.open(password)? {
+                if &rid != repo_id {
+                    return Err(Error::damaged(
+                        object,
+                        "key file belongs to another repository",
+                    ));
+                }
+                return Ok((master, KeyId::from_hex(name).unwrap_or_default()));
+            }
+        }
+        match (tried, last_damage) {
+            (0, Some(e)) => Err(e),
+            _ => Err(Error::WrongPassword {
+                repo: path.to_path_buf(),
+                tried,
+            }),
+        }
+    }
+
+    fn assemble(
+        backend: Arc<dyn Backend>,
+        path: &Path,
+        key: MasterKey,
+        config: Config,
+        key_id: KeyId,
+        open: &OpenOptions,
+    ) -> Result<Repository> {
+        let (cache_dir, tmp) = match &open.cache_dir {
+            Some(d) => (d.clone(), None),
+            None => {
+                let mut r = [0u8; 8];
+                crate::crypto::fill_random(&mut r)?;
+                let d = std::env::temp_dir().join(format!("sopvault-cache-{}", hex::encode(r)));
+                (d.clone(), Some(TempDir(d)))
+            }
+        };
+        Ok(Repository {
+            backend,
+            root: path.to_path_buf(),
+            key,
+            config,
+            key_id,
+            cache_dir,
+            _tmp_cache: tmp,
+        })
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(&self.key, self.config.chunker)
+    }
+
+    // ---- snapshots ----
+
+    pub fn write_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        let bytes = snap.encode(&self.key)?;
+        let id = SnapshotId(sha256(&bytes));
+        self.backend
+            .write_new(FileKind::Snapshot, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let name = id.to_hex();
+        let bytes = self.backend.read(FileKind::Snapshot, &name)?;
+        check_name(&bytes, &name, "snapshots")?;
+        Snapshot::decode(&self.key, &bytes, &format!("snapshots/{name}"))
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        use rayon::prelude::*;
+        let names = self.backend.list(FileKind::Snapshot)?;
+        let mut out = names
+            .par_iter()
+            .map(|(n, _)| {
+                let id = SnapshotId::from_hex(n).expect("listed names are hex");
+                Ok((id, self.load_snapshot(&id)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| (a.1.time.at, &a.1.name, a.0).cmp(&(b.1.time.at, &b.1.name, b.0)));
+        Ok(out)
+    }
+
+    /// Resolves `latest`, `SOURCE:latest`, a human name or an id prefix.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        resolve_snapshot(self.snapshots()?, spec)
+    }
+
+    // ---- index and blobs ----
+
+    /// The merged index of all present index files.
+    pub fn index(&self) -> Result<Index> {
+        let ids: Vec<IndexId> = self
+            .backend
+            .list(FileKind::Index)?
+            .into_iter()
+            .filter_map(|(n, _)| IndexId::from_hex(&n))
+            .collect();
+        let present: HashMap<PackId, u64> = self
+            .backend
+            .list(FileKind::Pack)?
+            .into_iter()
+            .filter_map(|(n, s)| Some((PackId::from_hex(&n)?, s)))
+            .collect();
+        let path = crate::index::cache_path(&self.cache_dir, &self.config.repo_id);
+        let load = |id: &IndexId| self.load_index_file(id);
+        match Index::open_or_build(&path, &ids, &present, &load) {
+            Ok(i) => Ok(i),
+            Err(e @ Error::Io { .. }) | Err(e @ Error::NoSpace { .. }) if open_fallback(&path) => {
+                // The cache directory is unusable: build a private one instead.
+                let _ = e;
+                let tmp =
+                    std::env::temp_dir().join(format!("sopvault-index-{}", std::process::id()));
+                let r = Index::open_or_build(&tmp.join("index.cache"), &ids, &present, &load);
+                let _ = std::fs::remove_dir_all(&tmp);
+                r
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
+        let name = id.to_hex();
+        let bytes = self.backend.read(FileKind::Index, &name)?;
+        check_name(&bytes, &name, "index")?;
+        IndexFile::decode(&self.key, &bytes, &format!("index/{name}"))
+    }
+
+    pub fn write_index_file(&self, f: &IndexFile) -> Result<IndexId> {
+        let bytes = f.encode(&self.key)?;
+        let id = IndexId(sha256(&bytes));
+        self.backend
+            .write_new(FileKind::Index, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    /// Reads, opens and verifies one blob.
+    pub fn read_blob(&self, loc: &Location) -> Result<Vec<u8>> {
+        let sealed = self.backend.read_range(
+            FileKind::Pack,
+            &loc.pack.to_hex(),
+            loc.blob.offset,
+            loc.blob.stored_len as usize,
+        )?;
+        self.open_blob(loc, &sealed)
+    }
+
+    pub fn open_blob(&self, loc: &Location, sealed: &[u8]) -> Result<Vec<u8>> {
+        blob::open(&self.key, &loc.blob, sealed).map_err(|e| Error::BlobDamaged {
+            chunk: loc.blob.id.to_hex(),
+            pack: loc.pack.to_hex(),
+            offset: loc.blob.offset,
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn read_blob_by_id(&self, index: &Index, id: &ChunkId, needed_by: &str) -> Result<Vec<u8>> {
+        let loc = index.lookup(id).ok_or_else(|| Error::MissingChunk {
+            chunk: id.to_hex(),
+            needed_by: needed_by.to_string(),
+        })?;
+        self.read_blob(&loc)
+    }
+
+    pub fn load_tree(&self, index: &Index, id: &ChunkId, path: &str) -> Result<Tree> {
+        let bytes = self.read_blob_by_id(index, id, &format!("directory {path}"))?;
+        Tree::decode(&bytes, &format!("tree {} ({path})", id.short()))
+    }
+
+    /// The flat list of chunks of a file's content.
+    pub fn content_chunks(
+        &self,
+        index: &Index,
+        content: &Content,
+        path: &str,
+    ) -> Result<Vec<ChunkRef>> {
+        match content {
+            Content::Chunks(c) => Ok(c.clone()),
+            Content::Lists(lists) => {
+                let mut out = Vec::new();
+                for l in lists {
+                    let bytes =
+                        self.read_blob_by_id(index, &l.id, &format!("chunk list of {path}"))?;
+                    let list = ChunkList::decode(
+                        &bytes,
+                        &format!("chunk list {} ({path})", l.id.short()),
+                    )?;
+                    if list.chunks.len() != l.chunks as usize {
+                        return Err(Error::damaged(
+                            format!("chunk list {} ({path})", l.id.short()),
+                            format!("expected {} refs, found {}", l.chunks, list.chunks.len()),
+                        ));
+                    }
+                    out.extend(list.chunks);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    // ---- keys ----
+
+    pub fn keys(&self) -> Result<Vec<KeyEntry>> {
+        let mut out = Vec::new();
+        for (name, _) in self.backend.list(FileKind::Key)? {
+            let bytes = self.backend.read(FileKind::Key, &name)?;
+            let kf = KeyFile::parse(&bytes, &format!("keys/{name}"))?;
+            let id = KeyId::from_hex(&name).unwrap_or_default();
+            out.push(KeyEntry {
+                id,
+                label: kf.label,
+                created: kf.created,
+                kdf: kf.kdf,
+                current: id == self.key_id,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn current_key(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// Adds a key file wrapping the master secret under a new password.
+    pub fn add_key(&self, password: &Password, kdf: KdfParams, label: &str) -> Result<KeyId> {
+        let bytes = keyfile::create(
+            self.key.master(),
+            &self.config.repo_id,
+            password,
+            kdf,
+            label,
+            chrono::Utc::now().timestamp(),
+        )?;
+        let id = KeyId(sha256(&bytes));
+        self.backend
+            .write_new(FileKind::Key, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    /// Removes a key file by id or unique id prefix; never the last one.
+    pub fn remove_key(&self, prefix: &str, allow_current: bool) -> Result<KeyId> {
+        let keys = self.keys()?;
+        let matches: Vec<&KeyEntry> = keys
+            .iter()
+            .filter(|k| k.id.to_hex().starts_with(prefix))
+            .collect();
+        let k = match matches.as_slice() {
+            [k] => *k,
+            [] => return Err(Error::Usage(format!("no key file matches {prefix:?}"))),
+            _ => {
+                return Err(Error::Usage(format!(
+                    "{prefix:?} matches {} key files; give more digits",
+                    matches.len()
+                )))
+            }
+        };
+        if keys.len() == 1 {
+            return Err(Error::Usage(
+                "refusing to remove the last key file: the repository would be unreadable".into(),
+            ));
+        }
+        if k.current && !allow_current {
+            return Err(Error::Usage(
+                "refusing to remove the key file this password opened; use `key passwd` to change it".into(),
+            ));
+        }
+        self.backend.remove(FileKind::Key, &k.id.to_hex())?;
+        Ok(k.id)
+    }
+}
+
+fn open_fallback(path: &Path) -> bool {
+    !path
+        .parent()
+        .map(|p| p.exists() && is_writable(p))
+        .unwrap_or(false)
+}
+
+fn is_writable(p: &Path) -> bool {
+    let probe = p.join(format!(".probe{}", std::process::id()));
+    let ok = std::fs::write(&probe, b"").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+/// Fails unless `bytes` hash to `name`.
+pub fn check_name(bytes: &[u8], name: &str, dir: &str) -> Result<()> {
+    let found = hex::encode(sha256(bytes));
+    if found != name {
+        return Err(Error::HashMismatch {
+            object: format!("{dir}/{name}"),
+            expected: name.to_string(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// Picks a snapshot from a list by `latest`, `SOURCE:latest`, name or id prefix.
+pub fn resolve_snapshot(
+    snaps: Vec<(SnapshotId, Snapshot)>,
+    spec: &str,
+) -> Result<(SnapshotId, Snapshot)> {
+    if snaps.is_empty() {
+        return Err(Error::Usage("the repository holds no snapshots yet".into()));
+    }
+    if spec == "latest" {
+        return Ok(snaps.into_iter().last().unwrap());
+    }
+    if let Some(source) = spec.strip_suffix(":latest") {
+        return snaps
+            .into_iter()
+            .filter(|(_, s)| s.source == source)
+            .last()
+            .ok_or_else(|| Error::Usage(format!("no snapshot of source {source:?}")));
+    }
+    if let Some(found) = snaps.iter().find(|(_, s)| s.name == spec) {
+        return Ok(found.clone());
+    }
+    let lower = spec.to_ascii_lowercase();
+    let matches: Vec<_> = snaps
+        .into_iter()
+        .filter(|(id, _)| id.to_hex().starts_with(&lower))
+        .collect();
+    match matches.len() {
+        1 => Ok(matches.into_iter().next().unwrap()),
+        0 => Err(Error::Usage(format!(
+            "no snapshot matches {spec:?} (try `sopvault snapshots`)"
+        ))),
+        n => Err(Error::Usage(format!(
+            "{spec:?} matches {n} snapshots; give more digits"
+        ))),
+    }
+}

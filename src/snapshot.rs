@@ -1,0 +1,786 @@
+//! `snapshot`: walk paths and read dump streams into one snapshot.
+//!
+//! ```text
+//! streams (in the order given) ─┐
+//! paths → walk → lstat/xattrs ──┼→ chunk → id → BlobStore (dedup, seal, pack, index)
+//!          parent tree lookup ──┘      refs → ContentBuilder → File node
+//! nodes → Tree per directory → BlobStore → root tree → manifest (written last)
+//! ```
+//! Each stream becomes a file named after it at the snapshot's root; each path
+//! keeps its absolute path below the root. Files whose size, mtime, ctime and
+//! inode match the parent snapshot (the latest of the same source) reuse its
+//! chunk list without being read. An unreadable path is reported and skipped,
+//! and the snapshot is marked incomplete; a failing stream fails the run
+//! before any manifest is written.
+
+use crate::blob::BlobKind;
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::fsmeta::{self, NameCache};
+use crate::ids::{ChunkId, SnapshotId};
+use crate::index::Index;
+use crate::manifest::{Snapshot, SnapshotTime, StreamRecord, Summary};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::store::{BlobStore, StoreStats};
+use crate::tree::{
+    ChunkList, ChunkRef, Content, ListRef, Node, NodeKind, Tree, INLINE_CHUNKS, LIST_CHUNKS,
+};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use sha2::Digest;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+pub enum StreamInput {
+    Stdin,
+    Command(String),
+}
+
+pub struct StreamSpec {
+    pub name: String,
+    pub input: StreamInput,
+}
+
+#[derive(Default)]
+pub struct SnapshotOptions {
+    pub source: String,
+    pub tags: Vec<String>,
+    pub paths: Vec<PathBuf>,
+    pub streams: Vec<StreamSpec>,
+    /// Glob patterns: without `/` they match a name at any depth, with `/` the absolute path.
+    pub excludes: Vec<String>,
+    pub one_file_system: bool,
+    /// Record this time instead of now (for importing older backups).
+    pub time: Option<SnapshotTime>,
+    /// Read every file even when the parent says it is unchanged.
+    pub force: bool,
+}
+
+pub struct SnapshotOutcome {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    pub store: StoreStats,
+}
+
+/// Checks a source or stream name: non-empty, no `/`, `:` or control characters.
+pub fn validate_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name == "latest"
+        || name.len() > 200
+        || name.chars().any(|c| c == '/' || c == ':' || c.is_control())
+    {
+        return Err(Error::Usage(format!(
+            "invalid {what} name {name:?}: use letters, digits, '.', '-', '_' (no '/', ':', not 'latest')"
+        )));
+    }
+    Ok(())
+}
+
+/// Normalises a path to an absolute one without following symlinks.
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(s) => out.push(s),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The human name for a new snapshot: `SOURCE_YYYY-MM-DD`, then `-2`, `-3`... that day.
+pub fn human_name(
+    existing: &[(SnapshotId, Snapshot)],
+    source: &str,
+    time: &SnapshotTime,
+) -> String {
+    let base = format!("{source}_{}", time.date());
+    let highest = existing
+        .iter()
+        .filter(|(_, s)| s.source == source)
+        .filter_map(|(_, s)| {
+            if s.name == base {
+                Some(1)
+            } else {
+                s.name
+                    .strip_prefix(&format!("{base}-"))?
+                    .parse::<u32>()
+                    .ok()
+            }
+        })
+        .max();
+    match highest {
+        None => base,
+        Some(n) => format!("{base}-{}", n + 1),
+    }
+}
+
+enum VNode {
+    Real,
+    Virtual(BTreeMap<Vec<u8>, VNode>),
+}
+
+/// Collects chunk refs; long files spill into chunk-list blobs.
+struct ContentBuilder {
+    refs: Vec<ChunkRef>,
+    lists: Vec<ListRef>,
+}
+
+impl ContentBuilder {
+    fn new() -> Self {
+        ContentBuilder {
+            refs: Vec::new(),
+            lists: Vec::new(),
+        }
+    }
+    fn push(&mut self, store: &mut BlobStore<'_>, r: ChunkRef) -> Result<()> {
+        self.refs.push(r);
+        if self.refs.len() >= LIST_CHUNKS {
+            self.spill(store)?;
+        }
+        Ok(())
+    }
+    fn spill(&mut self, store: &mut BlobStore<'_>) -> Result<()> {
+        let chunks = std::mem::take(&mut self.refs);
+        let bytes = chunks.iter().map(|c| c.len as u64).sum();
+        let n = chunks.len() as u32;
+        let (id, _) = store.add(BlobKind::ChunkList, &ChunkList { chunks }.encode())?;
+        self.lists.push(ListRef {
+            id,
+            chunks: n,
+            bytes,
+        });
+        Ok(())
+    }
+    fn finish(mut self, store: &mut BlobStore<'_>) -> Result<Content> {
+        if self.lists.is_empty() && self.refs.len() <= INLINE_CHUNKS {
+            return Ok(Content::Chunks(self.refs));
+        }
+        if !self.refs.is_empty() {
+            self.spill(store)?;
+        }
+        Ok(Content::Lists(self.lists))
+    }
+}
+
+struct Archiver<'a, 'r> {
+    repo: &'r Repository,
+    index: &'r Index,
+    store: BlobStore<'r>,
+    chunker: Chunker,
+    progress: &'a dyn Progress,
+    names: NameCache,
+    name_excludes: GlobSet,
+    path_excludes: GlobSet,
+    one_file_system: bool,
+    force: bool,
+    summary: Summary,
+    hardlinks: HashMap<(u64, u64), (u64, Content)>,
+    repo_root: Option<PathBuf>,
+}
+
+fn build_globs(patterns: &[String]) -> Result<(GlobSet, GlobSet)> {
+    let mut names = GlobSetBuilder::new();
+    let mut paths = GlobSetBuilder::new();
+    for p in patterns {
+        let p = p.trim();
+        if p.is_empty() || p.starts_with('#') {
+            continue;
+        }
+        let glob = GlobBuilder::new(p.trim_end_matches('/'))
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| Error::Usage(format!("invalid exclude pattern {p:?}: {e}")))?;
+        if p.trim_end_matches('/').contains('/') {
+            paths.add(glob);
+        } else {
+            names.add(glob);
+        }
+    }
+    let built = |b: GlobSetBuilder| {
+        b.build()
+            .map_err(|e| Error::Usage(format!("invalid exclude patterns: {e}")))
+    };
+    Ok((built(names)?, built(paths)?))
+}
+
+/// Takes a snapshot. The manifest is written only if every stream succeeded.
+pub fn run(
+    repo: &Repository,
+    opts: &SnapshotOptions,
+    progress: &dyn Progress,
+) -> Result<SnapshotOutcome> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        if !opts.paths.is_empty() {
+            let paths: Vec<PathBuf> = opts.paths.iter().filter_map(|p| absolute(p).ok()).collect();
+            let stop = &stop;
+            scope.spawn(move || scan(&paths, opts.one_file_system, progress, stop));
+        }
+        let r = run_inner(repo, opts, progress);
+        stop.store(true, Ordering::Relaxed);
+        r
+    })
+}
+
+fn run_inner(
+    repo: &Repository,
+    opts: &SnapshotOptions,
+    progress: &dyn Progress,
+) -> Result<SnapshotOutcome> {
+    let started = Instant::now();
+    validate_name("source", &opts.source)?;
+    for t in &opts.tags {
+        if t.is_empty() || t.contains(',') || t.chars().any(|c| c.is_control()) {
+            return Err(Error::Usage(format!("invalid tag {t:?}")));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &opts.streams {
+        validate_name("stream", &s.name)?;
+        if !seen.insert(s.name.as_str()) {
+            return Err(Error::Usage(format!(
+                "stream name {:?} given twice",
+                s.name
+            )));
+        }
+    }
+    if opts
+        .streams
+        .iter()
+        .filter(|s| matches!(s.input, StreamInput::Stdin))
+        .count()
+        > 1
+    {
+        return Err(Error::Usage(
+            "only one stream can read standard input".into(),
+        ));
+    }
+    if opts.paths.is_empty() && opts.streams.is_empty() {
+        return Err(Error::Usage(
+            "nothing to back up: give paths, --stream or --stdin".into(),
+        ));
+    }
+    // Resolve paths and build the virtual directory structure above them.
+    let mut root = BTreeMap::new();
+    let mut abs_paths = Vec::new();
+    for p in &opts.paths {
+        let abs = absolute(p)?;
+        std::fs::symlink_metadata(&abs)
+            .map_err(|e| Error::Usage(format!("{}: cannot back up: {e}", abs.display())))?;
+        abs_paths.push(abs.as_os_str().as_bytes().to_vec());
+        insert_path(&mut root, &abs);
+    }
+    let root_names: Vec<&Vec<u8>> = root.keys().collect();
+    for s in &opts.streams {
+        if root_names.iter().any(|n| n.as_slice() == s.name.as_bytes()) {
+            return Err(Error::Usage(format!(
+                "stream name {:?} collides with the top directory of a backed-up path",
+                s.name
+            )));
+        }
+    }
+    let time = opts.time.unwrap_or_else(crate::sysinfo::now);
+    let snaps = repo.snapshots()?;
+    let parent = snaps
+        .iter()
+        .filter(|(_, s)| s.source == opts.source)
+        .max_by_key(|(_, s)| s.time.at)
+        .cloned();
+    let index = repo.index()?;
+    let (name_excludes, path_excludes) = build_globs(&opts.excludes)?;
+    let mut a = Archiver {
+        repo,
+        index: &index,
+        store: BlobStore::new(repo, &index),
+        chunker: repo.chunker(),
+        progress,
+        names: NameCache::default(),
+        name_excludes,
+        path_excludes,
+        one_file_system: opts.one_file_system,
+        force: opts.force,
+        summary: Summary::default(),
+        hardlinks: HashMap::new(),
+        repo_root: std::fs::canonicalize(repo.root()).ok(),
+    };
+    let parent_root = match &parent {
+        Some((_, p)) if !opts.force => a.repo.load_tree(a.index, &p.root, "/").ok(),
+        _ => None,
+    };
+    let mut records = Vec::new();
+    let mut stream_nodes = Vec::new();
+    for s in &opts.streams {
+        let (node, rec) = a.stream(s)?;
+        stream_nodes.push(node);
+        records.push(rec);
+    }
+    let mut root_tree = a.virtual_dir(Path::new("/"), root, parent_root.as_ref())?;
+    for n in stream_nodes {
+        root_tree.insert(n);
+    }
+    let (root_id, _) = a.store.add(BlobKind::Tree, &root_tree.encode())?;
+    crate::interrupt::check()?;
+    let Archiver {
+        store, mut summary, ..
+    } = a;
+    let stats = store.finish()?;
+    summary.bytes_new = stats.bytes_new;
+    summary.bytes_stored = stats.bytes_stored;
+    summary.chunks_new = stats.blobs_new;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    let complete = summary.errors.is_empty();
+    let snapshot = Snapshot {
+        time,
+        name: human_name(&snaps, &opts.source, &time),
+        source: opts.source.clone(),
+        host: crate::sysinfo::hostname(),
+        user: crate::sysinfo::username(),
+        tags: opts.tags.clone(),
+        paths: abs_paths,
+        streams: records,
+        root: root_id,
+        parent: parent.map(|(id, _)| id),
+        chunker: repo.config().chunker,
+        program: format!("sopvault {}", env!("CARGO_PKG_VERSION")),
+        summary,
+        complete,
+    };
+    let id = repo.write_snapshot(&snapshot)?;
+    Ok(SnapshotOutcome {
+        id,
+        snapshot,
+        store: stats,
+    })
+}
+
+/// Counts bytes and files so the progress bar can show an ETA; stops early when asked.
+fn scan(paths: &[PathBuf], one_fs: bool, progress: &dyn Progress, stop: &AtomicBool) {
+    let (mut bytes, mut files) = (0u64, 0u64);
+    let mut stack: Vec<(PathBuf, Option<u64>)> = paths.iter().map(|p| (p.clone(), None)).collect();
+    while let Some((p, dev)) = stack.pop() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let dev = dev.unwrap_or(md.dev());
+        if md.is_file() {
+            bytes += md.len();
+            files += 1;
+        } else if md.is_dir() && (!one_fs || md.dev() == dev) {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.filter_map(|e| e.ok().map(|e| (e.path(), Some(dev)))));
+            }
+        }
+    }
+    progress.set_total(bytes, files);
+}
+
+fn insert_path(root: &mut BTreeMap<Vec<u8>, VNode>, abs: &Path) {
+    let comps: Vec<Vec<u8>> = abs
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.as_bytes().to_vec()),
+            _ => None,
+        })
+        .collect();
+    if comps.is_empty() {
+        // "/" itself: everything.
+        root.clear();
+        root.insert(Vec::new(), VNode::Real);
+        return;
+    }
+    if matches!(root.get(&Vec::new()), Some(VNode::Real)) {
+        return;
+    }
+    let mut cur = root;
+    for (i, c) in comps.iter().enumerate() {
+        let last = i + 1 == comps.len();
+        if last {
+            cur.insert(c.clone(), VNode::Real);
+            return;
+        }
+        let entry = cur
+            .entry(c.clone())
+            .or_insert_with(|| VNode::Virtual(BTreeMap::new()));
+        match entry {
+            VNode::Real => return,
+            VNode::Virtual(m) => cur = m,
+        }
+    }
+}
+
+impl Archiver<'_, '_> {
+    fn error(&mut self, msg: String) {
+        self.progress.warn(&msg);
+        self.summary.errors.push(msg);
+    }
+
+    fn parent_subtree(&self, node: Option<&Node>, path: &Path) -> Option<Tree> {
+        match node.map(|n| &n.kind) {
+            Some(NodeKind::Dir { tree }) => self
+                .repo
+                .load_tree(self.index, tree, &path.display().to_string())
+                .ok(),
+            _ => None,
+        }
+    }
+
+    fn store_tree(&mut self, tree: &Tree) -> Result<ChunkId> {
+        Ok(self.store.add(BlobKind::Tree, &tree.encode())?.0)
+    }
+
+    /// A directory that exists only to lead to backed-up paths.
+    fn virtual_dir(
+        &mut self,
+        dir: &Path,
+        children: BTreeMap<Vec<u8>, VNode>,
+        parent: Option<&Tree>,
+    ) -> Result<Tree> {
+        if let Some(VNode::Real) = children.get(&Vec::new()) {
+            // Backing up "/": the whole root directory's contents.
+            return self.dir_tree(Path::new("/"), parent, None);
+        }
+        let mut tree = Tree::default();
+        for (name, child) in children {
+            crate::interrupt::check()?;
+            let path = dir.join(std::ffi::OsStr::from_bytes(&name));
+            let pnode = parent.and_then(|t| t.find(&name));
+            match child {
+                VNode::Real => {
+                    if let Some(n) = self.path_node(&path, &name, pnode, None)? {
+                        tree.insert(n);
+                    }
+                }
+                VNode::Virtual(m) => {
+                    let md = match std::fs::symlink_metadata(&path) {
+                        Ok(md) => md,
+                        Err(e) => {
+                            self.error(format!("{}: {e}", path.display()));
+                            continue;
+                        }
+                    };
+                    let mut node = fsmeta::read_node(&path, &name, &md, &mut self.names)?;
+                    let ptree = self.parent_subtree(pnode, &path);
+                    let sub = self.virtual_dir(&path, m, ptree.as_ref())?;
+                    node.kind = NodeKind::Dir {
+                        tree: self.store_tree(&sub)?,
+                    };
+                    self.summary.dirs += 1;
+                    tree.insert(node);
+                }
+            }
+        }
+        Ok(tree)
+    }
+
+    /// The node for one real path (and everything below it); `None` when skipped.
+    fn path_node(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        parent: Option<&Node>,
+        root_dev: Option<u64>,
+    ) -> Result<Option<Node>> {
+        crate::interrupt::check()?;
+        let md = match std::fs::symlink_metadata(path) {
+            Ok(md) => md,
+            Err(e) => {
+                self.error(format!("{}: {e}", path.display()));
+                return Ok(None);
+            }
+        };
+        let mut node = match fsmeta::read_node(path, name, &md, &mut self.names) {
+            Ok(n) => n,
+            Err(e) => {
+                self.error(e.to_string());
+                return Ok(None);
+            }
+        };
+        let root_dev = root_dev.unwrap_or(md.dev());
+        match node.kind {
+            NodeKind::File { .. } => {
+                self.progress.current(&path.display().to_string());
+                match self.file_content(path, &md, parent) {
+                    Ok((size, content)) => node.kind = NodeKind::File { size, content },
+                    Err(e @ Error::Interrupted) | Err(e @ Error::NoSpace { .. }) => return Err(e),
+                    Err(e) if matches!(e, Error::Io { .. }) => {
+                        self.error(e.to_string());
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e),
+                }
+                self.summary.files += 1;
+                self.progress.file_done();
+            }
+            NodeKind::Dir { .. } => {
+                let crosses = self.one_file_system && md.dev() != root_dev;
+                let ptree = self.parent_subtree(parent, path);
+                let tree = if crosses {
+                    Tree::default()
+                } else {
+                    self.dir_tree(path, ptree.as_ref(), Some(root_dev))?
+                };
+                node.kind = NodeKind::Dir {
+                    tree: self.store_tree(&tree)?,
+                };
+                self.summary.dirs += 1;
+            }
+            _ => {}
+        }
+        Ok(Some(node))
+    }
+
+    fn excluded(&self, path: &Path, name: &[u8]) -> bool {
+        if self.repo_root.as_deref() == Some(path) {
+            return true;
+        }
+        self.name_excludes
+            .is_match(std::ffi::OsStr::from_bytes(name))
+            || self.path_excludes.is_match(path)
+    }
+
+    fn dir_tree(
+        &mut self,
+        dir: &Path,
+        parent: Option<&Tree>,
+        root_dev: Option<u64>,
+    ) -> Result<Tree> {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.error(format!("{}: cannot list directory: {e}", dir.display()));
+                return Ok(Tree::default());
+            }
+        };
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for e in rd {
+            match e {
+                Ok(e) => names.push(e.file_name().as_bytes().to_vec()),
+                Err(e) => self.error(format!("{}: cannot list directory: {e}", dir.display())),
+            }
+        }
+        names.sort();
+        let mut tree = Tree::default();
+        for name in names {
+            let path = dir.join(std::ffi::OsStr::from_bytes(&name));
+            if self.excluded(&path, &name) {
+                continue;
+            }
+            let pnode = parent.and_then(|t| t.find(&name));
+            if let Some(n) = self.path_node(&path, &name, pnode, root_dev)? {
+                tree.nodes.push(n);
+            }
+        }
+        Ok(tree)
+    }
+
+    fn all_present(&self, content: &Content) -> bool {
+        match content {
+            Content::Chunks(c) => c.iter().all(|r| self.store.has(&r.id)),
+            Content::Lists(l) => l.iter().all(|r| self.store.has(&r.id)),
+        }
+    }
+
+    /// Content of a regular file: reused from the parent or a hard link, or read and chunked.
+    fn file_content(
+        &mut self,
+        path: &Path,
+        md: &std::fs::Metadata,
+        parent: Option<&Node>,
+    ) -> Result<(u64, Content)> {
+        if !self.force {
+            if let Some(p) = parent {
+                if let NodeKind::File { size, content } = &p.kind {
+                    let same = *size == md.len()
+                        && p.mtime.sec == md.mtime()
+                        && p.mtime.nsec == md.mtime_nsec() as u32
+                        && p.ctime.sec == md.ctime()
+                        && p.ctime.nsec == md.ctime_nsec() as u32
+                        && p.inode == md.ino();
+                    if same && self.all_present(content) {
+                        self.summary.files_unchanged += 1;
+                        self.summary.bytes_total += size;
+                        self.progress.bytes(*size);
+                        return Ok((*size, content.clone()));
+                    }
+                }
+            }
+        }
+        let key = (md.dev(), md.ino());
+        if md.nlink() > 1 {
+            if let Some((size, content)) = self.hardlinks.get(&key) {
+                if *size == md.len() {
+                    let r = (*size, content.clone());
+                    self.summary.bytes_total += r.0;
+                    return Ok(r);
+                }
+            }
+        }
+        let file = open_for_backup(path).map_err(|e| Error::io(path, e))?;
+        let mut builder = ContentBuilder::new();
+        let progress = self.progress;
+        let store = &mut self.store;
+        let read = self.chunker.for_each_chunk(
+            file,
+            |b| progress.bytes(b.len() as u64),
+            |chunk| {
+                let (id, _) = store.add(BlobKind::Data, chunk)?;
+                builder.push(
+                    store,
+                    ChunkRef {
+                        id,
+                        len: chunk.len() as u32,
+                    },
+                )
+            },
+            |e| Error::io(path, e),
+        )?;
+        let content = builder.finish(&mut self.store)?;
+        self.summary.bytes_read += read;
+        self.summary.bytes_total += read;
+        if md.nlink() > 1 {
+            self.hardlinks.insert(key, (read, content.clone()));
+        }
+        Ok((read, content))
+    }
+
+    fn stream(&mut self, spec: &StreamSpec) -> Result<(Node, StreamRecord)> {
+        let started = crate::sysinfo::now();
+        self.progress.current(&spec.name);
+        let fail = |reason: String| Error::StreamFailed {
+            name: spec.name.clone(),
+            reason,
+        };
+        let (reader, mut child): (Box<dyn Read>, _) = match &spec.input {
+            StreamInput::Stdin => (Box::new(std::io::stdin().lock()), None),
+            StreamInput::Command(cmd) => {
+                let mut child = Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .map_err(|e| fail(format!("cannot start `{cmd}`: {e}")))?;
+                let out = child.stdout.take().expect("stdout is piped");
+                (Box::new(out), Some(child))
+            }
+        };
+        let mut sha = sha2::Sha256::new();
+        let mut builder = ContentBuilder::new();
+        let progress = self.progress;
+        let store = &mut self.store;
+        let read = self.chunker.for_each_chunk(
+            reader,
+            |b| {
+                sha.update(b);
+                progress.bytes(b.len() as u64);
+            },
+            |chunk| {
+                let (id, _) = store.add(BlobKind::Data, chunk)?;
+                builder.push(
+                    store,
+                    ChunkRef {
+                        id,
+                        len: chunk.len() as u32,
+                    },
+                )
+            },
+            |e| fail(format!("reading its input failed: {e}")),
+        );
+        let read = match read {
+            Ok(n) => n,
+            Err(e) => {
+                if let Some(c) = child.as_mut() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                return Err(e);
+            }
+        };
+        let exit_status = match child {
+            Some(mut c) => {
+                let status = c
+                    .wait()
+                    .map_err(|e| fail(format!("waiting for the command failed: {e}")))?;
+                use std::os::unix::process::ExitStatusExt;
+                if let Some(sig) = status.signal() {
+                    return Err(fail(format!("the command was killed by signal {sig}")));
+                }
+                let code = status.code().unwrap_or(-1);
+                if code != 0 {
+                    return Err(fail(format!("the command exited with status {code}")));
+                }
+                Some(code)
+            }
+            None => None,
+        };
+        let content = builder.finish(&mut self.store)?;
+        let ended = crate::sysinfo::now();
+        self.summary.files += 1;
+        self.summary.bytes_read += read;
+        self.summary.bytes_total += read;
+        // SAFETY: geteuid/getegid have no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let node = Node {
+            name: spec.name.as_bytes().to_vec(),
+            kind: NodeKind::File {
+                size: read,
+                content,
+            },
+            mode: libc::S_IFREG | 0o600,
+            uid,
+            gid,
+            user: self.names.user(uid),
+            group: self.names.group(gid),
+            mtime: ended.at,
+            ctime: ended.at,
+            inode: 0,
+            device: 0,
+            links: 1,
+            xattrs: Vec::new(),
+        };
+        let record = StreamRecord {
+            name: spec.name.clone(),
+            command: match &spec.input {
+                StreamInput::Stdin => None,
+                StreamInput::Command(c) => Some(c.clone()),
+            },
+            exit_status,
+            bytes: read,
+            sha256: sha.finalize().into(),
+            started,
+            ended,
+        };
+        Ok((node, record))
+    }
+}
+
+fn open_for_backup(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let noatime = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path);
+    match noatime {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::File::open(path),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,242 @@
+//! The write side of the data flow: dedup, seal in parallel, pack, store, index.
+//!
+//! [`BlobStore::add`] computes a blob's keyed id on the caller's thread and
+//! drops it at once if the repository or this run already holds it. New
+//! blobs are batched and handed to a writer thread, which seals each batch in
+//! parallel (compress, encrypt, verify) and appends the results to data or
+//! tree packs in the order they were added, so output is deterministic.
+//! Full packs are written first; every few packs, and at the end, an index
+//! file lists the packs written so far. Memory is bounded by the batch size,
+//! the channel depth and two open packs, whatever the size of the input.
+
+use crate::backend::FileKind;
+use crate::blob::{self, BlobKind, SealedBlob};
+use crate::error::{Error, Result};
+use crate::ids::{ChunkId, IndexId};
+use crate::index::{Index, IndexFile};
+use crate::pack::{PackKind, PackWriter};
+use crate::repo::Repository;
+use crossbeam_channel::{bounded, Sender};
+use std::collections::HashSet;
+use std::thread::JoinHandle;
+
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+const BATCH_BLOBS: usize = 256;
+/// Write an index file after this many packs, so an interrupted run's packs are reused.
+const PACKS_PER_INDEX: usize = 8;
+const TREE_PACK_SIZE: usize = 4 * 1024 * 1024;
+
+/// What the store wrote.
+#[derive(Clone, Debug, Default)]
+pub struct StoreStats {
+    pub blobs_new: u64,
+    pub bytes_new: u64,
+    pub bytes_stored: u64,
+    pub packs: u64,
+    pub index_files: Vec<IndexId>,
+}
+
+type Batch = Vec<(ChunkId, BlobKind, Vec<u8>)>;
+
+pub struct BlobStore<'r> {
+    repo: &'r Repository,
+    index: &'r Index,
+    added: HashSet<ChunkId>,
+    pending: Batch,
+    pending_bytes: usize,
+    tx: Option<Sender<Batch>>,
+    worker: Option<JoinHandle<Result<StoreStats>>>,
+    blobs_new: u64,
+    bytes_new: u64,
+}
+
+impl<'r> BlobStore<'r> {
+    pub fn new(repo: &'r Repository, index: &'r Index) -> BlobStore<'r> {
+        let (tx, rx) = bounded::<Batch>(2);
+        let worker_repo = WorkerCtx::from(repo);
+        let worker = std::thread::Builder::new()
+            .name("sopvault-writer".into())
+            .spawn(move || worker_repo.run(rx))
+            .expect("spawning the writer thread");
+        BlobStore {
+            repo,
+            index,
+            added: HashSet::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            tx: Some(tx),
+            worker: Some(worker),
+            blobs_new: 0,
+            bytes_new: 0,
+        }
+    }
+
+    pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
+        self.repo.key().chunk_id(data)
+    }
+
+    /// True if the repository or this run already stores `id`.
+    pub fn has(&self, id: &ChunkId) -> bool {
+        self.added.contains(id) || self.index.contains(id)
+    }
+
+    /// Stores a blob unless it is already present; returns its id and whether it was new.
+    pub fn add(&mut self, kind: BlobKind, data: &[u8]) -> Result<(ChunkId, bool)> {
+        let id = self.chunk_id(data);
+        Ok((id, self.add_with_id(kind, id, data)?))
+    }
+
+    pub fn add_with_id(&mut self, kind: BlobKind, id: ChunkId, data: &[u8]) -> Result<bool> {
+        if self.has(&id) {
+            return Ok(false);
+        }
+        self.added.insert(id);
+        self.blobs_new += 1;
+        self.bytes_new += data.len() as u64;
+        self.pending_bytes += data.len();
+        self.pending.push((id, kind, data.to_vec()));
+        if self.pending_bytes >= BATCH_BYTES || self.pending.len() >= BATCH_BLOBS {
+            self.send()?;
+        }
+        Ok(true)
+    }
+
+    /// Raw bytes of new blobs so far.
+    pub fn bytes_new(&self) -> u64 {
+        self.bytes_new
+    }
+
+    fn send(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let tx = self.tx.as_ref().expect("store is open");
+        if tx.send(batch).is_err() {
+            // The writer stopped: its error is the one to report.
+            return Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| Error::Other("writer thread stopped".into())));
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) -> Result<StoreStats> {
+        self.tx = None;
+        match self.worker.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(Error::Other("writer thread panicked".into()))),
+            None => Err(Error::Other("writer thread already finished".into())),
+        }
+    }
+
+    /// Flushes everything, writes the last packs and index file.
+    pub fn finish(mut self) -> Result<StoreStats> {
+        self.send()?;
+        let mut stats = self.join()?;
+        stats.blobs_new = self.blobs_new;
+        stats.bytes_new = self.bytes_new;
+        Ok(stats)
+    }
+}
+
+impl Drop for BlobStore<'_> {
+    fn drop(&mut self) {
+        // On an error path, still store what was sealed so a rerun can reuse it.
+        self.tx = None;
+        if let Some(h) = self.worker.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// What the writer thread needs from the repository.
+struct WorkerCtx {
+    backend: std::sync::Arc<dyn crate::backend::Backend>,
+    key: crate::crypto::MasterKey,
+    level: i32,
+    pack_size: usize,
+}
+
+impl WorkerCtx {
+    fn from(repo: &Repository) -> WorkerCtx {
+        WorkerCtx {
+            backend: repo.backend().clone(),
+            key: crate::crypto::MasterKey::from_master(repo.key().master().clone()),
+            level: repo.config().compression_level,
+            pack_size: repo.config().pack_size as usize,
+        }
+    }
+
+    fn run(self, rx: crossbeam_channel::Receiver<Batch>) -> Result<StoreStats> {
+        use rayon::prelude::*;
+        let mut stats = StoreStats::default();
+        let mut data = PackWriter::new(PackKind::Data);
+        let mut tree = PackWriter::new(PackKind::Tree);
+        let mut pending_index = IndexFile::default();
+        let mut packs_since_index = 0usize;
+        for batch in rx.iter() {
+            let sealed: Vec<SealedBlob> = batch
+                .par_iter()
+                .map(|(id, kind, bytes)| blob::seal(&self.key, *kind, *id, bytes, self.level))
+                .collect::<Result<Vec<_>>>()?;
+            drop(batch);
+            for b in &sealed {
+                stats.bytes_stored += b.bytes.len() as u64;
+                let (w, limit) = match PackKind::for_blob(b.kind) {
+                    PackKind::Data => (&mut data, self.pack_size),
+                    PackKind::Tree => (&mut tree, TREE_PACK_SIZE),
+                };
+                w.add(b);
+                if w.len() >= limit {
+                    let full = std::mem::replace(w, PackWriter::new(PackKind::for_blob(b.kind)));
+                    self.write_pack(full, &mut pending_index, &mut stats)?;
+                    packs_since_index += 1;
+                }
+            }
+            if packs_since_index >= PACKS_PER_INDEX {
+                self.write_index(&mut pending_index, &mut stats)?;
+                packs_since_index = 0;
+            }
+        }
+        for w in [data, tree] {
+            if !w.is_empty() {
+                self.write_pack(w, &mut pending_index, &mut stats)?;
+            }
+        }
+        self.write_index(&mut pending_index, &mut stats)?;
+        Ok(stats)
+    }
+
+    fn write_pack(
+        &self,
+        w: PackWriter,
+        index: &mut IndexFile,
+        stats: &mut StoreStats,
+    ) -> Result<()> {
+        let pack = w.finish(&self.key)?;
+        self.backend
+            .write_new(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
+        let no = index.packs.len() as u32;
+        index.packs.push((pack.id, pack.bytes.len() as u64));
+        index.entries.extend(pack.blobs.iter().map(|b| (no, *b)));
+        stats.packs += 1;
+        Ok(())
+    }
+
+    fn write_index(&self, index: &mut IndexFile, stats: &mut StoreStats) -> Result<()> {
+        if index.packs.is_empty() {
+            return Ok(());
+        }
+        let f = std::mem::take(index);
+        let bytes = f.encode(&self.key)?;
+        let id = IndexId(crate::ids::sha256(&bytes));
+        self.backend
+            .write_new(FileKind::Index, &id.to_hex(), &bytes)?;
+        stats.index_files.push(id);
+        Ok(())
+    }
+}

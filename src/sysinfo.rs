@@ -1,0 +1,39 @@
+//! Host and user names, and the local time with its UTC offset.
+
+use crate::tree::Timestamp;
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if r != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+pub fn username() -> String {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    uzers::get_user_by_uid(uid)
+        .map(|u| u.name().to_string_lossy().into_owned())
+        .unwrap_or_else(|| uid.to_string())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The current time with the local UTC offset.
+pub fn now() -> crate::manifest::SnapshotTime {
+    let t = chrono::Local::now();
+    crate::manifest::SnapshotTime {
+        at: Timestamp {
+            sec: t.timestamp(),
+            nsec: t.timestamp_subsec_nanos(),
+        },
+        utc_offset: t.offset().local_minus_utc(),
+    }
+}
