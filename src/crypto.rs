@@ -132,6 +132,25 @@ impl MasterKey {
         seal_with(self.cipher(p), &nonce, aad, plaintext)
     }
 
+    /// Seals under a caller-chosen nonce. Only for test vectors: a nonce must
+    /// never be used twice with one key, which is why [`MasterKey::seal`] draws it at random.
+    #[doc(hidden)]
+    pub fn seal_with_nonce(
+        &self,
+        p: KeyPurpose,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        seal_with(self.cipher(p), nonce, aad, plaintext)
+    }
+
+    /// The raw subkeys, for test vectors in format-spec.md.
+    #[doc(hidden)]
+    pub fn subkeys_for_test_vectors(&self) -> [[u8; 32]; 2] {
+        [*self.id_key.as_bytes(), *self.gear_key.as_bytes()]
+    }
+
     /// Opens a sealed object; `None` when authentication fails.
     pub fn open(&self, p: KeyPurpose, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         open_with(self.cipher(p), aad, sealed)
