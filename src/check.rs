@@ -181,7 +181,8 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
                 c.1 += *size;
             }
             let found = hex::encode(sha256(&bytes));
-            if found != pack.to_hex() {
+            let hash_ok = found == pack.to_hex();
+            if !hash_ok {
                 add(problem(
                     &object,
                     format!("content hashes to {found}, not to its name"),
@@ -225,7 +226,8 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
                     }
                 }
             }
-            if selected.contains(pack) {
+            // A pack whose hash is wrong gets every blob opened, to say which are damaged.
+            if selected.contains(pack) || !hash_ok {
                 let mut verified = 0;
                 for b in &footer {
                     let loc = crate::index::Location {
@@ -234,8 +236,11 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
                     };
                     let sealed =
                         &bytes[b.offset as usize..(b.offset + b.stored_len as u64) as usize];
-                    if let Err(e) = repo.open_blob(&loc, sealed) {
-                        add(problem(format!("chunk {}", b.id), e.to_string()));
+                    if let Err(e) = crate::blob::open(repo.key(), &loc.blob, sealed) {
+                        add(problem(
+                            format!("chunk {}", b.id),
+                            format!("in {object} at offset {}: {e}", b.offset),
+                        ));
                         damaged
                             .lock()
                             .unwrap()

@@ -58,7 +58,7 @@ impl IndexFile {
         }
         out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         let mut sorted: Vec<&(u32, BlobInfo)> = self.entries.iter().collect();
-        sorted.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+        sorted.sort_by_key(|e| e.1.id);
         for (p, b) in sorted {
             out.extend_from_slice(&p.to_le_bytes());
             encode_entry(&mut out, b);
@@ -180,6 +180,7 @@ impl Index {
     pub fn included(&self) -> &[IndexId] {
         &self.included
     }
+    /// Every present pack listed by a merged index file, with its size.
     pub fn packs(&self) -> &[(PackId, u64)] {
         &self.packs
     }
@@ -257,7 +258,7 @@ impl Index {
         let old = Index::open_cache(path).ok();
         if let Some(old) = &old {
             if old.included == current {
-                return Ok(Index::open_cache(path)?);
+                return Index::open_cache(path);
             }
         }
         use rayon::prelude::*;
@@ -327,6 +328,13 @@ impl Index {
             if superseded.contains(id) {
                 continue;
             }
+            // Every listed pack that exists, even one whose blobs all duplicate
+            // others: then "listed by no index" means exactly "orphaned".
+            for (pid, size) in &f.packs {
+                if present.contains_key(pid) {
+                    intern(*pid, *size, &mut packs);
+                }
+            }
             for (p, b) in &f.entries {
                 let (pid, size) = f.packs[*p as usize];
                 if !present.contains_key(&pid) {
@@ -335,7 +343,7 @@ impl Index {
                 fresh.push((intern(pid, size, &mut packs), *b));
             }
         }
-        fresh.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+        fresh.sort_by_key(|e| e.1.id);
         fresh.dedup_by(|a, b| a.1.id == b.1.id);
         let mut old_map = Vec::new();
         if let Some(o) = &old {

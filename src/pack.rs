@@ -135,7 +135,7 @@ impl PackWriter {
         for b in &self.blobs {
             encode_entry(&mut plain, b);
         }
-        let footer = key.seal(KeyPurpose::Meta, &self.buf[..HEADER_LEN].to_vec(), &plain)?;
+        let footer = key.seal(KeyPurpose::Meta, &self.buf[..HEADER_LEN], &plain)?;
         self.buf.extend_from_slice(&footer);
         self.buf
             .extend_from_slice(&(footer.len() as u32).to_le_bytes());

@@ -325,6 +325,63 @@ impl Repository {
         }
     }
 
+    /// Packs that exist but that no index file lists were left by an
+    /// interrupted run. Reads their footers and writes one index file for
+    /// them, so their blobs are reused instead of stored again. Returns how
+    /// many packs were adopted; damaged ones are left for `check` to report.
+    pub fn adopt_orphan_packs(&self, index: &Index) -> Result<usize> {
+        let listed: std::collections::HashSet<PackId> =
+            index.packs().iter().map(|(p, _)| *p).collect();
+        let mut file = IndexFile::default();
+        for (name, size) in self.backend.list(FileKind::Pack)? {
+            let Some(pack) = PackId::from_hex(&name) else {
+                continue;
+            };
+            if listed.contains(&pack) {
+                continue;
+            }
+            let Ok(blobs) = self.read_pack_footer(&pack, size) else {
+                continue;
+            };
+            let no = file.packs.len() as u32;
+            file.packs.push((pack, size));
+            file.entries.extend(blobs.into_iter().map(|b| (no, b)));
+        }
+        if file.packs.is_empty() {
+            return Ok(0);
+        }
+        self.write_index_file(&file)?;
+        Ok(file.packs.len())
+    }
+
+    /// Reads the trailer and footer of a pack of `size` bytes.
+    pub fn read_pack_footer(&self, pack: &PackId, size: u64) -> Result<Vec<blob::BlobInfo>> {
+        use crate::format::HEADER_LEN;
+        use crate::pack::{decode_footer, parse_trailer, TRAILER_LEN};
+        let name = pack.to_hex();
+        let object = format!("packs/{name}");
+        if size < (HEADER_LEN + TRAILER_LEN) as u64 {
+            return Err(Error::damaged(
+                &object,
+                format!("{size} bytes is too short for a pack"),
+            ));
+        }
+        let trailer = self.backend.read_range(
+            FileKind::Pack,
+            &name,
+            size - TRAILER_LEN as u64,
+            TRAILER_LEN,
+        )?;
+        let (off, len) = parse_trailer(&trailer, size, &object)?;
+        let header = self
+            .backend
+            .read_range(FileKind::Pack, &name, 0, HEADER_LEN)?;
+        let sealed = self
+            .backend
+            .read_range(FileKind::Pack, &name, off, len as usize)?;
+        decode_footer(&self.key, &header, &sealed, off, &object)
+    }
+
     pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
         let name = id.to_hex();
         let bytes = self.backend.read(FileKind::Index, &name)?;
@@ -516,8 +573,8 @@ pub fn resolve_snapshot(
     if let Some(source) = spec.strip_suffix(":latest") {
         return snaps
             .into_iter()
-            .filter(|(_, s)| s.source == source)
-            .last()
+            .rev()
+            .find(|(_, s)| s.source == source)
             .ok_or_else(|| Error::Usage(format!("no snapshot of source {source:?}")));
     }
     if let Some(found) = snaps.iter().find(|(_, s)| s.name == spec) {

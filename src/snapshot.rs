@@ -300,7 +300,10 @@ fn run_inner(
         .filter(|(_, s)| s.source == opts.source)
         .max_by_key(|(_, s)| s.time.at)
         .cloned();
-    let index = repo.index()?;
+    let mut index = repo.index()?;
+    if repo.adopt_orphan_packs(&index)? > 0 {
+        index = repo.index()?;
+    }
     let (name_excludes, path_excludes) = build_globs(&opts.excludes)?;
     let mut a = Archiver {
         repo,
