@@ -246,7 +246,16 @@ impl Backend for LocalBackend {
             fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }
         let tmp = self.tmp_path(name)?;
-        let result = write_synced(&tmp, bytes).and_then(|()| match fs::hard_link(&tmp, &dst) {
+        // Errors name the file being stored, not its temporary name.
+        let written = write_synced(&tmp, bytes).map_err(|e| match e {
+            Error::NoSpace { .. } => Error::NoSpace { path: dst.clone() },
+            Error::Io { source, .. } => Error::Io {
+                path: dst.clone(),
+                source,
+            },
+            e => e,
+        });
+        let result = written.and_then(|()| match fs::hard_link(&tmp, &dst) {
             Ok(()) => Ok(()),
             // Same name means same bytes: the file is already there.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
