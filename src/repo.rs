@@ -67,6 +67,8 @@ pub struct Repository {
     key_id: KeyId,
     cache_dir: PathBuf,
     _tmp_cache: Option<TempDir>,
+    /// Damaged files that reads skipped; the command line prints them.
+    warnings: std::sync::Mutex<Vec<String>>,
 }
 
 /// A directory removed on drop.
@@ -236,6 +238,7 @@ impl Repository {
             key_id,
             cache_dir,
             _tmp_cache: tmp,
+            warnings: Default::default(),
         })
     }
 
@@ -272,17 +275,39 @@ impl Repository {
         Snapshot::decode(&self.key, &bytes, &format!("snapshots/{name}"))
     }
 
-    /// Every snapshot, oldest first.
+    /// Records a damaged file that a read skipped.
+    fn warn_skipped(&self, e: &Error) {
+        self.warnings
+            .lock()
+            .unwrap()
+            .push(format!("skipped: {e} (run `sopvault check`)"));
+    }
+
+    /// Warnings about damaged files skipped so far.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut self.warnings.lock().unwrap())
+    }
+
+    /// Every readable snapshot, oldest first. A damaged manifest is skipped
+    /// with a warning, so one bad file cannot stop new backups or restores.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         use rayon::prelude::*;
         let names = self.backend.list(FileKind::Snapshot)?;
-        let mut out = names
+        let loaded = names
             .par_iter()
             .map(|(n, _)| {
                 let id = SnapshotId::from_hex(n).expect("listed names are hex");
-                Ok((id, self.load_snapshot(&id)?))
+                match self.load_snapshot(&id) {
+                    Ok(s) => Ok(Some((id, s))),
+                    Err(e) if e.kind() == crate::ErrorKind::Damaged => {
+                        self.warn_skipped(&e);
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut out: Vec<(SnapshotId, Snapshot)> = loaded.into_iter().flatten().collect();
         out.sort_by(|a, b| (a.1.time.at, &a.1.name, a.0).cmp(&(b.1.time.at, &b.1.name, b.0)));
         Ok(out)
     }
@@ -309,7 +334,15 @@ impl Repository {
             .filter_map(|(n, s)| Some((PackId::from_hex(&n)?, s)))
             .collect();
         let path = crate::index::cache_path(&self.cache_dir, &self.config.repo_id);
-        let load = |id: &IndexId| self.load_index_file(id);
+        // A damaged index file contributes nothing; its packs become orphans
+        // that the next snapshot re-indexes from their own footers.
+        let load = |id: &IndexId| match self.load_index_file(id) {
+            Err(e) if e.kind() == crate::ErrorKind::Damaged => {
+                self.warn_skipped(&e);
+                Ok(IndexFile::default())
+            }
+            r => r,
+        };
         match Index::open_or_build(&path, &ids, &present, &load) {
             Ok(i) => Ok(i),
             Err(e @ Error::Io { .. }) | Err(e @ Error::NoSpace { .. }) if open_fallback(&path) => {

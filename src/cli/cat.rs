@@ -19,6 +19,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let _lock = ctx.lock(&repo, false, "cat")?;
     let (_, snap) = repo.find_snapshot(&args.snapshot)?;
     let index = repo.index()?;
+    ctx.print_warnings(&repo);
     let node = find_node(&repo, &index, &snap.root, &args.path)?.ok_or_else(|| {
         Error::Usage("give the path of a file or stream inside the snapshot".into())
     })?;

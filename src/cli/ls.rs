@@ -110,6 +110,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let _lock = ctx.lock(&repo, false, "ls")?;
     let (_, snap) = repo.find_snapshot(&args.snapshot)?;
     let index = repo.index()?;
+    ctx.print_warnings(&repo);
     let start = args.path.as_deref().unwrap_or("/");
     let mut f = |p: &str, n: &Node| {
         print(p, n, args.json, args.long);

@@ -113,6 +113,13 @@ impl Ctx {
         Repository::open(&path, &pw, &self.open_options())
     }
 
+    /// Prints what the engine skipped as damaged.
+    pub fn print_warnings(&self, repo: &Repository) {
+        for w in repo.take_warnings() {
+            eprintln!("sopvault: warning: {w}");
+        }
+    }
+
     pub fn lock(&self, repo: &Repository, exclusive: bool, command: &str) -> Result<Lock, Error> {
         Lock::acquire(repo.backend().clone(), exclusive, command)
     }

@@ -26,6 +26,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let _lock = ctx.lock(&repo, false, "restore")?;
     let (id, snap) = repo.find_snapshot(&args.snapshot)?;
     let index = repo.index()?;
+    ctx.print_warnings(&repo);
     let opts = RestoreOptions {
         target: args.target.clone(),
         includes: args.include.clone(),

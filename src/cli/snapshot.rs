@@ -93,6 +93,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let bar = super::progress::Bar::new(!ctx.quiet && !args.json);
     let out = sopvault::snapshot::run(&repo, &opts, &bar);
     bar.finish();
+    ctx.print_warnings(&repo);
     let out = out?;
     let s = &out.snapshot;
     if args.json {

@@ -70,6 +70,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         .into_iter()
         .filter(|(_, s)| args.source.as_ref().is_none_or(|src| &s.source == src))
         .collect();
+    ctx.print_warnings(&repo);
     if args.json {
         print_json(&serde_json::Value::Array(
             snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect(),
