@@ -59,6 +59,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         });
     }
     if let Some(n) = &args.stdin {
+        use std::io::IsTerminal;
+        if std::io::stdin().is_terminal() {
+            return Err(Error::Usage(format!(
+                "--stdin {n}: standard input is a terminal; pipe the dump in (e.g. `mysqldump db | sopvault snapshot --stdin {n} ...`)"
+            )));
+        }
         streams.push(StreamSpec {
             name: n.clone(),
             input: StreamInput::Stdin,
