@@ -522,7 +522,9 @@ impl Archiver<'_, '_> {
                 match self.file_content(path, &md, parent) {
                     Ok((size, content)) => node.kind = NodeKind::File { size, content },
                     Err(e @ Error::Interrupted) | Err(e @ Error::NoSpace { .. }) => return Err(e),
-                    Err(e) if matches!(e, Error::Io { .. }) => {
+                    // Only a failure to read this file skips it; a failure to
+                    // store into the repository ends the run.
+                    Err(e) if matches!(&e, Error::Io { path: p, .. } if p == path) => {
                         self.error(e.to_string());
                         return Ok(None);
                     }
