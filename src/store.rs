@@ -14,7 +14,7 @@ use crate::blob::{self, BlobKind, SealedBlob};
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, IndexId};
 use crate::index::{Index, IndexFile};
-use crate::pack::{PackKind, PackWriter};
+use crate::pack::{FinishedPack, PackKind, PackWriter};
 use crate::repo::Repository;
 use crossbeam_channel::{bounded, Sender};
 use std::collections::HashSet;
@@ -171,72 +171,90 @@ impl WorkerCtx {
         }
     }
 
+    /// Seals batches in parallel and fills packs; a second thread writes full
+    /// packs and index files, so sealing overlaps with disk writes and fsyncs.
     fn run(self, rx: crossbeam_channel::Receiver<Batch>) -> Result<StoreStats> {
         use rayon::prelude::*;
-        let mut stats = StoreStats::default();
-        let mut data = PackWriter::new(PackKind::Data);
-        let mut tree = PackWriter::new(PackKind::Tree);
-        let mut pending_index = IndexFile::default();
-        let mut packs_since_index = 0usize;
-        for batch in rx.iter() {
-            let sealed: Vec<SealedBlob> = batch
-                .par_iter()
-                .map(|(id, kind, bytes)| blob::seal(&self.key, *kind, *id, bytes, self.level))
-                .collect::<Result<Vec<_>>>()?;
-            drop(batch);
-            for b in &sealed {
-                stats.bytes_stored += b.bytes.len() as u64;
-                let (w, limit) = match PackKind::for_blob(b.kind) {
-                    PackKind::Data => (&mut data, self.pack_size),
-                    PackKind::Tree => (&mut tree, TREE_PACK_SIZE),
-                };
-                w.add(b);
-                if w.len() >= limit {
-                    let full = std::mem::replace(w, PackWriter::new(PackKind::for_blob(b.kind)));
-                    self.write_pack(full, &mut pending_index, &mut stats)?;
-                    packs_since_index += 1;
+        let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
+        let io = {
+            let backend = self.backend.clone();
+            let key = crate::crypto::MasterKey::from_master(self.key.master().clone());
+            std::thread::Builder::new()
+                .name("sopvault-io".into())
+                .spawn(move || write_packs(backend.as_ref(), &key, pack_rx))
+                .expect("spawning the pack writer thread")
+        };
+        let sealed = (|| -> Result<u64> {
+            let mut bytes_stored = 0u64;
+            let mut data = PackWriter::new(PackKind::Data);
+            let mut tree = PackWriter::new(PackKind::Tree);
+            for batch in rx.iter() {
+                let sealed: Vec<SealedBlob> = batch
+                    .par_iter()
+                    .map(|(id, kind, bytes)| blob::seal(&self.key, *kind, *id, bytes, self.level))
+                    .collect::<Result<Vec<_>>>()?;
+                drop(batch);
+                for b in &sealed {
+                    bytes_stored += b.bytes.len() as u64;
+                    let (w, limit) = match PackKind::for_blob(b.kind) {
+                        PackKind::Data => (&mut data, self.pack_size),
+                        PackKind::Tree => (&mut tree, TREE_PACK_SIZE),
+                    };
+                    w.add(b);
+                    if w.len() >= limit {
+                        let full =
+                            std::mem::replace(w, PackWriter::new(PackKind::for_blob(b.kind)));
+                        if pack_tx.send(full.finish(&self.key)?).is_err() {
+                            // The I/O thread stopped; its error is reported below.
+                            return Ok(bytes_stored);
+                        }
+                    }
                 }
             }
-            if packs_since_index >= PACKS_PER_INDEX {
-                self.write_index(&mut pending_index, &mut stats)?;
-                packs_since_index = 0;
+            for w in [data, tree] {
+                if !w.is_empty() && pack_tx.send(w.finish(&self.key)?).is_err() {
+                    break;
+                }
             }
-        }
-        for w in [data, tree] {
-            if !w.is_empty() {
-                self.write_pack(w, &mut pending_index, &mut stats)?;
-            }
-        }
-        self.write_index(&mut pending_index, &mut stats)?;
+            Ok(bytes_stored)
+        })();
+        drop(pack_tx);
+        let mut stats = io
+            .join()
+            .unwrap_or_else(|_| Err(Error::Other("pack writer thread panicked".into())))?;
+        stats.bytes_stored = sealed?;
         Ok(stats)
     }
+}
 
-    fn write_pack(
-        &self,
-        w: PackWriter,
-        index: &mut IndexFile,
-        stats: &mut StoreStats,
-    ) -> Result<()> {
-        let pack = w.finish(&self.key)?;
-        self.backend
-            .write_new(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
+/// Writes finished packs, and an index file every few packs and at the end.
+fn write_packs(
+    backend: &dyn crate::backend::Backend,
+    key: &crate::crypto::MasterKey,
+    rx: crossbeam_channel::Receiver<FinishedPack>,
+) -> Result<StoreStats> {
+    let mut stats = StoreStats::default();
+    let mut index = IndexFile::default();
+    let write_index = |index: &mut IndexFile, stats: &mut StoreStats| -> Result<()> {
+        if index.packs.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::take(index).encode(key)?;
+        let id = IndexId(crate::ids::sha256(&bytes));
+        backend.write_new(FileKind::Index, &id.to_hex(), &bytes)?;
+        stats.index_files.push(id);
+        Ok(())
+    };
+    for pack in rx.iter() {
+        backend.write_new(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
         let no = index.packs.len() as u32;
         index.packs.push((pack.id, pack.bytes.len() as u64));
         index.entries.extend(pack.blobs.iter().map(|b| (no, *b)));
         stats.packs += 1;
-        Ok(())
-    }
-
-    fn write_index(&self, index: &mut IndexFile, stats: &mut StoreStats) -> Result<()> {
-        if index.packs.is_empty() {
-            return Ok(());
+        if index.packs.len() >= PACKS_PER_INDEX {
+            write_index(&mut index, &mut stats)?;
         }
-        let f = std::mem::take(index);
-        let bytes = f.encode(&self.key)?;
-        let id = IndexId(crate::ids::sha256(&bytes));
-        self.backend
-            .write_new(FileKind::Index, &id.to_hex(), &bytes)?;
-        stats.index_files.push(id);
-        Ok(())
     }
+    write_index(&mut index, &mut stats)?;
+    Ok(stats)
 }
