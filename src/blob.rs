@@ -47,7 +47,7 @@ impl BlobKind {
 }
 
 /// How the sealed payload encodes the plaintext.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Codec {
     /// The plaintext itself.

@@ -113,12 +113,28 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         .filter_map(|(n, _)| IndexId::from_hex(&n))
         .collect();
     let mut good_index = Vec::new();
-    let mut superseded = HashSet::new();
+    let mut loaded = Vec::new();
     for id in &index_ids {
         report.index_files += 1;
         match repo.load_index_file(id) {
             Ok(f) => {
-                superseded.extend(f.supersedes.iter().copied());
+                good_index.push(*id);
+                loaded.push((*id, f));
+            }
+            Err(e) => add(problem(format!("index/{id}"), e.to_string())),
+        }
+    }
+    // A superseded index file may list packs that prune has since deleted.
+    let superseded: HashSet<IndexId> = loaded
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
+    for (id, f) in &loaded {
+        if superseded.contains(id) {
+            continue;
+        }
+        {
+            {
                 for (p, size) in &f.packs {
                     match present.get(p) {
                         None => add(problem(
@@ -132,11 +148,10 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
                         _ => {}
                     }
                 }
-                good_index.push(*id);
             }
-            Err(e) => add(problem(format!("index/{id}"), e.to_string())),
         }
     }
+    drop(loaded);
     // A fresh merge, not the cache: check trusts nothing local.
     let tmp = std::env::temp_dir().join(format!(
         "sopvault-check-{}-{}",
@@ -207,10 +222,17 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
                 Some(list) => {
                     let in_footer: HashSet<_> = footer
                         .iter()
-                        .map(|b| (b.id, b.offset, b.stored_len, b.raw_len))
+                        .map(|b| (b.id, b.offset, b.stored_len, b.raw_len, b.kind, b.codec))
                         .collect();
                     for b in list {
-                        if !in_footer.contains(&(b.id, b.offset, b.stored_len, b.raw_len)) {
+                        if !in_footer.contains(&(
+                            b.id,
+                            b.offset,
+                            b.stored_len,
+                            b.raw_len,
+                            b.kind,
+                            b.codec,
+                        )) {
                             add(problem(
                                 &object,
                                 format!(
@@ -325,7 +347,6 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         })
         .collect();
     report.problems = problems;
-    let _ = superseded;
     Ok(report)
 }
 

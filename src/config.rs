@@ -86,11 +86,9 @@ impl Config {
             .iter()
             .find(|f| !KNOWN_FEATURES.contains(&f.as_str()))
         {
-            return Err(Error::UnsupportedVersion {
-                object: format!("{object} (feature {f:?})"),
-                what: "feature set",
-                expected: crate::format::FORMAT_VERSION,
-                found: crate::format::FORMAT_VERSION,
+            return Err(Error::UnsupportedFeature {
+                object: object.to_string(),
+                feature: f.clone(),
             });
         }
         Ok(c)

@@ -58,6 +58,8 @@ pub enum Error {
         expected: u32,
         found: u32,
     },
+    #[error("{object}: uses feature {feature:?}, which this version of sopvault does not know; upgrade sopvault")]
+    UnsupportedFeature { object: String, feature: String },
     #[error("{object}: bad magic: expected {expected:?}, found {found:?}")]
     BadMagic {
         object: String,
@@ -99,8 +101,9 @@ impl Error {
             Error::NoRepository { .. } => ErrorKind::NoRepository,
             Error::WrongPassword { .. } => ErrorKind::WrongPassword,
             Error::Locked { .. } => ErrorKind::Locked,
-            Error::UnsupportedVersion { .. }
-            | Error::BadMagic { .. }
+            // Newer formats are not damage: never skipped as if they were.
+            Error::UnsupportedVersion { .. } | Error::UnsupportedFeature { .. } => ErrorKind::Other,
+            Error::BadMagic { .. }
             | Error::Damaged { .. }
             | Error::HashMismatch { .. }
             | Error::BlobDamaged { .. }

@@ -197,16 +197,18 @@ impl Index {
         &map[off..off + INDEX_ENTRY_LEN]
     }
 
-    fn decode_at(&self, i: u64) -> Location {
+    /// The entry at position `i`; `None` if the cache file was corrupted
+    /// (then the chunk counts as absent: a snapshot stores it again, a
+    /// restore reports it missing, nothing panics).
+    fn decode_at(&self, i: u64) -> Option<Location> {
         let b = self.entry_bytes(i);
         let pack_no = u32::from_le_bytes(b[..4].try_into().unwrap());
         let mut r = Reader::new(&b[4..], "index cache");
-        let blob =
-            decode_entry(&mut r, "index cache").expect("cache entries were validated when written");
-        Location {
-            pack: self.packs[pack_no as usize].0,
+        let blob = decode_entry(&mut r, "index cache").ok()?;
+        Some(Location {
+            pack: self.packs.get(pack_no as usize)?.0,
             blob,
-        }
+        })
     }
 
     fn bucket_range(&self, b: usize) -> (u64, u64) {
@@ -229,7 +231,7 @@ impl Index {
             match e.cmp(&id.0[..]) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(self.decode_at(mid)),
+                std::cmp::Ordering::Equal => return self.decode_at(mid),
             }
         }
         None
@@ -241,7 +243,7 @@ impl Index {
 
     /// Every location, in chunk-id order.
     pub fn iter(&self) -> impl Iterator<Item = Location> + '_ {
-        (0..self.count).map(move |i| self.decode_at(i))
+        (0..self.count).filter_map(move |i| self.decode_at(i))
     }
 
     /// Opens the cached merge at `path` if it covers exactly `current`;
@@ -436,8 +438,11 @@ impl Index {
         let n_packs = r.u32()? as usize;
         let count = r.u64()?;
         let buckets = r.bytes((BUCKETS + 1) * 8)?;
-        let last = u64::from_le_bytes(buckets[BUCKETS * 8..].try_into().unwrap());
-        if last != count || n_inc.saturating_mul(32) > r.remaining() {
+        let bucket = |k: usize| u64::from_le_bytes(buckets[k * 8..k * 8 + 8].try_into().unwrap());
+        let monotonic = (0..BUCKETS).all(|k| bucket(k) <= bucket(k + 1));
+        let last = bucket(BUCKETS);
+        if !monotonic || bucket(0) != 0 || last != count || n_inc.saturating_mul(32) > r.remaining()
+        {
             return Err(Error::damaged(&object, "inconsistent index cache"));
         }
         let included = (0..n_inc)
@@ -473,16 +478,19 @@ fn merge(
 ) {
     let mut i = 0u64;
     let mut j = 0usize;
-    let old_at = |i: u64| -> (u32, BlobInfo) {
+    let old_at = |i: u64| -> Option<(u32, BlobInfo)> {
         let o = old.as_ref().unwrap();
         let b = o.entry_bytes(i);
         let p = u32::from_le_bytes(b[..4].try_into().unwrap());
-        let loc = o.decode_at(i);
-        (old_map[p as usize], loc.blob)
+        let loc = o.decode_at(i)?;
+        Some((*old_map.get(p as usize)?, loc.blob))
     };
     while i < old_count || j < fresh.len() {
         if i < old_count {
-            let (p, b) = old_at(i);
+            let Some((p, b)) = old_at(i) else {
+                i += 1;
+                continue;
+            };
             if j < fresh.len() && fresh[j].1.id < b.id {
                 f(fresh[j].0, &fresh[j].1);
                 j += 1;

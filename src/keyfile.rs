@@ -155,10 +155,19 @@ pub fn create_with(
     salt: &[u8; 32],
     nonce: &[u8; NONCE_LEN],
 ) -> Result<Vec<u8>> {
-    let mut label = label.as_bytes();
-    if label.len() > MAX_LABEL_LEN {
-        label = &label[..MAX_LABEL_LEN];
+    if !(MIN_M_KIB..=MAX_M_KIB).contains(&kdf.m_kib)
+        || !(1..=MAX_T).contains(&kdf.t)
+        || !(1..=MAX_P).contains(&kdf.p)
+    {
+        return Err(Error::Usage(format!(
+            "Argon2id parameters {kdf:?} are outside the limits readers accept"
+        )));
     }
+    let mut end = label.len().min(MAX_LABEL_LEN);
+    while !label.is_char_boundary(end) {
+        end -= 1;
+    }
+    let label = &label.as_bytes()[..end];
     let mut out = Vec::new();
     write_header(&mut out, MAGIC_KEY, 0);
     out.extend_from_slice(&KDF_ARGON2ID_V13.to_le_bytes());

@@ -225,7 +225,8 @@ pub fn decode_footer_plain(
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
         let b = decode_entry(&mut r, object)?;
-        if b.offset < HEADER_LEN as u64 || b.offset + b.stored_len as u64 > footer_offset {
+        let end = b.offset.checked_add(b.stored_len as u64);
+        if b.offset < HEADER_LEN as u64 || end.is_none_or(|e| e > footer_offset) {
             return Err(Error::damaged(
                 object,
                 format!("blob {} lies outside the pack's blob area", b.id),

@@ -267,7 +267,17 @@ impl Restorer<'_> {
                         return Ok(());
                     }
                 }
-                match self.file(content, path, shown) {
+                let written = self.file(content, path, shown).and_then(|n| {
+                    if n == node.size() {
+                        Ok(n)
+                    } else {
+                        Err(Error::damaged(
+                            shown,
+                            format!("tree says {} bytes, chunks hold {n}", node.size()),
+                        ))
+                    }
+                });
+                match written {
                     Ok(n) => {
                         self.report.bytes += n;
                         self.report.files += 1;

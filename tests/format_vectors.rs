@@ -1,0 +1,1059 @@
+//! Golden test vectors for the on-disk format (`format-spec.md`, "Test vectors").
+//!
+//! Every value below is derived from fixed inputs: the master key `00 01 .. 1f`,
+//! the repository id `20 21 .. 3f`, fixed nonces and salts, and a 1 MiB input
+//! that is the BLAKE3 XOF of a fixed string. The expected values are frozen
+//! here and copied into `format-spec.md`; a change in any pinned dependency
+//! (fastcdc, blake3, chacha20poly1305, argon2, postcard, sha2) or in the
+//! layouts shows up as a failure naming the vector.
+//!
+//! After a deliberate format change, print the new values with
+//! `SOPVAULT_PRINT_VECTORS=1 cargo test --test format_vectors -- --nocapture`
+//! (asserts are skipped in that mode), then update this file and the spec together.
+
+use sha2::Digest;
+use sopvault::blob::{self, BlobInfo, BlobKind, Codec, SealedBlob};
+use sopvault::chunker::{Chunker, ChunkerProfile};
+use sopvault::config::Config;
+use sopvault::crypto::{self, KeyPurpose, MasterKey, Password, Secret32, NONCE_LEN};
+use sopvault::format::{
+    encode_postcard, write_header, HEADER_LEN, MAGIC_CONFIG, MAGIC_INDEX, MAGIC_PACK,
+    MAGIC_PACK_END, MAGIC_SNAPSHOT,
+};
+use sopvault::ids::{sha256, ChunkId, IndexId, PackId, SnapshotId};
+use sopvault::index::IndexFile;
+use sopvault::keyfile::{self, KdfParams, KeyFile};
+use sopvault::manifest::{Snapshot, SnapshotTime, StreamRecord, Summary};
+use sopvault::pack::{self, PackKind, PackWriter, ENTRY_LEN, TRAILER_LEN};
+use sopvault::tree::{
+    ChunkList, ChunkRef, Content, ListRef, Node, NodeKind, Timestamp, Tree, Xattr,
+};
+
+// ---------------------------------------------------------------- fixed inputs
+
+/// `N` bytes counting up from `start` (wrapping): `seq::<4>(0xfe)` is `fe ff 00 01`.
+fn seq<const N: usize>(start: u8) -> [u8; N] {
+    let mut a = [0u8; N];
+    for (i, b) in a.iter_mut().enumerate() {
+        *b = start.wrapping_add(i as u8);
+    }
+    a
+}
+
+const MASTER_START: u8 = 0x00;
+const REPO_ID_START: u8 = 0x20;
+const NONCE_BLOB: u8 = 0x40;
+const NONCE_FOOTER: u8 = 0x58;
+const NONCE_INDEX: u8 = 0x70;
+const NONCE_CONFIG: u8 = 0x88;
+const NONCE_SNAPSHOT: u8 = 0xa0;
+const NONCE_KEYFILE: u8 = 0xb8;
+const SALT_START: u8 = 0xd0;
+const NONCE_TREE_BLOB: u8 = 0xf0;
+
+/// The plaintext used for the chunk id and the sealed blobs (28 bytes).
+const PLAINTEXT: &[u8] = b"sopvault format test vector\n";
+const CHUNKER_INPUT_SEED: &[u8] = b"sopvault format vectors: chunker input";
+const CHUNKER_INPUT_LEN: usize = 1 << 20;
+const PASSWORD: &[u8] = b"correct horse battery staple";
+const KEY_LABEL: &str = "vector@sopvault";
+/// 2026-11-21T23:30:00Z, i.e. 2026-11-22 06:30:00 at UTC+07:00.
+const TIME: i64 = 1_795_303_800;
+const UTC_PLUS_7: i32 = 7 * 3600;
+
+fn master() -> [u8; 32] {
+    seq(MASTER_START)
+}
+
+fn repo_id() -> [u8; 32] {
+    seq(REPO_ID_START)
+}
+
+fn key() -> MasterKey {
+    MasterKey::from_master(Secret32::from_bytes(master()))
+}
+
+fn chunker_input() -> Vec<u8> {
+    let mut v = vec![0u8; CHUNKER_INPUT_LEN];
+    blake3::Hasher::new()
+        .update(CHUNKER_INPUT_SEED)
+        .finalize_xof()
+        .fill(&mut v);
+    v
+}
+
+fn small_profile() -> ChunkerProfile {
+    ChunkerProfile {
+        min: 1024,
+        avg: 4096,
+        max: 16384,
+    }
+}
+
+fn sha_hex(b: &[u8]) -> String {
+    hex::encode(sha256(b))
+}
+
+/// SHA-256 over the cut points written as little-endian u64s.
+fn cuts_digest(cuts: &[usize]) -> String {
+    let mut h = sha2::Sha256::new();
+    for c in cuts {
+        h.update((*c as u64).to_le_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+fn printing() -> bool {
+    std::env::var_os("SOPVAULT_PRINT_VECTORS").is_some()
+}
+
+/// Compares a computed value with its frozen form (or prints it in printing mode).
+fn golden(label: &str, actual: impl std::fmt::Display, expected: &str) {
+    let actual = actual.to_string();
+    if printing() {
+        println!("{label}: {actual}");
+        return;
+    }
+    assert_eq!(
+        actual, expected,
+        "golden vector {label:?} changed; if the format change is deliberate, update \
+         tests/format_vectors.rs and format-spec.md together"
+    );
+}
+
+/// Builds a metadata file by hand: header, optional clear part, sealed payload.
+fn sealed_file(
+    key: &MasterKey,
+    magic: &[u8; 8],
+    flags: u32,
+    clear: &[u8],
+    nonce: u8,
+    plain: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_header(&mut out, magic, flags);
+    out.extend_from_slice(clear);
+    let sealed = key
+        .seal_with_nonce(KeyPurpose::Meta, &seq::<NONCE_LEN>(nonce), &out, plain)
+        .unwrap();
+    out.extend_from_slice(&sealed);
+    out
+}
+
+fn vector_blob(key: &MasterKey) -> (BlobInfo, Vec<u8>) {
+    let id = key.chunk_id(PLAINTEXT);
+    let aad = blob::aad(BlobKind::Data, Codec::Raw, PLAINTEXT.len() as u32, &id);
+    let sealed = key
+        .seal_with_nonce(KeyPurpose::Data, &seq(NONCE_BLOB), &aad, PLAINTEXT)
+        .unwrap();
+    let info = BlobInfo {
+        id,
+        kind: BlobKind::Data,
+        codec: Codec::Raw,
+        offset: HEADER_LEN as u64,
+        stored_len: sealed.len() as u32,
+        raw_len: PLAINTEXT.len() as u32,
+    };
+    (info, sealed)
+}
+
+/// A data pack holding the one vector blob, built byte by byte from the spec.
+fn vector_pack(key: &MasterKey) -> (Vec<u8>, Vec<u8>, BlobInfo) {
+    let (info, sealed) = vector_blob(key);
+    let mut footer_plain = 1u32.to_le_bytes().to_vec();
+    pack::encode_entry(&mut footer_plain, &info);
+    let mut out = Vec::new();
+    write_header(&mut out, MAGIC_PACK, PackKind::Data as u32);
+    out.extend_from_slice(&sealed);
+    let footer = key
+        .seal_with_nonce(
+            KeyPurpose::Meta,
+            &seq(NONCE_FOOTER),
+            &out[..HEADER_LEN],
+            &footer_plain,
+        )
+        .unwrap();
+    out.extend_from_slice(&footer);
+    out.extend_from_slice(&(footer.len() as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(MAGIC_PACK_END);
+    (out, footer_plain, info)
+}
+
+fn vector_index(key: &MasterKey) -> IndexFile {
+    let (pack_bytes, _, info) = vector_pack(key);
+    IndexFile {
+        supersedes: vec![IndexId([0x11; 32])],
+        packs: vec![(PackId(sha256(&pack_bytes)), pack_bytes.len() as u64)],
+        entries: vec![(0, info)],
+    }
+}
+
+fn vector_config() -> Config {
+    Config {
+        repo_id: repo_id(),
+        chunker: ChunkerProfile::default(),
+        pack_size: 16 * 1024 * 1024,
+        compression_level: 3,
+        created: TIME,
+        features: Vec::new(),
+    }
+}
+
+fn node(name: &[u8], kind: NodeKind, mode: u32) -> Node {
+    Node {
+        name: name.to_vec(),
+        kind,
+        mode,
+        uid: 1000,
+        gid: 1000,
+        user: "alice".into(),
+        group: "staff".into(),
+        mtime: Timestamp {
+            sec: TIME,
+            nsec: 123_456_789,
+        },
+        ctime: Timestamp {
+            sec: TIME,
+            nsec: 123_456_789,
+        },
+        inode: 42,
+        device: 2049,
+        links: 1,
+        xattrs: Vec::new(),
+    }
+}
+
+fn vector_tree(key: &MasterKey) -> Tree {
+    let mut file = node(
+        b"a.txt",
+        NodeKind::File {
+            size: PLAINTEXT.len() as u64,
+            content: Content::Chunks(vec![ChunkRef {
+                id: key.chunk_id(PLAINTEXT),
+                len: PLAINTEXT.len() as u32,
+            }]),
+        },
+        0o100644,
+    );
+    file.xattrs.push(Xattr {
+        name: b"user.k".to_vec(),
+        value: b"v".to_vec(),
+    });
+    let big = node(
+        b"big.sql",
+        NodeKind::File {
+            size: 70_000,
+            content: Content::Lists(vec![ListRef {
+                id: ChunkId([0x0b; 32]),
+                chunks: 2000,
+                bytes: 70_000,
+            }]),
+        },
+        0o100600,
+    );
+    let fifo = node(b"fifo\xff", NodeKind::Fifo, 0o010644);
+    let mut link = node(
+        b"link",
+        NodeKind::Symlink {
+            target: b"a.txt".to_vec(),
+        },
+        0o120777,
+    );
+    link.mtime = Timestamp { sec: -1, nsec: 0 };
+    let sub = node(
+        b"sub",
+        NodeKind::Dir {
+            tree: ChunkId([0x5a; 32]),
+        },
+        0o040755,
+    );
+    Tree {
+        nodes: vec![file, big, fifo, link, sub],
+    }
+}
+
+fn vector_chunk_list(key: &MasterKey) -> ChunkList {
+    ChunkList {
+        chunks: vec![
+            ChunkRef {
+                id: key.chunk_id(PLAINTEXT),
+                len: 28,
+            },
+            ChunkRef {
+                id: ChunkId([0xcc; 32]),
+                len: 65_536,
+            },
+        ],
+    }
+}
+
+fn snapshot_time(sec: i64) -> SnapshotTime {
+    SnapshotTime {
+        at: Timestamp { sec, nsec: 0 },
+        utc_offset: UTC_PLUS_7,
+    }
+}
+
+fn vector_snapshot(key: &MasterKey) -> Snapshot {
+    Snapshot {
+        time: snapshot_time(TIME),
+        name: "web_2026-11-22".into(),
+        source: "web".into(),
+        host: "db1".into(),
+        user: "root".into(),
+        tags: vec!["daily".into()],
+        paths: vec![b"/var/www".to_vec()],
+        streams: vec![StreamRecord {
+            name: "db.sql".into(),
+            command: Some("mysqldump app".into()),
+            exit_status: Some(0),
+            bytes: PLAINTEXT.len() as u64,
+            sha256: sha256(PLAINTEXT),
+            started: snapshot_time(TIME),
+            ended: snapshot_time(TIME + 5),
+        }],
+        root: key.chunk_id(&vector_tree(key).encode()),
+        parent: Some(SnapshotId([0x33; 32])),
+        chunker: ChunkerProfile::default(),
+        program: "sopvault 0.1.0".into(),
+        summary: Summary {
+            files: 3,
+            dirs: 2,
+            files_unchanged: 1,
+            bytes_total: 70_056,
+            bytes_read: 28,
+            bytes_new: 28,
+            bytes_stored: 68,
+            chunks_new: 1,
+            duration_ms: 1500,
+            errors: Vec::new(),
+        },
+        complete: true,
+    }
+}
+
+// ---------------------------------------------------------------- magic numbers
+
+#[test]
+fn magic_numbers() {
+    use sopvault::format::{FORMAT_VERSION, MAGIC_KEY};
+    let h = |m: &[u8]| hex::encode(m);
+    assert_eq!(h(MAGIC_KEY), "534f50564b455900");
+    assert_eq!(h(MAGIC_CONFIG), "534f505643464700");
+    assert_eq!(h(MAGIC_PACK), "534f505650414b00");
+    assert_eq!(h(MAGIC_PACK_END), "534f5056454e4400");
+    assert_eq!(h(MAGIC_INDEX), "534f505649445800");
+    assert_eq!(h(MAGIC_SNAPSHOT), "534f5056534e5000");
+    assert_eq!(
+        h(&blob::aad(BlobKind::Data, Codec::Raw, 0, &ChunkId([0; 32]))[..8]),
+        "534f5056424c4f42"
+    );
+    assert_eq!(FORMAT_VERSION, 1);
+    assert_eq!(HEADER_LEN, 16);
+    assert_eq!(TRAILER_LEN, 16);
+    assert_eq!(ENTRY_LEN, 88);
+    assert_eq!(sopvault::index::INDEX_ENTRY_LEN, 92);
+    assert_eq!(crypto::SEAL_OVERHEAD, 40);
+}
+
+// ---------------------------------------------------------------- keys and ids
+
+#[test]
+fn subkeys() {
+    let m = master();
+    golden(
+        "subkey chunk id",
+        hex::encode(blake3::derive_key(crypto::CTX_CHUNK_ID, &m)),
+        "d43b84c858330c84167d7d910f4e7f7a926ff43e78477da6b2c9d5e127442793",
+    );
+    golden(
+        "subkey gear",
+        hex::encode(blake3::derive_key(crypto::CTX_GEAR, &m)),
+        "c854d7d94074f29c3feec073be6ae53178d22710c940c6f716bbdb32606f69bb",
+    );
+    golden(
+        "subkey data",
+        hex::encode(blake3::derive_key(crypto::CTX_DATA, &m)),
+        "36feefb9d95e839a8ffc14f507c591067f73aac63bace098a6b9ceecdff64624",
+    );
+    golden(
+        "subkey meta",
+        hex::encode(blake3::derive_key(crypto::CTX_META, &m)),
+        "a2bd55ae0c210b9f7c8dca745181f96fed4d4b9d8b0b5ee12da83cf2ee525d80",
+    );
+    // The context strings are part of the format.
+    assert_eq!(crypto::CTX_CHUNK_ID, "sopvault 2026-11 chunk id key");
+    assert_eq!(crypto::CTX_GEAR, "sopvault 2026-11 chunker gear table");
+    assert_eq!(
+        crypto::CTX_DATA,
+        "sopvault 2026-11 data blob encryption key"
+    );
+    assert_eq!(crypto::CTX_META, "sopvault 2026-11 metadata encryption key");
+    // The library derives the same keys.
+    let [id_key, gear_key] = key().subkeys_for_test_vectors();
+    assert_eq!(id_key, blake3::derive_key(crypto::CTX_CHUNK_ID, &m));
+    assert_eq!(gear_key, blake3::derive_key(crypto::CTX_GEAR, &m));
+}
+
+#[test]
+fn chunk_id() {
+    let k = key();
+    let id_key = blake3::derive_key(crypto::CTX_CHUNK_ID, &master());
+    let expected = "1c63b44023829a08d4ee16322b4f3177a9d2beceb39645ae1e8291df94150dd8";
+    golden("chunk id", k.chunk_id(PLAINTEXT), expected);
+    golden(
+        "chunk id (keyed_hash)",
+        blake3::keyed_hash(&id_key, PLAINTEXT).to_hex(),
+        expected,
+    );
+}
+
+// ---------------------------------------------------------------- chunker
+
+#[test]
+fn gear_table() {
+    let gear_key = blake3::derive_key(crypto::CTX_GEAR, &master());
+    let mut raw = [0u8; 2048];
+    blake3::Hasher::new_keyed(&gear_key)
+        .finalize_xof()
+        .fill(&mut raw);
+    let entry = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap());
+    golden(
+        "gear[0]",
+        format!("{:#018x}", entry(0)),
+        "0x102981083a29e194",
+    );
+    golden(
+        "gear[1]",
+        format!("{:#018x}", entry(1)),
+        "0x9263e402472481f6",
+    );
+    golden(
+        "gear[2]",
+        format!("{:#018x}", entry(2)),
+        "0x956753423681b82f",
+    );
+    golden(
+        "gear[3]",
+        format!("{:#018x}", entry(3)),
+        "0xaf8b1dc2d7e5c3ac",
+    );
+    golden(
+        "gear table sha256",
+        sha_hex(&raw),
+        "36da0afd0e240dd2122d8baf1fc969e980aca77d49f10db07aa8da27967f8dc1",
+    );
+}
+
+#[test]
+fn chunker_masks() {
+    use fastcdc::v2020::{select_masks, Normalization, MASKS};
+    // The table as format-spec.md §9.2 prints it.
+    let table: [u64; 26] = [
+        0,
+        0,
+        0,
+        0,
+        0,
+        0x0000000001804110,
+        0x0000000001803110,
+        0x0000000018035100,
+        0x0000001800035300,
+        0x0000019000353000,
+        0x0000590003530000,
+        0x0000d90003530000,
+        0x0000d90103530000,
+        0x0000d90303530000,
+        0x0000d90313530000,
+        0x0000d90f03530000,
+        0x0000d90303537000,
+        0x0000d90703537000,
+        0x0000d90707537000,
+        0x0000d91707537000,
+        0x0000d91747537000,
+        0x0000d91767537000,
+        0x0000d93767537000,
+        0x0000d93777537000,
+        0x0000d93777577000,
+        0x0000db3777577000,
+    ];
+    assert_eq!(MASKS, table);
+    let masks = |avg: u32| {
+        let (s, l) = select_masks(avg as usize, Normalization::Level1);
+        format!("{s:#018x} {l:#018x} {:#018x} {:#018x}", s << 1, l << 1)
+    };
+    golden(
+        "default profile masks (s, l, s_ls, l_ls)",
+        masks(ChunkerProfile::default().avg),
+        "0x0000d90703537000 0x0000d90f03530000 0x0001b20e06a6e000 0x0001b21e06a60000",
+    );
+    golden(
+        "small profile masks (s, l, s_ls, l_ls)",
+        masks(small_profile().avg),
+        "0x0000d90303530000 0x0000d90003530000 0x0001b20606a60000 0x0001b20006a60000",
+    );
+}
+
+#[test]
+fn chunker_input_generator() {
+    let input = chunker_input();
+    assert_eq!(input.len(), 1_048_576);
+    golden(
+        "chunker input sha256",
+        sha_hex(&input),
+        "9016aedf8f8163f73ab62c8ab4bfc562b7c65fda8c180a3abf4598dcb0a19351",
+    );
+    golden(
+        "chunker input first 8 bytes",
+        hex::encode(&input[..8]),
+        "cfb72917ad478e86",
+    )
+}
+
+#[test]
+fn chunker_default_profile() {
+    let gear_key = blake3::derive_key(crypto::CTX_GEAR, &master());
+    let c = Chunker::with_gear_key(&gear_key, ChunkerProfile::default());
+    let cuts = c.cut_points(&chunker_input());
+    golden(
+        "default profile cut points",
+        format!("{cuts:?}"),
+        "[35052, 71476, 160354, 236638, 346997, 387320, 459724, 512720, 616215, 649419, \
+         806611, 893280, 910761, 980761, 1011316, 1048576]",
+    );
+    golden(
+        "default profile cut points sha256",
+        cuts_digest(&cuts),
+        "b711abb8d9834d25c80f6c1cbfedf9776e84b5345d3efa1329606acbe518c032",
+    );
+}
+
+#[test]
+fn chunker_small_profile() {
+    let gear_key = blake3::derive_key(crypto::CTX_GEAR, &master());
+    let c = Chunker::with_gear_key(&gear_key, small_profile());
+    let input = chunker_input();
+    let cuts = c.cut_points(&input);
+    golden("small profile cut count", cuts.len(), "215");
+    golden(
+        "small profile first 10 cut points",
+        format!("{:?}", &cuts[..10]),
+        "[9311, 11153, 15377, 19702, 32336, 35052, 36987, 41086, 43819, 47634]",
+    );
+    golden(
+        "small profile cut points sha256",
+        cuts_digest(&cuts),
+        "5c31bef36817cadeb94094deb2246bfded1b00b09c0ba63c023c94b047bf288a",
+    );
+    // An odd-length input: the last byte is never a cut candidate.
+    let odd = c.cut_points(&input[..50_001]);
+    golden(
+        "small profile cut points of the first 50001 bytes",
+        format!("{odd:?}"),
+        "[9311, 11153, 15377, 19702, 32336, 35052, 36987, 41086, 43819, 47634, 50001]",
+    );
+}
+
+/// The cut routine exactly as `format-spec.md` writes it, without fastcdc.
+fn spec_cut(buf: &[u8], p: ChunkerProfile, gear: &[u64; 256], mask_s: u64, mask_l: u64) -> usize {
+    let (min, avg, max) = (p.min as usize, p.avg as usize, p.max as usize);
+    let mut n = buf.len();
+    if n <= min {
+        return n;
+    }
+    let mut center = avg;
+    if n > max {
+        n = max;
+    } else if n < center {
+        center = n;
+    }
+    let mut h: u64 = 0;
+    let mut i = min / 2;
+    for (limit, m) in [(center / 2, mask_s), (n / 2, mask_l)] {
+        while i < limit {
+            let a = 2 * i;
+            h = (h << 2).wrapping_add(gear[buf[a] as usize] << 1);
+            if h & (m << 1) == 0 {
+                return a;
+            }
+            h = h.wrapping_add(gear[buf[a + 1] as usize]);
+            if h & m == 0 {
+                return a + 1;
+            }
+            i += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn chunker_matches_the_spec_pseudocode() {
+    let gear_key = blake3::derive_key(crypto::CTX_GEAR, &master());
+    let mut raw = [0u8; 2048];
+    blake3::Hasher::new_keyed(&gear_key)
+        .finalize_xof()
+        .fill(&mut raw);
+    let mut gear = [0u64; 256];
+    for (i, g) in gear.iter_mut().enumerate() {
+        *g = u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap());
+    }
+    let input = chunker_input();
+    for profile in [ChunkerProfile::default(), small_profile()] {
+        let (mask_s, mask_l) = fastcdc::v2020::select_masks(
+            profile.avg as usize,
+            fastcdc::v2020::Normalization::Level1,
+        );
+        let mut ours = Vec::new();
+        let mut pos = 0;
+        while pos < input.len() {
+            pos += spec_cut(&input[pos..], profile, &gear, mask_s, mask_l);
+            ours.push(pos);
+        }
+        let lib = Chunker::with_gear_key(&gear_key, profile).cut_points(&input);
+        assert_eq!(ours, lib, "{profile:?}");
+    }
+}
+
+#[test]
+fn chunker_streaming_matches_in_memory() {
+    // for_each_chunk reads through a bounded buffer; it must cut exactly where
+    // cut_points does, even when the reader returns short reads.
+    struct Dribble<'a>(&'a [u8]);
+    impl std::io::Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(7919);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let gear_key = blake3::derive_key(crypto::CTX_GEAR, &master());
+    let input = chunker_input();
+    for profile in [ChunkerProfile::default(), small_profile()] {
+        let c = Chunker::with_gear_key(&gear_key, profile);
+        let mut ends = Vec::new();
+        let mut pos = 0usize;
+        let total = c
+            .for_each_chunk(
+                Dribble(&input),
+                |_| {},
+                |chunk| {
+                    pos += chunk.len();
+                    ends.push(pos);
+                    Ok(())
+                },
+                |e| panic!("reading from memory failed: {e}"),
+            )
+            .unwrap();
+        assert_eq!(total, input.len() as u64);
+        assert_eq!(ends, c.cut_points(&input), "{profile:?}");
+    }
+}
+
+// ---------------------------------------------------------------- blobs
+
+#[test]
+fn blob_aad_and_sealed_blob() {
+    let k = key();
+    let (info, sealed) = vector_blob(&k);
+    golden(
+        "blob aad",
+        hex::encode(blob::aad(info.kind, info.codec, info.raw_len, &info.id)),
+        "534f5056424c4f4200001c0000001c63b44023829a08d4ee16322b4f3177a9d2beceb39645ae1e8291df94150dd8",
+    );
+    golden(
+        "sealed data blob",
+        hex::encode(&sealed),
+        "404142434445464748494a4b4c4d4e4f505152535455565759ed728b3ce51945659c2d13c9779cdb75b799b4\
+         fe13cd27c5d92a65f10adb32a6983db71bd2f550b0aab225",
+    );
+    assert_eq!(sealed.len(), PLAINTEXT.len() + crypto::SEAL_OVERHEAD);
+    assert_eq!(blob::open(&k, &info, &sealed).unwrap(), PLAINTEXT);
+    // The AAD binds kind, codec, raw length and id: changing any of them fails.
+    for bad in [
+        BlobInfo {
+            kind: BlobKind::ChunkList,
+            ..info
+        },
+        BlobInfo {
+            codec: Codec::Zstd,
+            ..info
+        },
+        BlobInfo {
+            raw_len: info.raw_len + 1,
+            ..info
+        },
+        BlobInfo {
+            id: ChunkId([0; 32]),
+            ..info
+        },
+    ] {
+        assert!(blob::open(&k, &bad, &sealed).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn sealed_tree_blob_uses_the_metadata_key() {
+    let k = key();
+    let plain = vector_tree(&k).encode();
+    let id = k.chunk_id(&plain);
+    let aad = blob::aad(BlobKind::Tree, Codec::Raw, plain.len() as u32, &id);
+    let sealed = k
+        .seal_with_nonce(KeyPurpose::Meta, &seq(NONCE_TREE_BLOB), &aad, &plain)
+        .unwrap();
+    golden(
+        "tree blob id",
+        id,
+        "0e4524eb26318ea2e83b550da6b15d6e69f666a9c3ba6a6219fa5428f8ac87b7",
+    );
+    golden(
+        "sealed tree blob sha256",
+        sha_hex(&sealed),
+        "f7bb23e4b13b198007bdc913666b67dfa93aae33ecc55ed2c9b93d7ef5c5f03b",
+    );
+    let info = BlobInfo {
+        id,
+        kind: BlobKind::Tree,
+        codec: Codec::Raw,
+        offset: HEADER_LEN as u64,
+        stored_len: sealed.len() as u32,
+        raw_len: plain.len() as u32,
+    };
+    assert_eq!(blob::open(&k, &info, &sealed).unwrap(), plain);
+    let as_data = k
+        .seal_with_nonce(KeyPurpose::Data, &seq(NONCE_TREE_BLOB), &aad, &plain)
+        .unwrap();
+    assert!(blob::open(&k, &info, &as_data).is_err());
+}
+
+// ---------------------------------------------------------------- key file
+
+#[test]
+fn key_file() {
+    let kdf = KdfParams {
+        m_kib: 8192,
+        t: 1,
+        p: 1,
+    };
+    let bytes = keyfile::create_with(
+        &Secret32::from_bytes(master()),
+        &repo_id(),
+        &Password::new(PASSWORD.to_vec()),
+        kdf,
+        KEY_LABEL,
+        TIME,
+        &seq(SALT_START),
+        &seq(NONCE_KEYFILE),
+    )
+    .unwrap();
+    golden(
+        "key file",
+        hex::encode(&bytes),
+        "534f50564b455900010000000000000001000000002000000100000001000000d0d1d2d3d4d5d6d7d8d9dadb\
+         dcdddedfe0e1e2e3e4e5e6e7e8e9eaebecedeeef7829026b000000000f00766563746f7240736f707661756c\
+         74b8b9babbbcbdbebfc0c1c2c3c4c5c6c7c8c9cacbcccdcecfa0010f1c0ca55412dce171e7d70f3122df6d82\
+         4c61b6bddd685bd046741895bb89a28fabc9fd86d1c859a639faf5e9f046328f7189c0e6f23c0be0418e562d\
+         d082f9f4cc46ed02257462a20a6851a853",
+    );
+    golden(
+        "key file name",
+        sha_hex(&bytes),
+        "aa9267b2bb4c85d9fccf368b9f4d7fa62444baca79fd0de6b213a7ebf8954d8b",
+    );
+    let kf = KeyFile::parse(&bytes, "keys/vector").unwrap();
+    assert_eq!(kf.kdf, kdf);
+    assert_eq!(kf.salt, seq::<32>(SALT_START));
+    assert_eq!(kf.created, TIME);
+    assert_eq!(kf.label, KEY_LABEL);
+    let (m, rid) = kf
+        .open(&Password::new(PASSWORD.to_vec()))
+        .unwrap()
+        .expect("the right password opens the key file");
+    assert_eq!(m.as_bytes(), &master());
+    assert_eq!(rid, repo_id());
+    assert!(kf
+        .open(&Password::new(b"wrong".to_vec()))
+        .unwrap()
+        .is_none());
+    // The clear part is authenticated: flipping a label byte breaks the seal.
+    let mut tampered = bytes.clone();
+    tampered[16 + 16 + 32 + 8 + 2] ^= 1;
+    let kf = KeyFile::parse(&tampered, "keys/tampered").unwrap();
+    assert!(kf
+        .open(&Password::new(PASSWORD.to_vec()))
+        .unwrap()
+        .is_none());
+    // Parameters below the parser's limits are refused before any work.
+    let mut weak = bytes.clone();
+    weak[20..24].copy_from_slice(&4096u32.to_le_bytes());
+    assert!(KeyFile::parse(&weak, "keys/weak").is_err());
+}
+
+// ---------------------------------------------------------------- packs
+
+#[test]
+fn pack_file() {
+    let k = key();
+    let (bytes, footer_plain, info) = vector_pack(&k);
+    golden(
+        "pack footer plaintext",
+        hex::encode(&footer_plain),
+        "010000001c63b44023829a08d4ee16322b4f3177a9d2beceb39645ae1e8291df94150dd81000000000000000\
+         440000001c000000000000000000000000000000000000000000000000000000000000000000000000000000\
+         00000000",
+    );
+    golden(
+        "pack file",
+        hex::encode(&bytes),
+        "534f505650414b000100000000000000404142434445464748494a4b4c4d4e4f505152535455565759ed728b\
+         3ce51945659c2d13c9779cdb75b799b4fe13cd27c5d92a65f10adb32a6983db71bd2f550b0aab22558595a5b\
+         5c5d5e5f606162636465666768696a6b6c6d6e6f16b43d85fdd7e0ce2676fa340381c07e1c72d5fec1e0c746\
+         160352d67ae21e07079b1cd9cf1507d02fb6d89d9d1c2509287930691ba3bb67ecfe22b084361f87ba45a9e0\
+         2aafedd07beb478091aa577ccb888e55d80d50ece74bda6e1fb5868427da1cfc05ea1661d3d9020a84000000\
+         00000000534f5056454e4400",
+    );
+    golden(
+        "pack file name",
+        sha_hex(&bytes),
+        "619f251db3a1323ba907f7a4cc19f762d42225c9346b3409639797b1409a4c8d",
+    );
+    assert_eq!(footer_plain.len(), 4 + ENTRY_LEN);
+    let blobs = pack::read_footer_from_bytes(&k, &bytes, "packs/vector").unwrap();
+    assert_eq!(blobs, vec![info]);
+
+    // PackWriter lays out the same bytes except for its random footer nonce.
+    let (_, sealed) = vector_blob(&k);
+    let mut w = PackWriter::new(PackKind::Data);
+    let added = w.add(&SealedBlob {
+        id: info.id,
+        kind: info.kind,
+        codec: info.codec,
+        raw_len: info.raw_len,
+        bytes: sealed.clone(),
+    });
+    assert_eq!(added, info);
+    let finished = w.finish(&k).unwrap();
+    assert_eq!(finished.bytes.len(), bytes.len());
+    let footer_at = HEADER_LEN + sealed.len();
+    assert_eq!(finished.bytes[..footer_at], bytes[..footer_at]);
+    let tail = bytes.len() - TRAILER_LEN;
+    assert_eq!(finished.bytes[tail..], bytes[tail..]);
+    assert_eq!(finished.id, PackId(sha256(&finished.bytes)));
+    assert_eq!(
+        pack::read_footer_from_bytes(&k, &finished.bytes, "packs/writer").unwrap(),
+        vec![info]
+    );
+    // A truncated pack has no end magic.
+    assert!(pack::read_footer_from_bytes(&k, &bytes[..bytes.len() - 1], "packs/short").is_err());
+}
+
+// ---------------------------------------------------------------- index files
+
+#[test]
+fn index_file() {
+    let k = key();
+    let idx = vector_index(&k);
+    let plain = idx.encode_plain();
+    golden(
+        "index plaintext",
+        hex::encode(&plain),
+        "01000000111111111111111111111111111111111111111111111111111111111111111101000000619f251d\
+         b3a1323ba907f7a4cc19f762d42225c9346b3409639797b1409a4c8de8000000000000000100000000000000\
+         1c63b44023829a08d4ee16322b4f3177a9d2beceb39645ae1e8291df94150dd8100000000000000044000000\
+         1c00000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    );
+    assert_eq!(IndexFile::decode_plain(&plain, "index/plain").unwrap(), idx);
+    let bytes = sealed_file(&k, MAGIC_INDEX, 0, &[], NONCE_INDEX, &plain);
+    golden(
+        "index file name",
+        sha_hex(&bytes),
+        "be1b013f5b27de8b8884d01fef4118f301746a290d967eeb76c4afa90424b933",
+    );
+    assert_eq!(IndexFile::decode(&k, &bytes, "index/vector").unwrap(), idx);
+}
+
+// ---------------------------------------------------------------- config
+
+#[test]
+fn config_file() {
+    let k = key();
+    let c = vector_config();
+    let plain = encode_postcard(&c);
+    golden(
+        "config postcard",
+        hex::encode(&plain),
+        "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f808001808004808010808080\
+         0806f0a591b00d00",
+    );
+    let bytes = sealed_file(&k, MAGIC_CONFIG, 0, &repo_id(), NONCE_CONFIG, &plain);
+    golden(
+        "config file name",
+        sha_hex(&bytes),
+        "4e44931981025d679e3041dc50da597042275ecc9c328b2bd39cfe33e8f7e192",
+    );
+    assert_eq!(
+        Config::peek_repo_id(&bytes, "config/vector").unwrap(),
+        repo_id()
+    );
+    assert_eq!(Config::decode(&k, &bytes, "config/vector").unwrap(), c);
+}
+
+// ---------------------------------------------------------------- trees
+
+#[test]
+fn tree_postcard() {
+    let k = key();
+    let t = vector_tree(&k);
+    let bytes = t.encode();
+    golden(
+        "tree postcard",
+        hex::encode(&bytes),
+        "0505612e747874001c00011c63b44023829a08d4ee16322b4f3177a9d2beceb39645ae1e8291df94150dd81c\
+         a48302e807e80705616c696365057374616666f0a591b00d959aef3af0a591b00d959aef3a2a811001010675\
+         7365722e6b0176076269672e73716c00f0a20401010b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b\
+         0b0b0b0b0b0b0b0b0bd00ff0a204808302e807e80705616c696365057374616666f0a591b00d959aef3af0a5\
+         91b00d959aef3a2a81100100056669666fff03a423e807e80705616c696365057374616666f0a591b00d959a\
+         ef3af0a591b00d959aef3a2a81100100046c696e6b0205612e747874ffc302e807e80705616c696365057374\
+         6166660100f0a591b00d959aef3a2a8110010003737562015a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a\
+         5a5a5a5a5a5a5a5a5a5a5a5aed8301e807e80705616c696365057374616666f0a591b00d959aef3af0a591b0\
+         0d959aef3a2a81100100",
+    );
+    assert_eq!(Tree::decode(&bytes, "tree/vector").unwrap(), t);
+
+    let mut unsorted = t.clone();
+    unsorted.nodes.swap(0, 1);
+    assert!(Tree::decode(&unsorted.encode(), "tree/unsorted").is_err());
+    let mut dup = t.clone();
+    dup.nodes[1].name = dup.nodes[0].name.clone();
+    assert!(Tree::decode(&dup.encode(), "tree/dup").is_err());
+    for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
+        let mut t2 = t.clone();
+        t2.nodes.truncate(1);
+        t2.nodes[0].name = bad.to_vec();
+        assert!(
+            Tree::decode(&t2.encode(), "tree/bad-name").is_err(),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn chunk_list_postcard() {
+    let k = key();
+    let l = vector_chunk_list(&k);
+    let bytes = l.encode();
+    golden(
+        "chunk list postcard",
+        hex::encode(&bytes),
+        "021c63b44023829a08d4ee16322b4f3177a9d2beceb39645ae1e8291df94150dd81ccccccccccccccccccccc\
+         cccccccccccccccccccccccccccccccccccccccccccc808004",
+    );
+    assert_eq!(ChunkList::decode(&bytes, "list/vector").unwrap(), l);
+}
+
+// ---------------------------------------------------------------- snapshots
+
+#[test]
+fn snapshot_postcard() {
+    let k = key();
+    let s = vector_snapshot(&k);
+    let plain = encode_postcard(&s);
+    golden(
+        "snapshot postcard",
+        hex::encode(&plain),
+        "f0a591b00d00e089030e7765625f323032362d31312d3232037765620364623104726f6f7401056461696c79\
+         01082f7661722f777777010664622e73716c010d6d7973716c64756d702061707001001ca9e286fef93ce659\
+         345e14a671204c69fb5a0f1fab192a82ed3fdcab3b1dd53ff0a591b00d00e08903faa591b00d00e089030e45\
+         24eb26318ea2e83b550da6b15d6e69f666a9c3ba6a6219fa5428f8ac87b70133333333333333333333333333\
+         333333333333333333333333333333333333338080018080048080100e736f707661756c7420302e312e3003\
+         0201a8a3041c1c4401dc0b0001",
+    );
+    assert_eq!(Snapshot::decode_plain(&plain, "snapshot/plain").unwrap(), s);
+    let bytes = sealed_file(&k, MAGIC_SNAPSHOT, 0, &[], NONCE_SNAPSHOT, &plain);
+    golden(
+        "snapshot file name",
+        sha_hex(&bytes),
+        "2db52c1fc1355653a0b069810122e1fbfc38a828320bda95782694caf435fe1b",
+    );
+    assert_eq!(Snapshot::decode(&k, &bytes, "snapshots/vector").unwrap(), s);
+}
+
+#[test]
+fn snapshot_human_name() {
+    let t = snapshot_time(TIME);
+    golden("snapshot date", t.date(), "2026-11-22");
+    golden("snapshot rfc3339", t.rfc3339(), "2026-11-22T06:30:00+07:00");
+    let utc = SnapshotTime { utc_offset: 0, ..t };
+    golden("same instant in UTC", utc.date(), "2026-11-21");
+
+    let k = key();
+    let mut existing = Vec::new();
+    assert_eq!(
+        sopvault::snapshot::human_name(&existing, "web", &t),
+        "web_2026-11-22"
+    );
+    let mut s = vector_snapshot(&k);
+    existing.push((SnapshotId([1; 32]), s.clone()));
+    assert_eq!(
+        sopvault::snapshot::human_name(&existing, "web", &t),
+        "web_2026-11-22-2"
+    );
+    s.name = "web_2026-11-22-2".into();
+    existing.push((SnapshotId([2; 32]), s.clone()));
+    assert_eq!(
+        sopvault::snapshot::human_name(&existing, "web", &t),
+        "web_2026-11-22-3"
+    );
+    // Another source's names do not count.
+    assert_eq!(
+        sopvault::snapshot::human_name(&existing, "db", &t),
+        "db_2026-11-22"
+    );
+}
+
+// ---------------------------------------------------------------- postcard
+
+#[test]
+fn postcard_primitives() {
+    let h = hex::encode;
+    assert_eq!(h(encode_postcard(&0u32)), "00");
+    assert_eq!(h(encode_postcard(&127u32)), "7f");
+    assert_eq!(h(encode_postcard(&128u32)), "8001");
+    assert_eq!(h(encode_postcard(&300u32)), "ac02");
+    assert_eq!(h(encode_postcard(&u16::MAX)), "ffff03");
+    assert_eq!(h(encode_postcard(&u32::MAX)), "ffffffff0f");
+    assert_eq!(h(encode_postcard(&u64::MAX)), "ffffffffffffffffff01");
+    assert_eq!(h(encode_postcard(&0i32)), "00");
+    assert_eq!(h(encode_postcard(&-1i32)), "01");
+    assert_eq!(h(encode_postcard(&1i32)), "02");
+    assert_eq!(h(encode_postcard(&-64i64)), "7f");
+    assert_eq!(h(encode_postcard(&64i64)), "8001");
+    assert_eq!(h(encode_postcard(&25200i32)), "e08903");
+    assert_eq!(h(encode_postcard(&i64::MIN)), "ffffffffffffffffff01");
+    assert_eq!(h(encode_postcard(&7u8)), "07");
+    assert_eq!(h(encode_postcard(&200u8)), "c8");
+    assert_eq!(h(encode_postcard(&true)), "01");
+    assert_eq!(h(encode_postcard(&None::<u32>)), "00");
+    assert_eq!(h(encode_postcard(&Some(300u32))), "01ac02");
+    assert_eq!(h(encode_postcard(&"ab")), "026162");
+    assert_eq!(h(encode_postcard(&vec![1u8, 2])), "020102");
+    assert_eq!(h(encode_postcard(&[9u8; 3])), "090909");
+    assert_eq!(h(encode_postcard(&ChunkId([0xab; 32]))), "ab".repeat(32));
+    assert_eq!(h(encode_postcard(&NodeKind::Fifo)), "03");
+    assert_eq!(h(encode_postcard(&NodeKind::Socket)), "06");
+    assert_eq!(
+        h(encode_postcard(&NodeKind::CharDevice { rdev: 0x0501 })),
+        "04810a"
+    );
+    assert_eq!(h(encode_postcard(&Content::empty())), "0000");
+    // Decoders accept a non-minimal varint (writers never produce one).
+    assert_eq!(
+        sopvault::format::decode_postcard::<u32>(&[0x80, 0x00], "varint").unwrap(),
+        0
+    );
+    // A u32 varint may not carry more than 32 bits.
+    assert!(
+        sopvault::format::decode_postcard::<u32>(&[0xff, 0xff, 0xff, 0xff, 0x1f], "v").is_err()
+    );
+}
