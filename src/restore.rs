@@ -234,13 +234,7 @@ impl Restorer<'_> {
                 let shown = join_display(parts);
                 match &node.kind {
                     NodeKind::Dir { tree: t } => {
-                        match std::fs::create_dir(&path) {
-                            Ok(()) => {}
-                            Err(e)
-                                if e.kind() == std::io::ErrorKind::AlreadyExists
-                                    && path.is_dir() => {}
-                            Err(e) => return Err(Error::io(&path, e)),
-                        }
+                        make_dir(&path)?;
                         let sub = self.repo.load_tree(self.index, t, &shown)?;
                         self.dir(&sub, &path, parts)?;
                         self.report.dirs += 1;
@@ -333,6 +327,18 @@ impl Restorer<'_> {
             .map_err(|e| Error::io(path, e.into_error()))?;
         Ok(n)
     }
+}
+
+/// Creates a directory, or keeps a real one that is there. Anything else in
+/// the way (a symlink above all: following it would write outside the
+/// target) is replaced, as tar does.
+fn make_dir(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => return Ok(()),
+        Ok(_) => std::fs::remove_file(path).map_err(|e| Error::io(path, e))?,
+        Err(_) => {}
+    }
+    std::fs::create_dir(path).map_err(|e| Error::io(path, e))
 }
 
 fn remove_existing(path: &Path) -> Result<()> {

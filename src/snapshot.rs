@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -681,6 +682,9 @@ impl Archiver<'_, '_> {
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
+                    // Its own process group, so that on Ctrl-C the watcher below
+                    // can stop the command together with everything it started.
+                    .process_group(0)
                     .spawn()
                     .map_err(|e| fail(format!("cannot start `{cmd}`: {e}")))?;
                 let out = child.stdout.take().expect("stdout is piped");
@@ -691,24 +695,48 @@ impl Archiver<'_, '_> {
         let mut builder = ContentBuilder::new();
         let progress = self.progress;
         let store = &mut self.store;
-        let read = self.chunker.for_each_chunk(
-            reader,
-            |b| {
-                sha.update(b);
-                progress.bytes(b.len() as u64);
-            },
-            |chunk| {
-                let (id, _) = store.add(BlobKind::Data, chunk)?;
-                builder.push(
-                    store,
-                    ChunkRef {
-                        id,
-                        len: chunk.len() as u32,
-                    },
-                )
-            },
-            |e| fail(format!("reading its input failed: {e}")),
-        );
+        let chunker = &self.chunker;
+        let done = AtomicBool::new(false);
+        let child_pid = child.as_ref().map(|c| c.id());
+        let read = std::thread::scope(|scope| {
+            // On Ctrl-C, stop the command even if it writes nothing, so the
+            // read below ends and the run unwinds promptly.
+            if let Some(pid) = child_pid {
+                let done = &done;
+                scope.spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        if crate::interrupt::check().is_err() {
+                            // SAFETY: plain kill(2) of the command's process group;
+                            // the child is reaped only after this scope ends, so
+                            // the group id still names it.
+                            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGTERM) };
+                            return;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                });
+            }
+            let r = chunker.for_each_chunk(
+                reader,
+                |b| {
+                    sha.update(b);
+                    progress.bytes(b.len() as u64);
+                },
+                |chunk| {
+                    let (id, _) = store.add(BlobKind::Data, chunk)?;
+                    builder.push(
+                        store,
+                        ChunkRef {
+                            id,
+                            len: chunk.len() as u32,
+                        },
+                    )
+                },
+                |e| fail(format!("reading its input failed: {e}")),
+            );
+            done.store(true, Ordering::Relaxed);
+            r
+        });
         let read = match read {
             Ok(n) => n,
             Err(e) => {
@@ -724,6 +752,9 @@ impl Archiver<'_, '_> {
                 let status = c
                     .wait()
                     .map_err(|e| fail(format!("waiting for the command failed: {e}")))?;
+                // A Ctrl-C on a terminal reaches the dump command too: that is
+                // an interruption, not a failed dump.
+                crate::interrupt::check()?;
                 use std::os::unix::process::ExitStatusExt;
                 if let Some(sig) = status.signal() {
                     return Err(fail(format!("the command was killed by signal {sig}")));

@@ -232,20 +232,22 @@ fn exit_code(e: &Error) -> i32 {
 
 fn install_signal_handlers() {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::Ordering;
     for sig in [SIGINT, SIGTERM] {
-        // A second signal ends the process at once.
-        let _ =
-            signal_hook::flag::register_conditional_shutdown(sig, exit::INTERRUPTED, flag.clone());
-        let _ = signal_hook::flag::register(sig, flag.clone());
-    }
-    std::thread::spawn(move || loop {
-        if flag.load(std::sync::atomic::Ordering::Relaxed) {
-            sopvault::interrupt::flag().store(true, std::sync::atomic::Ordering::Relaxed);
-            return;
+        // SAFETY: the handler only touches an atomic and calls _exit, both
+        // async-signal-safe. The first signal asks the engine to stop cleanly
+        // (temporary files and locks removed); a second one exits at once.
+        let r = unsafe {
+            signal_hook::low_level::register(sig, || {
+                if sopvault::interrupt::flag().swap(true, Ordering::SeqCst) {
+                    signal_hook::low_level::exit(exit::INTERRUPTED);
+                }
+            })
+        };
+        if let Err(e) = r {
+            eprintln!("sopvault: warning: cannot install a handler for signal {sig}: {e}");
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    });
+    }
 }
 
 pub fn run() -> i32 {
