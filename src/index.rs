@@ -604,7 +604,7 @@ mod tests {
             expected.keys().copied().collect::<Vec<_>>(),
             "iteration is sorted and complete"
         );
-        for (id, _) in expected {
+        for id in expected.keys() {
             let loc = index.lookup(id).expect("present id is found");
             assert_eq!(loc.blob.id, *id);
         }
