@@ -122,6 +122,16 @@ impl IndexFile {
                 ));
             }
             let b = decode_entry(&mut r, object)?;
+            let pack_size = packs[p as usize].1;
+            if b.offset
+                .checked_add(b.stored_len as u64)
+                .is_none_or(|end| end > pack_size)
+            {
+                return Err(Error::damaged(
+                    object,
+                    format!("entry for chunk {} lies past the end of its pack", b.id),
+                ));
+            }
             if let Some((_, prev)) = entries.last() {
                 let prev: &BlobInfo = prev;
                 if prev.id > b.id {
