@@ -128,9 +128,29 @@ impl Chunker {
     /// `on_read` sees every byte read, in order (for stream hashes).
     pub fn for_each_chunk<R: Read>(
         &self,
-        mut reader: R,
+        reader: R,
         mut on_read: impl FnMut(&[u8]),
         mut f: impl FnMut(&[u8]) -> Result<()>,
+        read_err: impl FnMut(std::io::Error) -> Error,
+    ) -> Result<u64> {
+        self.for_each_batch(
+            reader,
+            |new, chunks| {
+                on_read(new);
+                chunks.iter().try_for_each(|c| f(c))
+            },
+            read_err,
+        )
+    }
+
+    /// Splits a reader into chunks with a bounded buffer (4 MiB or twice the
+    /// maximum chunk). After each refill it calls `f(new_bytes, chunks)`: the
+    /// bytes just read, in stream order, and every chunk that can be cut before
+    /// the next refill. Callers hash and process a batch in parallel.
+    pub fn for_each_batch<R: Read>(
+        &self,
+        mut reader: R,
+        mut f: impl FnMut(&[u8], &[&[u8]]) -> Result<()>,
         mut read_err: impl FnMut(std::io::Error) -> Error,
     ) -> Result<u64> {
         let max = self.profile.max as usize;
@@ -140,33 +160,36 @@ impl Chunker {
         let mut eof = false;
         let mut total = 0u64;
         loop {
-            if !eof && end - start < max {
-                buf.copy_within(start..end, 0);
-                end -= start;
-                start = 0;
-                while end < cap {
-                    crate::interrupt::check()?;
-                    match reader.read(&mut buf[end..]) {
-                        Ok(0) => {
-                            eof = true;
-                            break;
-                        }
-                        Ok(n) => {
-                            on_read(&buf[end..end + n]);
-                            end += n;
-                            total += n as u64;
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(read_err(e)),
+            // Keep the unchunked tail, then fill the buffer up.
+            buf.copy_within(start..end, 0);
+            end -= start;
+            let new_from = end;
+            while !eof && end < cap {
+                crate::interrupt::check()?;
+                match reader.read(&mut buf[end..]) {
+                    Ok(0) => eof = true,
+                    Ok(n) => {
+                        end += n;
+                        total += n as u64;
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(read_err(e)),
                 }
             }
-            if start == end {
+            // Cut while a whole maximal chunk is buffered, or to the end at EOF.
+            let mut cuts = Vec::new();
+            let mut pos = 0;
+            while pos < end && (eof || end - pos >= max) {
+                let n = self.cut(&buf[pos..end]);
+                cuts.push((pos, n));
+                pos += n;
+            }
+            let chunks: Vec<&[u8]> = cuts.iter().map(|&(p, n)| &buf[p..p + n]).collect();
+            f(&buf[new_from..end], &chunks)?;
+            start = pos;
+            if eof && start == end {
                 return Ok(total);
             }
-            let n = self.cut(&buf[start..end]);
-            f(&buf[start..start + n])?;
-            start += n;
         }
     }
 }

@@ -639,25 +639,14 @@ impl Archiver<'_, '_> {
             }
         }
         let file = open_for_backup(path).map_err(|e| Error::io(path, e))?;
-        let mut builder = ContentBuilder::new();
-        let progress = self.progress;
-        let store = &mut self.store;
-        let read = self.chunker.for_each_chunk(
+        let (read, content) = store_content(
+            &self.chunker,
+            &mut self.store,
+            self.progress,
             file,
-            |b| progress.bytes(b.len() as u64),
-            |chunk| {
-                let (id, _) = store.add(BlobKind::Data, chunk)?;
-                builder.push(
-                    store,
-                    ChunkRef {
-                        id,
-                        len: chunk.len() as u32,
-                    },
-                )
-            },
+            None,
             |e| Error::io(path, e),
         )?;
-        let content = builder.finish(&mut self.store)?;
         self.summary.bytes_read += read;
         self.summary.bytes_total += read;
         if md.nlink() > 1 {
@@ -692,7 +681,6 @@ impl Archiver<'_, '_> {
             }
         };
         let mut sha = sha2::Sha256::new();
-        let mut builder = ContentBuilder::new();
         let progress = self.progress;
         let store = &mut self.store;
         let chunker = &self.chunker;
@@ -716,29 +704,14 @@ impl Archiver<'_, '_> {
                     }
                 });
             }
-            let r = chunker.for_each_chunk(
-                reader,
-                |b| {
-                    sha.update(b);
-                    progress.bytes(b.len() as u64);
-                },
-                |chunk| {
-                    let (id, _) = store.add(BlobKind::Data, chunk)?;
-                    builder.push(
-                        store,
-                        ChunkRef {
-                            id,
-                            len: chunk.len() as u32,
-                        },
-                    )
-                },
-                |e| fail(format!("reading its input failed: {e}")),
-            );
+            let r = store_content(chunker, store, progress, reader, Some(&mut sha), |e| {
+                fail(format!("reading its input failed: {e}"))
+            });
             done.store(true, Ordering::Relaxed);
             r
         });
-        let read = match read {
-            Ok(n) => n,
+        let (read, content) = match read {
+            Ok(r) => r,
             Err(e) => {
                 if let Some(c) = child.as_mut() {
                     let _ = c.kill();
@@ -767,7 +740,6 @@ impl Archiver<'_, '_> {
             }
             None => None,
         };
-        let content = builder.finish(&mut self.store)?;
         let ended = crate::sysinfo::now();
         self.summary.files += 1;
         self.summary.bytes_read += read;
@@ -806,6 +778,46 @@ impl Archiver<'_, '_> {
         };
         Ok((node, record))
     }
+}
+
+/// Chunks a reader into the store. Per batch of chunks, the keyed ids (and
+/// the stream's SHA-256, when asked for) are computed in parallel; storing
+/// stays in input order, so output is deterministic.
+fn store_content<R: Read>(
+    chunker: &Chunker,
+    store: &mut BlobStore<'_>,
+    progress: &dyn Progress,
+    reader: R,
+    mut sha: Option<&mut sha2::Sha256>,
+    read_err: impl FnMut(std::io::Error) -> Error,
+) -> Result<(u64, Content)> {
+    use rayon::prelude::*;
+    let key = store.key();
+    let mut builder = ContentBuilder::new();
+    let read = chunker.for_each_batch(
+        reader,
+        |new, chunks| {
+            let ids = || -> Vec<ChunkId> { chunks.par_iter().map(|c| key.chunk_id(c)).collect() };
+            let ids = match sha.as_deref_mut() {
+                Some(h) => rayon::join(|| h.update(new), ids).1,
+                None => ids(),
+            };
+            progress.bytes(new.len() as u64);
+            for (chunk, id) in chunks.iter().zip(ids) {
+                store.add_with_id(BlobKind::Data, id, chunk)?;
+                builder.push(
+                    store,
+                    ChunkRef {
+                        id,
+                        len: chunk.len() as u32,
+                    },
+                )?;
+            }
+            Ok(())
+        },
+        read_err,
+    )?;
+    Ok((read, builder.finish(store)?))
 }
 
 fn open_for_backup(path: &Path) -> std::io::Result<std::fs::File> {

@@ -71,6 +71,11 @@ impl<'r> BlobStore<'r> {
         }
     }
 
+    /// The repository's keys, for computing ids off this thread.
+    pub fn key(&self) -> &'r crate::crypto::MasterKey {
+        self.repo.key()
+    }
+
     pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
         self.repo.key().chunk_id(data)
     }

@@ -6,8 +6,8 @@ use sopvault::{Error, Repository};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// zstd compression level for new data (1-19)
-    #[arg(long, default_value_t = sopvault::config::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    /// zstd compression level for new data (-7 to 19; negative levels are faster and larger)
+    #[arg(long, default_value_t = sopvault::config::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(-7..=19), allow_negative_numbers = true)]
     compression: i32,
 }
 
