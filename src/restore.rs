@@ -225,6 +225,9 @@ impl Restorer<'_> {
     }
 
     fn dir(&mut self, tree: &Tree, target: &Path, parts: &mut Vec<Vec<u8>>) -> Result<()> {
+        // Plain files of this directory are written in parallel at the end;
+        // hard-linked ones go in order, so a link always finds its first name.
+        let mut batch: Vec<(&Node, PathBuf, String)> = Vec::new();
         for node in &tree.nodes {
             crate::interrupt::check()?;
             parts.push(node.name.clone());
@@ -240,56 +243,91 @@ impl Restorer<'_> {
                         self.report.dirs += 1;
                         self.dir_meta.push((path, node.clone()));
                     }
+                    NodeKind::File { .. } if sel == 2 && !is_hard_linked(node) => {
+                        batch.push((node, path, shown))
+                    }
                     _ if sel == 2 => self.leaf(node, &path, &shown)?,
                     _ => {}
                 }
             }
             parts.pop();
         }
+        self.files_in_parallel(batch)
+    }
+
+    fn files_in_parallel(&mut self, batch: Vec<(&Node, PathBuf, String)>) -> Result<()> {
+        use rayon::prelude::*;
+        let this = &*self;
+        let results: Vec<Result<u64>> = batch
+            .par_iter()
+            .map(|(node, path, shown)| this.file_data(node, path, shown))
+            .collect();
+        for ((node, path, shown), r) in batch.iter().zip(results) {
+            if self.settle(r, path, shown)? {
+                let w = fsmeta::apply(path, node, self.opts.owners)?;
+                self.report.warnings.extend(w);
+            }
+        }
         Ok(())
+    }
+
+    /// Writes a regular file's data: replaces what is in the way, checks the size.
+    fn file_data(&self, node: &Node, path: &Path, shown: &str) -> Result<u64> {
+        let NodeKind::File { content, .. } = &node.kind else {
+            unreachable!("only regular files are written as data")
+        };
+        remove_existing(path)?;
+        let n = self.file(content, path, shown)?;
+        if n != node.size() {
+            return Err(Error::damaged(
+                shown,
+                format!("tree says {} bytes, chunks hold {n}", node.size()),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// Records a file's outcome. A damaged file is removed and reported, and
+    /// the restore goes on; running out of space or an interruption ends it.
+    fn settle(&mut self, r: Result<u64>, path: &Path, shown: &str) -> Result<bool> {
+        match r {
+            Ok(n) => {
+                self.report.bytes += n;
+                self.report.files += 1;
+                Ok(true)
+            }
+            Err(e @ Error::Interrupted) | Err(e @ Error::NoSpace { .. }) => {
+                let _ = std::fs::remove_file(path);
+                Err(e)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(path);
+                self.report
+                    .errors
+                    .push(format!("{shown}: not restored: {e}"));
+                Ok(false)
+            }
+        }
     }
 
     fn leaf(&mut self, node: &Node, path: &Path, shown: &str) -> Result<()> {
         remove_existing(path)?;
         match &node.kind {
-            NodeKind::File { content, .. } => {
+            NodeKind::File { .. } => {
                 let key = (node.device, node.inode);
-                if node.links > 1 && node.inode != 0 {
+                if is_hard_linked(node) {
                     if let Some(first) = self.links.get(&key) {
                         std::fs::hard_link(first, path).map_err(|e| Error::io(path, e))?;
                         self.report.files += 1;
                         return Ok(());
                     }
                 }
-                let written = self.file(content, path, shown).and_then(|n| {
-                    if n == node.size() {
-                        Ok(n)
-                    } else {
-                        Err(Error::damaged(
-                            shown,
-                            format!("tree says {} bytes, chunks hold {n}", node.size()),
-                        ))
-                    }
-                });
-                match written {
-                    Ok(n) => {
-                        self.report.bytes += n;
-                        self.report.files += 1;
-                        if node.links > 1 && node.inode != 0 {
-                            self.links.insert(key, path.to_path_buf());
-                        }
-                    }
-                    Err(e @ Error::Interrupted) | Err(e @ Error::NoSpace { .. }) => {
-                        let _ = std::fs::remove_file(path);
-                        return Err(e);
-                    }
-                    Err(e) => {
-                        let _ = std::fs::remove_file(path);
-                        self.report
-                            .errors
-                            .push(format!("{shown}: not restored: {e}"));
-                        return Ok(());
-                    }
+                let written = self.file_data(node, path, shown);
+                if !self.settle(written, path, shown)? {
+                    return Ok(());
+                }
+                if is_hard_linked(node) {
+                    self.links.insert(key, path.to_path_buf());
                 }
             }
             NodeKind::Symlink { target } => {
@@ -327,6 +365,10 @@ impl Restorer<'_> {
             .map_err(|e| Error::io(path, e.into_error()))?;
         Ok(n)
     }
+}
+
+fn is_hard_linked(node: &Node) -> bool {
+    node.links > 1 && node.inode != 0
 }
 
 /// Creates a directory, or keeps a real one that is there. Anything else in
