@@ -158,6 +158,51 @@ pub struct Location {
 const CACHE_MAGIC: &[u8; 8] = b"SOPVIXC\0";
 const BUCKETS: usize = 1 << 16;
 const CACHE_HEADER_LEN: usize = 16 + 32 + 4 + 4 + 8;
+const CACHE_VERSION: u32 = 2;
+
+/// A blocked Bloom filter over the chunk ids, stored after the entries: one
+/// 64-byte block per id (chosen by id bytes 8..16), six bits in it (from id
+/// bytes 16..28, 9 bits each). About 10 bits per chunk give ~1% false
+/// positives, so a new chunk (the common case when backing up new data) is
+/// answered from one cache line without touching the entries.
+pub mod filter {
+    use crate::ids::ChunkId;
+
+    pub const BLOCK_WORDS: usize = 8;
+    const BITS_PER_ENTRY: u64 = 10;
+    const PROBES: usize = 6;
+
+    /// Number of 512-bit blocks for `count` entries (a power of two, at least 1).
+    pub fn blocks_for(count: u64) -> u64 {
+        (count * BITS_PER_ENTRY)
+            .div_ceil(512)
+            .max(1)
+            .next_power_of_two()
+    }
+
+    fn probes(id: &ChunkId, blocks: u64) -> (usize, [u16; PROBES]) {
+        let block = (u64::from_le_bytes(id.0[8..16].try_into().unwrap()) & (blocks - 1)) as usize;
+        let mut bits = [0u16; PROBES];
+        for (i, b) in bits.iter_mut().enumerate() {
+            *b = u16::from_le_bytes([id.0[16 + 2 * i], id.0[17 + 2 * i]]) & 511;
+        }
+        (block, bits)
+    }
+
+    pub fn insert(words: &mut [u64], blocks: u64, id: &ChunkId) {
+        let (block, bits) = probes(id, blocks);
+        for b in bits {
+            words[block * BLOCK_WORDS + (b as usize >> 6)] |= 1u64 << (b & 63);
+        }
+    }
+
+    /// `word(i)` reads the i-th u64 of the filter.
+    pub fn may_contain(word: impl Fn(usize) -> u64, blocks: u64, id: &ChunkId) -> bool {
+        let (block, bits) = probes(id, blocks);
+        bits.iter()
+            .all(|&b| word(block * BLOCK_WORDS + (b as usize >> 6)) & (1u64 << (b & 63)) != 0)
+    }
+}
 
 /// The merged index of a repository, read through a memory map.
 pub struct Index {
@@ -166,6 +211,8 @@ pub struct Index {
     included: Vec<IndexId>,
     entries_off: usize,
     count: u64,
+    filter_off: usize,
+    filter_blocks: u64,
 }
 
 fn set_hash(ids: &[IndexId]) -> [u8; 32] {
@@ -230,8 +277,17 @@ impl Index {
         (at(b), at(b + 1))
     }
 
+    fn filter_says_absent(&self, id: &ChunkId) -> bool {
+        let map = self.map.as_ref().expect("non-empty index has a map");
+        let word = |i: usize| {
+            let off = self.filter_off + i * 8;
+            u64::from_le_bytes(map[off..off + 8].try_into().unwrap())
+        };
+        !filter::may_contain(word, self.filter_blocks, id)
+    }
+
     pub fn lookup(&self, id: &ChunkId) -> Option<Location> {
-        if self.count == 0 {
+        if self.count == 0 || self.filter_says_absent(id) {
             return None;
         }
         let (mut lo, mut hi) = self.bucket_range(bucket_of(id));
@@ -383,7 +439,7 @@ impl Index {
             }
             let mut head = Vec::with_capacity(CACHE_HEADER_LEN + (BUCKETS + 1) * 8);
             head.extend_from_slice(CACHE_MAGIC);
-            head.extend_from_slice(&1u32.to_le_bytes());
+            head.extend_from_slice(&CACHE_VERSION.to_le_bytes());
             head.extend_from_slice(&0u32.to_le_bytes());
             head.extend_from_slice(&set_hash(included));
             head.extend_from_slice(&(included.len() as u32).to_le_bytes());
@@ -402,7 +458,10 @@ impl Index {
             w.write_all(&head).map_err(|e| Error::io(&tmp, e))?;
             let mut buf = Vec::with_capacity(INDEX_ENTRY_LEN);
             let mut err = None;
+            let blocks = filter::blocks_for(total);
+            let mut words = vec![0u64; blocks as usize * filter::BLOCK_WORDS];
             merge(&old, &old_map, &fresh, old_count, |p, b| {
+                filter::insert(&mut words, blocks, &b.id);
                 buf.clear();
                 entry_to_bytes(&mut buf, p, b);
                 if err.is_none() {
@@ -414,6 +473,8 @@ impl Index {
             if let Some(e) = err {
                 return Err(Error::io(&tmp, e));
             }
+            let filter_bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            w.write_all(&filter_bytes).map_err(|e| Error::io(&tmp, e))?;
             w.into_inner()
                 .map_err(|e| Error::io(&tmp, e.into_error()))?
                 .sync_all()
@@ -436,7 +497,7 @@ impl Index {
         let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path, e))?;
         let object = path.display().to_string();
         let mut r = Reader::new(&map, &object);
-        if r.bytes(8)? != CACHE_MAGIC || r.u32()? != 1 {
+        if r.bytes(8)? != CACHE_MAGIC || r.u32()? != CACHE_VERSION {
             return Err(Error::damaged(
                 &object,
                 "not an index cache of this version",
@@ -465,7 +526,9 @@ impl Index {
             .map(|_| Ok((PackId(r.array()?), r.u64()?)))
             .collect::<Result<Vec<_>>>()?;
         let entries_off = r.pos();
-        if (r.remaining() as u64) != count * INDEX_ENTRY_LEN as u64 {
+        let filter_blocks = filter::blocks_for(count);
+        let filter_len = filter_blocks * filter::BLOCK_WORDS as u64 * 8;
+        if (r.remaining() as u64) != count * INDEX_ENTRY_LEN as u64 + filter_len {
             return Err(Error::damaged(&object, "index cache has the wrong length"));
         }
         Ok(Index {
@@ -474,6 +537,8 @@ impl Index {
             included,
             entries_off,
             count,
+            filter_off: entries_off + (count as usize) * INDEX_ENTRY_LEN,
+            filter_blocks,
         })
     }
 }
@@ -693,5 +758,23 @@ mod tests {
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_filter_has_no_false_negatives_and_few_false_positives() {
+        let n = 100_000u64;
+        let blocks = filter::blocks_for(n);
+        let mut words = vec![0u64; blocks as usize * filter::BLOCK_WORDS];
+        let id = |i: u64| ChunkId(*blake3::hash(&i.to_le_bytes()).as_bytes());
+        for i in 0..n {
+            filter::insert(&mut words, blocks, &id(i));
+        }
+        let word = |i: usize| words[i];
+        assert!((0..n).all(|i| filter::may_contain(word, blocks, &id(i))));
+        let false_positives = (n..2 * n)
+            .filter(|i| filter::may_contain(word, blocks, &id(*i)))
+            .count();
+        let rate = false_positives as f64 / n as f64;
+        assert!(rate < 0.03, "false positive rate {rate}");
     }
 }
