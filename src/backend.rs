@@ -60,6 +60,8 @@ pub trait Backend: Send + Sync {
     fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
     fn write_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()>;
     fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
+    /// Removes temporary files left by interrupted writers; only safe under an exclusive lock.
+    fn clean_tmp(&self) -> Result<usize>;
     /// Ephemeral lock files (never mirrored).
     fn write_lock(&self, name: &str, bytes: &[u8]) -> Result<()>;
     fn list_locks(&self) -> Result<Vec<String>>;
@@ -270,6 +272,19 @@ impl Backend for LocalBackend {
         let p = self.path_of(kind, name);
         fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
         sync_dir(p.parent().unwrap())
+    }
+
+    fn clean_tmp(&self) -> Result<usize> {
+        let dir = self.root.join("tmp");
+        let mut n = 0;
+        for e in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let e = e.map_err(|e| Error::io(&dir, e))?;
+            if e.file_name().to_string_lossy().ends_with(".tmp") {
+                fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     fn write_lock(&self, name: &str, bytes: &[u8]) -> Result<()> {

@@ -286,6 +286,28 @@ impl Index {
         !filter::may_contain(word, self.filter_blocks, id)
     }
 
+    /// The entry's position in id order, for compact per-entry bitsets (prune's mark phase).
+    pub fn position(&self, id: &ChunkId) -> Option<u64> {
+        if self.count == 0 || self.filter_says_absent(id) {
+            return None;
+        }
+        let (mut lo, mut hi) = self.bucket_range(bucket_of(id));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.entry_bytes(mid)[4..36].cmp(&id.0[..]) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    /// Every (position, location), in id order.
+    pub fn iter_positions(&self) -> impl Iterator<Item = (u64, Location)> + '_ {
+        (0..self.count).filter_map(move |i| Some((i, self.decode_at(i)?)))
+    }
+
     pub fn lookup(&self, id: &ChunkId) -> Option<Location> {
         if self.count == 0 || self.filter_says_absent(id) {
             return None;
