@@ -10,6 +10,7 @@ mod init;
 mod key;
 mod ls;
 mod progress;
+mod prune;
 mod restore;
 mod snapshot;
 mod snapshots;
@@ -76,6 +77,8 @@ enum Command {
     Cat(cat::Args),
     /// Verify the repository's structure and, optionally, its data
     Check(check::Args),
+    /// Forget snapshots by a retention policy and free their space
+    Prune(prune::Args),
     /// Manage passwords (key files)
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -280,6 +283,7 @@ pub fn run() -> i32 {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Cat(a) => cat::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
         Command::Unlock(a) => unlock::run(&ctx, a),
     };
