@@ -93,38 +93,105 @@ pub fn walk(
     Ok(())
 }
 
-/// Writes a file's content to `out`, verifying every chunk; reads ahead in parallel.
+/// Most bytes one coalesced read fetches.
+const MAX_RUN: u64 = 2 * 1024 * 1024;
+/// Chunks resolved and fetched per step; bounds memory for any file size.
+const WINDOW: usize = 64;
+
+/// Writes a file's content to `out`, verifying every chunk. Chunks stored
+/// back to back in one pack are fetched with one read per run; runs are read,
+/// decrypted and decompressed in parallel, and written in order.
 pub fn write_content(
     repo: &Repository,
     index: &Index,
     chunks: &[ChunkRef],
     path: &str,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<u64> {
-    use rayon::prelude::*;
     let mut written = 0u64;
-    for window in chunks.chunks(16) {
+    let mut pending: Vec<Vec<Vec<u8>>> = Vec::new();
+    let write = |out: &mut (dyn Write + Send), data: Vec<Vec<Vec<u8>>>| -> Result<u64> {
+        let mut n = 0;
+        for d in data.iter().flatten() {
+            out.write_all(d).map_err(|e| Error::io(path, e))?;
+            n += d.len() as u64;
+        }
+        Ok(n)
+    };
+    // Write window k while window k+1 is fetched, decrypted and checked.
+    for window in chunks.chunks(WINDOW) {
         crate::interrupt::check()?;
-        let blobs: Vec<Vec<u8>> = window
-            .par_iter()
-            .map(|c| {
-                let data = repo.read_blob_by_id(index, &c.id, path)?;
-                if data.len() != c.len as usize {
-                    return Err(Error::damaged(
-                        format!("chunk {} of {path}", c.id.short()),
-                        format!("expected {} bytes, found {}", c.len, data.len()),
-                    ));
-                }
-                Ok(data)
+        let previous = std::mem::take(&mut pending);
+        let (w, fetched) = rayon::join(
+            || write(out, previous),
+            || fetch_window(repo, index, window, path),
+        );
+        written += w?;
+        pending = fetched?;
+    }
+    Ok(written + write(out, pending)?)
+}
+
+/// Fetches one window of chunks: one read per run of chunks contiguous in a pack.
+fn fetch_window(
+    repo: &Repository,
+    index: &Index,
+    window: &[ChunkRef],
+    path: &str,
+) -> Result<Vec<Vec<Vec<u8>>>> {
+    use rayon::prelude::*;
+    let locs = window
+        .iter()
+        .map(|c| {
+            index.lookup(&c.id).ok_or_else(|| Error::MissingChunk {
+                chunk: c.id.to_hex(),
+                needed_by: path.to_string(),
             })
-            .collect::<Result<Vec<_>>>()
-            .map_err(|e| annotate(e, path))?;
-        for b in blobs {
-            out.write_all(&b).map_err(|e| Error::io(path, e))?;
-            written += b.len() as u64;
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Runs of chunks that are contiguous in one pack: [start, end) into the window.
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for i in 0..locs.len() {
+        let extends = runs.last().is_some_and(|&(start, end)| {
+            let (first, prev, cur) = (&locs[start], &locs[end - 1], &locs[i]);
+            cur.pack == prev.pack
+                && cur.blob.offset == prev.blob.offset + prev.blob.stored_len as u64
+                && cur.blob.offset + cur.blob.stored_len as u64 - first.blob.offset <= MAX_RUN
+        });
+        match runs.last_mut() {
+            Some(run) if extends => run.1 = i + 1,
+            _ => runs.push((i, i + 1)),
         }
     }
-    Ok(written)
+    runs.par_iter()
+        .map(|&(start, end)| {
+            let (first, last) = (&locs[start], &locs[end - 1]);
+            let len = (last.blob.offset + last.blob.stored_len as u64 - first.blob.offset) as usize;
+            let bytes = repo.backend().read_range(
+                crate::backend::FileKind::Pack,
+                &first.pack.to_hex(),
+                first.blob.offset,
+                len,
+            )?;
+            (start..end)
+                .into_par_iter()
+                .map(|i| {
+                    let loc = &locs[i];
+                    let at = (loc.blob.offset - first.blob.offset) as usize;
+                    let data =
+                        repo.open_blob(loc, &bytes[at..at + loc.blob.stored_len as usize])?;
+                    if data.len() != window[i].len as usize {
+                        return Err(Error::damaged(
+                            format!("chunk {} of {path}", window[i].id.short()),
+                            format!("expected {} bytes, found {}", window[i].len, data.len()),
+                        ));
+                    }
+                    Ok(data)
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| annotate(e, path))
 }
 
 fn annotate(e: Error, path: &str) -> Error {

@@ -27,8 +27,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         return Err(Error::Usage(format!("{} is not a regular file", args.path)));
     };
     let chunks = repo.content_chunks(&index, content, &args.path)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
     let r = write_content(&repo, &index, &chunks, &args.path, &mut out)
         .and_then(|_| out.flush().map_err(|e| Error::io("standard output", e)));
     match r {
