@@ -5,6 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# The mount tests (tests/mount.rs) need FUSE's fusermount3 (Debian's fuse3).
+if ! command -v fusermount3 >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing fuse3 (fusermount3, for the mount tests)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null; } ||
+      echo "warning: could not install fuse3; the mount tests will be skipped"
+  else
+    echo "note: fusermount3 is missing: install Debian's fuse3 (sudo apt-get install fuse3); the mount tests will be skipped"
+  fi
+fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"

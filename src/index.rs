@@ -517,6 +517,10 @@ impl Index {
         // SAFETY: the cache file is private to this user and only ever replaced
         // by rename, never modified in place, so the mapping stays valid.
         let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path, e))?;
+        // Lookups are random: without this the kernel reads up to 128 KiB
+        // around every fault, and RSS grows with the index instead of with
+        // the lookups made.
+        let _ = map.advise(memmap2::Advice::Random);
         let object = path.display().to_string();
         let mut r = Reader::new(&map, &object);
         if r.bytes(8)? != CACHE_MAGIC || r.u32()? != CACHE_VERSION {

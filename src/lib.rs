@@ -13,7 +13,10 @@
 //! - [`lock`] — shared and exclusive repository locks.
 //! - [`repo`] — owns keys, backend and config; reads blobs, trees, snapshots.
 //! - [`store`] — the write side: dedup, parallel sealing, packs, index files.
-//! - [`snapshot`], [`restore`], [`check`] — orchestration of the commands.
+//! - [`retention`] — the retention policy, a pure function.
+//! - [`snapshot`], [`restore`], [`check`], [`prune`] — orchestration of the commands.
+//! - [`vfs`] — a read-only view of every snapshot (the FUSE adapter lives in the binary).
+//! - [`faults`] — crash points for fault-injection tests.
 //!
 //! The command line (`src/main.rs`, `src/cli/`) is a thin layer on top; this
 //! library never imports clap, indicatif or fuser.
@@ -46,6 +49,7 @@ pub mod snapshot;
 pub mod store;
 pub mod sysinfo;
 pub mod tree;
+pub mod vfs;
 
 pub use error::{Error, ErrorKind, Result};
 pub use repo::Repository;

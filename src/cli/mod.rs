@@ -9,6 +9,7 @@ mod check;
 mod init;
 mod key;
 mod ls;
+mod mount;
 mod progress;
 mod prune;
 mod restore;
@@ -75,6 +76,8 @@ enum Command {
     Restore(restore::Args),
     /// Write one file or stream of a snapshot to standard output
     Cat(cat::Args),
+    /// Browse every snapshot as a read-only FUSE file system (foreground, until Ctrl-C)
+    Mount(mount::Args),
     /// Verify the repository's structure and, optionally, its data
     Check(check::Args),
     /// Forget snapshots by a retention policy and free their space
@@ -282,6 +285,7 @@ pub fn run() -> i32 {
         Command::Ls(a) => ls::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Cat(a) => cat::run(&ctx, a),
+        Command::Mount(a) => mount::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
