@@ -111,7 +111,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         let sum = &s.summary;
         println!(
             "  {} files ({} unchanged), {} dirs, {} streams; {} in total, {} read",
-            sum.files,
+            // The summary counts streams as files too; show them apart.
+            sum.files.saturating_sub(s.streams.len() as u64),
             sum.files_unchanged,
             sum.dirs,
             s.streams.len(),
