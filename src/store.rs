@@ -20,7 +20,7 @@ use crossbeam_channel::{bounded, Sender};
 use std::collections::HashSet;
 use std::thread::JoinHandle;
 
-const BATCH_BYTES: usize = 8 * 1024 * 1024;
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
 const BATCH_BLOBS: usize = 256;
 /// Write an index file after this many packs, so an interrupted run's packs are reused.
 const PACKS_PER_INDEX: usize = 8;
@@ -52,7 +52,7 @@ pub struct BlobStore<'r> {
 
 impl<'r> BlobStore<'r> {
     pub fn new(repo: &'r Repository, index: &'r Index) -> BlobStore<'r> {
-        let (tx, rx) = bounded::<Batch>(2);
+        let (tx, rx) = bounded::<Batch>(1);
         let worker_repo = WorkerCtx::from(repo);
         let worker = std::thread::Builder::new()
             .name("sopvault-writer".into())
