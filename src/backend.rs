@@ -60,6 +60,10 @@ pub trait Backend: Send + Sync {
     fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
     fn write_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()>;
     fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
+    /// Removes several files of a kind, making the removals durable once at the end.
+    fn remove_many(&self, kind: FileKind, names: &[String]) -> Result<()> {
+        names.iter().try_for_each(|n| self.remove(kind, n))
+    }
     /// Removes temporary files left by interrupted writers; only safe under an exclusive lock.
     fn clean_tmp(&self) -> Result<usize>;
     /// Ephemeral lock files (never mirrored).
@@ -272,6 +276,18 @@ impl Backend for LocalBackend {
         let p = self.path_of(kind, name);
         fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
         sync_dir(p.parent().unwrap())
+    }
+
+    fn remove_many(&self, kind: FileKind, names: &[String]) -> Result<()> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for name in names {
+            crate::interrupt::check()?;
+            let p = self.path_of(kind, name);
+            fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            dirs.insert(p.parent().unwrap().to_path_buf());
+            crate::faults::point(&format!("remove:{}", kind.dir()));
+        }
+        dirs.iter().try_for_each(|d| sync_dir(d))
     }
 
     fn clean_tmp(&self) -> Result<usize> {

@@ -399,11 +399,8 @@ pub fn execute(repo: &Repository, plan: &PrunePlan) -> Result<PruneRecord> {
     crate::faults::point("prune:after-record");
 
     // 2. Forget.
-    for id in &record.forgotten {
-        crate::interrupt::check()?;
-        backend.remove(FileKind::Snapshot, &id.to_hex())?;
-        crate::faults::point("prune:during-forget");
-    }
+    let names: Vec<String> = record.forgotten.iter().map(|id| id.to_hex()).collect();
+    backend.remove_many(FileKind::Snapshot, &names)?;
     crate::faults::point("prune:after-forget");
 
     // 3. Repack live blobs of the selected packs, ciphertext verbatim.
@@ -490,16 +487,11 @@ pub fn execute(repo: &Repository, plan: &PrunePlan) -> Result<PruneRecord> {
     crate::faults::point("prune:after-index");
 
     // 5. Delete what is no longer referenced.
-    for id in &plan.index_files {
-        crate::interrupt::check()?;
-        backend.remove(FileKind::Index, &id.to_hex())?;
-        crate::faults::point("prune:during-delete-index");
-    }
-    for pack in &record.deleted_packs {
-        crate::interrupt::check()?;
-        backend.remove(FileKind::Pack, &pack.to_hex())?;
-        crate::faults::point("prune:during-delete-packs");
-    }
+    let names: Vec<String> = plan.index_files.iter().map(|id| id.to_hex()).collect();
+    backend.remove_many(FileKind::Index, &names)?;
+    crate::faults::point("prune:after-delete-index");
+    let names: Vec<String> = record.deleted_packs.iter().map(|id| id.to_hex()).collect();
+    backend.remove_many(FileKind::Pack, &names)?;
     Ok(record)
 }
 

@@ -213,12 +213,13 @@ fn a_prune_killed_at_any_step_leaves_a_valid_repository_and_a_rerun_finishes() {
     let expected: BTreeSet<String> = names(&base).into_iter().rev().take(4).collect();
     let points = [
         "prune:after-record",
-        "prune:during-forget",
+        "remove:snapshots",
         "prune:after-forget",
         "prune:during-repack",
         "prune:after-index",
-        "prune:during-delete-index",
-        "prune:during-delete-packs",
+        "remove:index",
+        "prune:after-delete-index",
+        "remove:packs",
     ];
     for point in points {
         let sb = Sandbox::new();

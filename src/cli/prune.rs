@@ -141,7 +141,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         "unused_bytes_after": p.unused_after, "repack_live_bytes": p.repack_live_bytes,
         "freed_bytes": p.freed_bytes(),
     });
-    if !args.json {
+    if !args.json && !ctx.quiet {
         let mut group = None;
         for d in &plan.snapshots {
             if group.as_ref() != Some(&d.group) {
