@@ -309,24 +309,12 @@ impl Index {
     }
 
     pub fn lookup(&self, id: &ChunkId) -> Option<Location> {
-        if self.count == 0 || self.filter_says_absent(id) {
-            return None;
-        }
-        let (mut lo, mut hi) = self.bucket_range(bucket_of(id));
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let e = &self.entry_bytes(mid)[4..36];
-            match e.cmp(&id.0[..]) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return self.decode_at(mid),
-            }
-        }
-        None
+        self.position(id).and_then(|pos| self.decode_at(pos))
     }
 
+    /// Whether `id` is stored; the dedup check of every chunk, so it decodes nothing.
     pub fn contains(&self, id: &ChunkId) -> bool {
-        self.lookup(id).is_some()
+        self.position(id).is_some()
     }
 
     /// Every location, in chunk-id order.
@@ -345,12 +333,11 @@ impl Index {
     ) -> Result<Index> {
         let mut current: Vec<IndexId> = current.to_vec();
         current.sort();
-        let old = Index::open_cache(path).ok();
-        if let Some(old) = &old {
-            if old.included == current {
-                return Index::open_cache(path);
-            }
-        }
+        let old = match Index::open_cache(path) {
+            Ok(o) if o.included == current => return Ok(o),
+            Ok(o) => Some(o),
+            Err(_) => None,
+        };
         use rayon::prelude::*;
         let cur_set: BTreeSet<IndexId> = current.iter().copied().collect();
         // Superseded files drop out of the union.

@@ -327,7 +327,9 @@ impl Restorer<'_> {
         let this = &*self;
         let results: Vec<Result<u64>> = batch
             .par_iter()
-            .map(|(node, path, shown)| this.file_data(node, path, shown))
+            .map(|(node, path, shown)| {
+                remove_existing(path).and_then(|()| this.file_data(node, path, shown))
+            })
             .collect();
         for ((node, path, shown), r) in batch.iter().zip(results) {
             if self.settle(r, path, shown)? {
@@ -338,12 +340,11 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Writes a regular file's data: replaces what is in the way, checks the size.
+    /// Writes a regular file's data into a path already cleared, and checks the size.
     fn file_data(&self, node: &Node, path: &Path, shown: &str) -> Result<u64> {
         let NodeKind::File { content, .. } = &node.kind else {
             unreachable!("only regular files are written as data")
         };
-        remove_existing(path)?;
         let n = self.file(content, path, shown)?;
         if n != node.size() {
             return Err(Error::damaged(

@@ -106,11 +106,6 @@ impl<'r> BlobStore<'r> {
         Ok(true)
     }
 
-    /// Raw bytes of new blobs so far.
-    pub fn bytes_new(&self) -> u64 {
-        self.bytes_new
-    }
-
     fn send(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
