@@ -130,6 +130,7 @@ fn blobs(c: &mut Criterion) {
             offset: 0,
             stored_len: sealed.bytes.len() as u32,
             raw_len: sealed.raw_len,
+            delta: None,
         };
         g.bench_function(format!("open/{name}/64KiB"), |b| {
             b.iter(|| blob::open(&key, &info, black_box(&sealed.bytes)).expect("open"))
@@ -161,6 +162,7 @@ fn index_file(rng: &mut Rng) -> IndexFile {
                 offset: 16 + (i % 256) as u64 * CHUNK as u64,
                 stored_len: 30_000,
                 raw_len: CHUNK as u32,
+                delta: None,
             };
             ((i % INDEX_PACKS) as u32, blob)
         })

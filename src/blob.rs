@@ -5,7 +5,13 @@
 //! help), encrypts with XChaCha20-Poly1305 and then opens the result again and
 //! recomputes the id, so a RAM or compressor fault is caught at backup time.
 //! The associated data binds the blob's kind, codec, raw length and chunk id:
-//! `"SOPVBLOB" | kind u8 | codec u8 | raw_len u32 | chunk_id[32]`.
+//! `"SOPVBLOB" | kind u8 | codec u8 | raw_len u32 | chunk_id[32]`, and for a
+//! delta also its base: `| base_id[32] | depth u16 | generation u32`.
+//!
+//! A delta ([`Codec::Delta`]) is one zstd frame compressed with the plaintext
+//! of an older chunk, its base, as the frame's prefix: what the two share
+//! costs a few bytes. [`seal_delta`] keeps a delta only when it pays;
+//! [`open_delta`] needs the base's verified plaintext (`delta.rs` finds it).
 
 use crate::crypto::{KeyPurpose, MasterKey, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
@@ -54,6 +60,8 @@ pub enum Codec {
     Raw = 0,
     /// One zstd frame.
     Zstd = 1,
+    /// One zstd frame whose prefix is the plaintext of the base chunk.
+    Delta = 2,
 }
 
 impl Codec {
@@ -61,13 +69,51 @@ impl Codec {
         match v {
             0 => Some(Codec::Raw),
             1 => Some(Codec::Zstd),
+            2 => Some(Codec::Delta),
             _ => None,
         }
     }
 }
 
+/// Longest chain of deltas a decoder follows: a delta's base is a full chunk
+/// (depth 0) or a delta of depth at most `MAX_DELTA_DEPTH - 1`.
+pub const MAX_DELTA_DEPTH: u16 = 8;
+
+/// The base of a delta blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DeltaRef {
+    /// The chunk whose plaintext is the frame's prefix.
+    pub base: ChunkId,
+    /// Deltas to decode to reach this chunk from a full one: the base's depth plus one.
+    pub depth: u16,
+    /// Versions of this region since its last full chunk (the writer's skip-delta rule).
+    pub generation: u32,
+}
+
+impl DeltaRef {
+    /// Checks the fields a decoder relies on; `id` is the delta blob's own id.
+    pub fn validate(&self, id: &ChunkId, kind: BlobKind) -> std::result::Result<(), String> {
+        if kind != BlobKind::Data {
+            return Err(format!("a {kind:?} blob cannot be a delta"));
+        }
+        if self.depth == 0 || self.depth > MAX_DELTA_DEPTH {
+            return Err(format!(
+                "delta depth {} is outside 1..={MAX_DELTA_DEPTH}",
+                self.depth
+            ));
+        }
+        if self.generation == 0 {
+            return Err("delta generation is 0".into());
+        }
+        if self.base == *id || self.base == ChunkId([0; 32]) {
+            return Err(format!("delta base {} is not another chunk", self.base));
+        }
+        Ok(())
+    }
+}
+
 /// Everything needed to find and open a blob, as stored in pack footers and index files.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BlobInfo {
     pub id: ChunkId,
     pub kind: BlobKind,
@@ -75,6 +121,8 @@ pub struct BlobInfo {
     pub offset: u64,
     pub stored_len: u32,
     pub raw_len: u32,
+    /// Set exactly when `codec` is [`Codec::Delta`].
+    pub delta: Option<DeltaRef>,
 }
 
 /// A blob sealed and verified, ready to be appended to a pack.
@@ -83,6 +131,7 @@ pub struct SealedBlob {
     pub kind: BlobKind,
     pub codec: Codec,
     pub raw_len: u32,
+    pub delta: Option<DeltaRef>,
     pub bytes: Vec<u8>,
 }
 
@@ -94,6 +143,67 @@ pub fn aad(kind: BlobKind, codec: Codec, raw_len: u32, id: &ChunkId) -> [u8; 46]
     a[10..14].copy_from_slice(&raw_len.to_le_bytes());
     a[14..].copy_from_slice(&id.0);
     a
+}
+
+/// The associated data of a delta blob: [`aad`] followed by its base.
+pub fn delta_aad(raw_len: u32, id: &ChunkId, d: &DeltaRef) -> [u8; 84] {
+    let mut a = [0u8; 84];
+    a[..46].copy_from_slice(&aad(BlobKind::Data, Codec::Delta, raw_len, id));
+    a[46..78].copy_from_slice(&d.base.0);
+    a[78..80].copy_from_slice(&d.depth.to_le_bytes());
+    a[80..84].copy_from_slice(&d.generation.to_le_bytes());
+    a
+}
+
+fn info_aad(info: &BlobInfo) -> std::result::Result<Vec<u8>, OpenError> {
+    match (info.codec, &info.delta) {
+        (Codec::Delta, Some(d)) => Ok(delta_aad(info.raw_len, &info.id, d).to_vec()),
+        (Codec::Delta, None) | (_, Some(_)) => Err(OpenError::DeltaMismatch),
+        _ => Ok(aad(info.kind, info.codec, info.raw_len, &info.id).to_vec()),
+    }
+}
+
+/// The zstd window that covers a prefix and the data after it.
+fn window_log(prefix: usize, data: usize) -> u32 {
+    let total = (prefix + data).max(1024) as u64;
+    (64 - (total - 1).leading_zeros()).clamp(10, 27)
+}
+
+/// Compresses `data` as one zstd frame with `base` as its prefix.
+pub fn compress_with_prefix(level: i32, data: &[u8], base: &[u8]) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let fail = |e: usize| {
+        Error::Other(format!(
+            "zstd delta compression failed: {}",
+            zstd::zstd_safe::get_error_name(e)
+        ))
+    };
+    let mut cctx = CCtx::try_create().ok_or_else(|| Error::Other("zstd: no memory".into()))?;
+    cctx.set_parameter(CParameter::CompressionLevel(level))
+        .map_err(fail)?;
+    cctx.set_parameter(CParameter::WindowLog(window_log(base.len(), data.len())))
+        .map_err(fail)?;
+    cctx.ref_prefix(base).map_err(fail)?;
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+    cctx.compress2(&mut out, data).map_err(fail)?;
+    Ok(out)
+}
+
+/// Decompresses a delta frame against its base; never writes past `raw_len`.
+pub fn decompress_with_prefix(
+    payload: &[u8],
+    base: &[u8],
+    raw_len: usize,
+) -> std::result::Result<Vec<u8>, String> {
+    use zstd::zstd_safe::{DCtx, DParameter};
+    let name = |e: usize| zstd::zstd_safe::get_error_name(e).to_string();
+    let mut dctx = DCtx::try_create().ok_or_else(|| "zstd: no memory".to_string())?;
+    dctx.set_parameter(DParameter::WindowLogMax(27))
+        .map_err(name)?;
+    dctx.ref_prefix(base).map_err(name)?;
+    let mut out = Vec::with_capacity(raw_len);
+    dctx.decompress(&mut out, payload).map_err(name)?;
+    Ok(out)
 }
 
 thread_local! {
@@ -144,6 +254,18 @@ pub fn seal(
             ))
         })?;
     let compressed = compress(level, plaintext)?;
+    seal_compressed(key, kind, id, plaintext, raw_len, compressed)
+}
+
+/// Seals a plaintext given its zstd compression (stored raw when that is not smaller).
+fn seal_compressed(
+    key: &MasterKey,
+    kind: BlobKind,
+    id: ChunkId,
+    plaintext: &[u8],
+    raw_len: u32,
+    compressed: Vec<u8>,
+) -> Result<SealedBlob> {
     let (codec, payload): (Codec, &[u8]) = if compressed.len() < plaintext.len() {
         (Codec::Zstd, &compressed)
     } else {
@@ -155,6 +277,7 @@ pub fn seal(
         kind,
         codec,
         raw_len,
+        delta: None,
         bytes,
     };
     let info = BlobInfo {
@@ -164,6 +287,7 @@ pub fn seal(
         offset: 0,
         stored_len: blob.bytes.len() as u32,
         raw_len,
+        delta: None,
     };
     open(key, &info, &blob.bytes).map_err(|e| {
         Error::Other(format!(
@@ -173,14 +297,84 @@ pub fn seal(
     Ok(blob)
 }
 
+/// A delta is kept when it is at most this fraction of the raw chunk without
+/// trying plain compression, and otherwise only when it is at most half the
+/// plainly compressed size: a delta costs its readers the base's decoding.
+const DELTA_SURE_FRACTION: usize = 16;
+
+/// Deltas are compressed at least at this zstd level: level 1's small hash
+/// table misses much of a 64 KiB prefix (benches/delta_bases.rs measures it).
+pub const DELTA_MIN_LEVEL: i32 = 3;
+
+/// Seals a data chunk as a delta against `base` (the verified plaintext of
+/// `delta.base`) when that is much smaller than plain compression, else as [`seal`] does.
+pub fn seal_delta(
+    key: &MasterKey,
+    id: ChunkId,
+    plaintext: &[u8],
+    delta: DeltaRef,
+    base: &[u8],
+    level: i32,
+) -> Result<SealedBlob> {
+    let raw_len = u32::try_from(plaintext.len())
+        .ok()
+        .filter(|l| *l <= BlobKind::Data.max_raw_len())
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "blob of {} bytes exceeds the Data limit",
+                plaintext.len()
+            ))
+        })?;
+    delta.validate(&id, BlobKind::Data).map_err(Error::Other)?;
+    let d = compress_with_prefix(level.max(DELTA_MIN_LEVEL), plaintext, base)?;
+    if d.len() * DELTA_SURE_FRACTION > plaintext.len() {
+        let plain = compress(level, plaintext)?;
+        if d.len() * 2 > plain.len() {
+            return seal_compressed(key, BlobKind::Data, id, plaintext, raw_len, plain);
+        }
+    }
+    let bytes = key.seal(KeyPurpose::Data, &delta_aad(raw_len, &id, &delta), &d)?;
+    let info = BlobInfo {
+        id,
+        kind: BlobKind::Data,
+        codec: Codec::Delta,
+        offset: 0,
+        stored_len: bytes.len() as u32,
+        raw_len,
+        delta: Some(delta),
+    };
+    open_delta(key, &info, &bytes, base).map_err(|e| {
+        Error::Other(format!(
+            "delta blob {id} failed verification right after sealing (memory or compressor fault?): {e}"
+        ))
+    })?;
+    Ok(SealedBlob {
+        id,
+        kind: BlobKind::Data,
+        codec: Codec::Delta,
+        raw_len,
+        delta: Some(delta),
+        bytes,
+    })
+}
+
 /// Why a blob failed to open; the caller adds the pack and offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenError {
     Authentication,
     Decompression(String),
-    Length { expected: u32, found: usize },
-    IdMismatch { found: ChunkId },
+    Length {
+        expected: u32,
+        found: usize,
+    },
+    IdMismatch {
+        found: ChunkId,
+    },
     TooLarge,
+    /// The codec and the presence of a delta base disagree, or the base fields are invalid.
+    DeltaMismatch,
+    /// A delta was opened without its base's plaintext.
+    NeedsBase,
 }
 
 impl std::fmt::Display for OpenError {
@@ -195,12 +389,16 @@ impl std::fmt::Display for OpenError {
             }
             OpenError::IdMismatch { found } => write!(f, "plaintext hashes to {found}"),
             OpenError::TooLarge => f.write_str("declared length exceeds the limit for its kind"),
+            OpenError::DeltaMismatch => {
+                f.write_str("codec and delta base fields disagree or are invalid")
+            }
+            OpenError::NeedsBase => f.write_str("a delta needs its base chunk to be opened"),
         }
     }
 }
 
-/// Opens, decompresses and verifies a sealed blob against its info.
-pub fn open(
+/// Checks a sealed blob's authentication and returns its payload, without decoding it.
+pub fn authenticate(
     key: &MasterKey,
     info: &BlobInfo,
     sealed: &[u8],
@@ -208,18 +406,20 @@ pub fn open(
     if info.raw_len > info.kind.max_raw_len() || sealed.len() < SEAL_OVERHEAD {
         return Err(OpenError::TooLarge);
     }
-    let payload = key
-        .open(
-            info.kind.purpose(),
-            &aad(info.kind, info.codec, info.raw_len, &info.id),
-            sealed,
-        )
-        .ok_or(OpenError::Authentication)?;
-    let plain = match info.codec {
-        Codec::Raw => payload,
-        Codec::Zstd => decompress(&payload, info.raw_len as usize)
-            .map_err(|e| OpenError::Decompression(e.to_string()))?,
-    };
+    if let Some(d) = &info.delta {
+        d.validate(&info.id, info.kind)
+            .map_err(|_| OpenError::DeltaMismatch)?;
+    }
+    let aad = info_aad(info)?;
+    key.open(info.kind.purpose(), &aad, sealed)
+        .ok_or(OpenError::Authentication)
+}
+
+fn verify(
+    key: &MasterKey,
+    info: &BlobInfo,
+    plain: Vec<u8>,
+) -> std::result::Result<Vec<u8>, OpenError> {
     if plain.len() != info.raw_len as usize {
         return Err(OpenError::Length {
             expected: info.raw_len,
@@ -231,4 +431,40 @@ pub fn open(
         return Err(OpenError::IdMismatch { found });
     }
     Ok(plain)
+}
+
+/// Opens, decompresses and verifies a sealed blob against its info. A delta
+/// needs its base: see [`open_delta`].
+pub fn open(
+    key: &MasterKey,
+    info: &BlobInfo,
+    sealed: &[u8],
+) -> std::result::Result<Vec<u8>, OpenError> {
+    if info.codec == Codec::Delta {
+        return Err(OpenError::NeedsBase);
+    }
+    let payload = authenticate(key, info, sealed)?;
+    let plain = match info.codec {
+        Codec::Raw => payload,
+        Codec::Zstd => decompress(&payload, info.raw_len as usize)
+            .map_err(|e| OpenError::Decompression(e.to_string()))?,
+        Codec::Delta => unreachable!("handled above"),
+    };
+    verify(key, info, plain)
+}
+
+/// Opens a delta blob given the verified plaintext of its base, and verifies the result.
+pub fn open_delta(
+    key: &MasterKey,
+    info: &BlobInfo,
+    sealed: &[u8],
+    base: &[u8],
+) -> std::result::Result<Vec<u8>, OpenError> {
+    if info.codec != Codec::Delta || info.delta.is_none() {
+        return Err(OpenError::DeltaMismatch);
+    }
+    let payload = authenticate(key, info, sealed)?;
+    let plain = decompress_with_prefix(&payload, base, info.raw_len as usize)
+        .map_err(OpenError::Decompression)?;
+    verify(key, info, plain)
 }

@@ -177,6 +177,7 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     };
     report.packs = packs.len() as u64;
     let damaged = Mutex::new(HashMap::<ChunkId, String>::new());
+    let deltas = Mutex::new(Vec::<crate::index::Location>::new());
     let counters = Mutex::new((0u64, 0u64, 0u64));
     packs
         .par_iter()
@@ -220,19 +221,9 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             match indexed {
                 None => report_warning(&problems, &object),
                 Some(list) => {
-                    let in_footer: HashSet<_> = footer
-                        .iter()
-                        .map(|b| (b.id, b.offset, b.stored_len, b.raw_len, b.kind, b.codec))
-                        .collect();
+                    let in_footer: HashSet<_> = footer.iter().collect();
                     for b in list {
-                        if !in_footer.contains(&(
-                            b.id,
-                            b.offset,
-                            b.stored_len,
-                            b.raw_len,
-                            b.kind,
-                            b.codec,
-                        )) {
+                        if !in_footer.contains(b) {
                             add(problem(
                                 &object,
                                 format!(
@@ -258,7 +249,18 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
                     };
                     let sealed =
                         &bytes[b.offset as usize..(b.offset + b.stored_len as u64) as usize];
-                    if let Err(e) = crate::blob::open(repo.key(), &loc.blob, sealed) {
+                    // A delta's chain is decoded below, once every pack is read;
+                    // one the index no longer lists (left in a kept pack by
+                    // prune) may have lost its base and is only authenticated.
+                    let opened = if b.delta.is_some() {
+                        if indexed.is_some_and(|l| l.contains(b)) {
+                            deltas.lock().unwrap().push(loc);
+                        }
+                        crate::blob::authenticate(repo.key(), &loc.blob, sealed).map(|_| ())
+                    } else {
+                        crate::blob::open(repo.key(), &loc.blob, sealed).map(|_| ())
+                    };
+                    if let Err(e) = opened {
                         add(problem(
                             format!("chunk {}", b.id),
                             format!("in {object} at offset {}: {e}", b.offset),
@@ -284,7 +286,14 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     report.blobs_verified = verified;
     report.files_hashed += read_packs;
     report.bytes_hashed += _bytes;
-    let damaged = damaged.into_inner().unwrap();
+    let mut damaged = damaged.into_inner().unwrap();
+    let dependents = check_deltas(
+        repo,
+        &index,
+        deltas.into_inner().unwrap(),
+        &mut damaged,
+        &problems,
+    )?;
 
     // 4. Snapshots and everything they reach.
     let mut walker = Walker {
@@ -316,6 +325,40 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     report.trees = walker.trees.len() as u64;
     let mut problems = problems.into_inner().unwrap();
     let missing = std::mem::take(&mut walker.missing);
+    // A damaged base also affects what its dependents affect.
+    for (base, deps) in &dependents {
+        let short = format!("chunk {base}");
+        let mut extra: Vec<String> = Vec::new();
+        for d in deps {
+            if let Some(a) = missing.get(d) {
+                extra.extend(
+                    a.iter()
+                        .map(|a| format!("{a} (through delta chunk {})", d.short())),
+                );
+            }
+        }
+        let note = format!(
+            "; {} delta chunk(s) depend on it: {}",
+            deps.len(),
+            deps.iter()
+                .map(|d| d.short())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if let Some(p) = problems.iter_mut().find(|p| p.object == short) {
+            p.message.push_str(&note);
+            p.affects.extend(extra);
+        } else {
+            problems.push(Problem {
+                object: short,
+                message: format!(
+                    "{}{note}",
+                    damaged.get(base).map(String::as_str).unwrap_or("damaged")
+                ),
+                affects: extra,
+            });
+        }
+    }
     // Attach affected paths to the damage found in packs; report missing chunks.
     for (chunk, affects) in missing {
         let short = format!("chunk {chunk}");
@@ -351,6 +394,71 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
 }
 
 const UNINDEXED: &str = "pack is not in any index";
+
+/// Delta chains: every link must exist with the right depth; the deltas read
+/// in step 3 are decoded through their chains; and a delta whose chain reaches
+/// damage is damaged too. Returns, per damaged chunk, the deltas that depend on it.
+fn check_deltas(
+    repo: &Repository,
+    index: &Index,
+    mut read: Vec<crate::index::Location>,
+    damaged: &mut HashMap<ChunkId, String>,
+    problems: &Mutex<Vec<Problem>>,
+) -> Result<HashMap<ChunkId, Vec<ChunkId>>> {
+    let add = |p: Problem| problems.lock().unwrap().push(p);
+    // Shallow links first, so the base cache holds what deeper ones need.
+    read.sort_by_key(|l| (l.blob.delta.map(|d| d.depth), l.pack, l.blob.offset));
+    let decoded: Vec<(ChunkId, String)> = read
+        .par_iter()
+        .filter(|l| !damaged.contains_key(&l.blob.id))
+        .filter_map(|l| {
+            if crate::interrupt::check().is_err() {
+                return None;
+            }
+            repo.read_blob(index, l).err().map(|e| {
+                (
+                    l.blob.id,
+                    format!("in packs/{} at offset {}: {e}", l.pack, l.blob.offset),
+                )
+            })
+        })
+        .collect();
+    crate::interrupt::check()?;
+    // Which chunks below each delta are damaged, from the links alone.
+    let mut dependents: HashMap<ChunkId, Vec<ChunkId>> = HashMap::new();
+    let mut new_damage: Vec<(ChunkId, String)> = Vec::new();
+    for loc in index.iter().filter(|l| l.blob.delta.is_some()) {
+        let id = loc.blob.id;
+        match crate::delta::chain(index, &loc, None) {
+            Err(e) => new_damage.push((id, e.to_string())),
+            Ok((links, _)) => {
+                if let Some(bad) = links[1..].iter().find(|b| damaged.contains_key(&b.blob.id)) {
+                    dependents.entry(bad.blob.id).or_default().push(id);
+                    if !damaged.contains_key(&id) {
+                        new_damage.push((
+                            id,
+                            format!("its delta base chunk {} is damaged", bad.blob.id),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let decoded_ids: HashSet<ChunkId> = new_damage.iter().map(|(id, _)| *id).collect();
+    for (id, why) in decoded {
+        if !decoded_ids.contains(&id) {
+            new_damage.push((id, why));
+        }
+    }
+    let dependent: HashSet<ChunkId> = dependents.values().flatten().copied().collect();
+    for (id, why) in new_damage {
+        if !dependent.contains(&id) {
+            add(problem(format!("chunk {id}"), why.clone()));
+        }
+        damaged.insert(id, why);
+    }
+    Ok(dependents)
+}
 
 fn report_warning(problems: &Mutex<Vec<Problem>>, object: &str) {
     problems.lock().unwrap().push(problem(object, UNINDEXED));

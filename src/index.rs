@@ -632,6 +632,7 @@ mod tests {
             offset,
             stored_len: 100,
             raw_len: 200,
+            delta: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! - [`crypto`] — master key, subkeys, XChaCha20-Poly1305 sealing.
 //! - [`chunker`] — keyed FastCDC.
 //! - [`blob`] — compress, seal, verify a chunk; open and verify it again.
+//! - [`delta`] — a new chunk's delta base; decoding chains of deltas.
 //! - [`keyfile`], [`config`], [`pack`], [`index`], [`tree`], [`manifest`] — one module per file format.
 //! - [`backend`] — where bytes live (a local directory), no crypto.
 //! - [`lock`] — shared and exclusive repository locks.
@@ -29,6 +30,7 @@ pub mod check;
 pub mod chunker;
 pub mod config;
 pub mod crypto;
+pub mod delta;
 pub mod error;
 pub mod faults;
 pub mod format;

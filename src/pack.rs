@@ -7,12 +7,12 @@
 //!         plaintext = count u32 | count × entry(88)
 //! trailer(16): footer_len u32 | reserved u32 (0) | "SOPVEND\0"
 //! entry(88): chunk_id[32] | offset u64 | stored_len u32 | raw_len u32 |
-//!            kind u8 | codec u8 | flags u16 (0) | reserved u32 (0) | base_id[32] (zero)
+//!            kind u8 | codec u8 | depth u16 | generation u32 | base_id[32]
 //! ```
-//! `base_id` and the flags are reserved for a delta codec, so adding one needs
-//! no new layout. Chunk ids and lengths never appear in the clear.
+//! The last three fields describe a delta's base ([`crate::blob::DeltaRef`]) and
+//! are zero for every other codec. Chunk ids and lengths never appear in the clear.
 
-use crate::blob::{BlobInfo, BlobKind, Codec, SealedBlob};
+use crate::blob::{BlobInfo, BlobKind, Codec, DeltaRef, SealedBlob};
 use crate::crypto::{KeyPurpose, MasterKey, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::format::{write_header, Reader, HEADER_LEN, MAGIC_PACK, MAGIC_PACK_END};
@@ -47,9 +47,14 @@ pub fn encode_entry(out: &mut Vec<u8>, b: &BlobInfo) {
     out.extend_from_slice(&b.raw_len.to_le_bytes());
     out.push(b.kind as u8);
     out.push(b.codec as u8);
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&[0u8; 32]);
+    let d = b.delta.unwrap_or(DeltaRef {
+        base: ChunkId([0; 32]),
+        depth: 0,
+        generation: 0,
+    });
+    out.extend_from_slice(&d.depth.to_le_bytes());
+    out.extend_from_slice(&d.generation.to_le_bytes());
+    out.extend_from_slice(&d.base.0);
 }
 
 pub fn decode_entry(r: &mut Reader<'_>, object: &str) -> Result<BlobInfo> {
@@ -59,16 +64,31 @@ pub fn decode_entry(r: &mut Reader<'_>, object: &str) -> Result<BlobInfo> {
     let raw_len = r.u32()?;
     let kind_b = r.u8()?;
     let codec_b = r.u8()?;
-    let flags = r.u16()?;
-    let reserved = r.u32()?;
-    let base = r.array::<32>()?;
+    let depth = r.u16()?;
+    let generation = r.u32()?;
+    let base = ChunkId(r.array::<32>()?);
     let kind = BlobKind::from_u8(kind_b)
         .ok_or_else(|| Error::damaged(object, format!("unknown blob kind {kind_b}")))?;
     let codec = Codec::from_u8(codec_b)
         .ok_or_else(|| Error::damaged(object, format!("unknown codec {codec_b}")))?;
-    if flags != 0 || reserved != 0 || base != [0u8; 32] {
-        return Err(Error::damaged(object, "reserved entry fields are not zero"));
-    }
+    let delta = if codec == Codec::Delta {
+        let d = DeltaRef {
+            base,
+            depth,
+            generation,
+        };
+        d.validate(&id, kind)
+            .map_err(|e| Error::damaged(object, format!("blob {id}: {e}")))?;
+        Some(d)
+    } else {
+        if depth != 0 || generation != 0 || base != ChunkId([0; 32]) {
+            return Err(Error::damaged(
+                object,
+                format!("blob {id}: delta fields are set on a blob that is not a delta"),
+            ));
+        }
+        None
+    };
     if raw_len > kind.max_raw_len() || (stored_len as usize) < SEAL_OVERHEAD {
         return Err(Error::damaged(
             object,
@@ -82,6 +102,7 @@ pub fn decode_entry(r: &mut Reader<'_>, object: &str) -> Result<BlobInfo> {
         offset,
         stored_len,
         raw_len,
+        delta,
     })
 }
 
@@ -124,6 +145,7 @@ impl PackWriter {
             offset: self.buf.len() as u64,
             stored_len: blob.bytes.len() as u32,
             raw_len: blob.raw_len,
+            delta: blob.delta,
         };
         self.buf.extend_from_slice(&blob.bytes);
         self.blobs.push(info);

@@ -279,6 +279,26 @@ fn mark(repo: &Repository, index: &Index, roots: &[ChunkId]) -> Result<Vec<u64>>
             }
         }
     }
+    // A delta's base stays live while the delta is: follow every live delta's chain.
+    let is_live = |live: &Vec<u64>, pos: u64| live[(pos / 64) as usize] & (1 << (pos % 64)) != 0;
+    let mut bases: Vec<(ChunkId, ChunkId)> = index
+        .iter_positions()
+        .filter(|(pos, _)| is_live(&live, *pos))
+        .filter_map(|(_, loc)| loc.blob.delta.map(|d| (d.base, loc.blob.id)))
+        .collect();
+    while let Some((base, of)) = bases.pop() {
+        let loc = index.lookup(&base).ok_or_else(|| Error::MissingChunk {
+            chunk: base.to_hex(),
+            needed_by: format!("delta chunk {of} (its base)"),
+        })?;
+        let pos = index.position(&base).expect("looked up above");
+        if !is_live(&live, pos) {
+            set(&mut live, &base, "")?;
+            if let Some(d) = loc.blob.delta {
+                bases.push((d.base, base));
+            }
+        }
+    }
     Ok(live)
 }
 
@@ -452,7 +472,12 @@ pub fn execute(repo: &Repository, plan: &PrunePlan) -> Result<PruneRecord> {
                 pack: *pack,
                 blob: *b,
             };
-            blob::open(repo.key(), b, sealed).map_err(|e| Error::BlobDamaged {
+            // A delta is authenticated here; its chain is `check --read-data`'s job.
+            let opened = match b.codec {
+                blob::Codec::Delta => blob::authenticate(repo.key(), b, sealed),
+                _ => blob::open(repo.key(), b, sealed),
+            };
+            opened.map_err(|e| Error::BlobDamaged {
                 chunk: b.id.to_hex(),
                 pack: loc.pack.to_hex(),
                 offset: b.offset,
@@ -467,6 +492,7 @@ pub fn execute(repo: &Repository, plan: &PrunePlan) -> Result<PruneRecord> {
                 kind: b.kind,
                 codec: b.codec,
                 raw_len: b.raw_len,
+                delta: b.delta,
                 bytes: sealed.to_vec(),
             });
             if w.len() >= target {

@@ -69,7 +69,12 @@ pub struct Repository {
     _tmp_cache: Option<TempDir>,
     /// Damaged files that reads skipped; the command line prints them.
     warnings: std::sync::Mutex<Vec<String>>,
+    /// Plaintexts of delta bases recently decoded.
+    bases: crate::delta::BaseCache,
 }
+
+/// Bytes of decoded delta bases a repository keeps for reuse.
+const BASE_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// A directory removed on drop.
 struct TempDir(PathBuf);
@@ -239,6 +244,7 @@ impl Repository {
             cache_dir,
             _tmp_cache: tmp,
             warnings: Default::default(),
+            bases: crate::delta::BaseCache::new(BASE_CACHE_BYTES),
         })
     }
 
@@ -430,23 +436,56 @@ impl Repository {
         Ok(id)
     }
 
-    /// Reads, opens and verifies one blob.
-    pub fn read_blob(&self, loc: &Location) -> Result<Vec<u8>> {
+    /// Reads, opens and verifies one blob (a delta through its chain of bases).
+    pub fn read_blob(&self, index: &Index, loc: &Location) -> Result<Vec<u8>> {
         let sealed = self.backend.read_range(
             FileKind::Pack,
             &loc.pack.to_hex(),
             loc.blob.offset,
             loc.blob.stored_len as usize,
         )?;
-        self.open_blob(loc, &sealed)
+        self.open_blob(index, loc, &sealed)
     }
 
-    pub fn open_blob(&self, loc: &Location, sealed: &[u8]) -> Result<Vec<u8>> {
-        blob::open(&self.key, &loc.blob, sealed).map_err(|e| Error::BlobDamaged {
+    /// Opens and verifies one blob read from its pack; a delta's bases come
+    /// from the cache or are read and decoded first.
+    pub fn open_blob(&self, index: &Index, loc: &Location, sealed: &[u8]) -> Result<Vec<u8>> {
+        let damaged = |reason: String| Error::BlobDamaged {
             chunk: loc.blob.id.to_hex(),
             pack: loc.pack.to_hex(),
             offset: loc.blob.offset,
-            reason: e.to_string(),
+            reason,
+        };
+        let opened = match loc.blob.delta {
+            None => blob::open(&self.key, &loc.blob, sealed),
+            Some(_) => {
+                let base = self.delta_base(index, loc)?;
+                blob::open_delta(&self.key, &loc.blob, sealed, &base)
+            }
+        };
+        opened.map_err(|e| damaged(e.to_string()))
+    }
+
+    /// The verified plaintext of a delta's base.
+    pub fn delta_base(&self, index: &Index, loc: &Location) -> Result<Arc<Vec<u8>>> {
+        let (mut links, start) = crate::delta::chain(index, loc, Some(&self.bases))?;
+        // `links[0]` is the delta itself: decode only what lies below it.
+        links.remove(0);
+        if links.is_empty() {
+            return start.ok_or_else(|| Error::Other("empty delta chain".into()));
+        }
+        crate::delta::decode_chain(
+            &self.key,
+            self.backend.as_ref(),
+            &links,
+            start,
+            Some(&self.bases),
+        )
+        .map_err(|e| Error::BlobDamaged {
+            chunk: loc.blob.id.to_hex(),
+            pack: loc.pack.to_hex(),
+            offset: loc.blob.offset,
+            reason: format!("its delta base cannot be read: {e}"),
         })
     }
 
@@ -455,7 +494,7 @@ impl Repository {
             chunk: id.to_hex(),
             needed_by: needed_by.to_string(),
         })?;
-        self.read_blob(&loc)
+        self.read_blob(index, &loc)
     }
 
     pub fn load_tree(&self, index: &Index, id: &ChunkId, path: &str) -> Result<Tree> {

@@ -179,7 +179,7 @@ fn fetch_window(
                     let loc = &locs[i];
                     let at = (loc.blob.offset - first.blob.offset) as usize;
                     let data =
-                        repo.open_blob(loc, &bytes[at..at + loc.blob.stored_len as usize])?;
+                        repo.open_blob(index, loc, &bytes[at..at + loc.blob.stored_len as usize])?;
                     if data.len() != window[i].len as usize {
                         return Err(Error::damaged(
                             format!("chunk {} of {path}", window[i].id.short()),

@@ -15,6 +15,7 @@
 
 use crate::blob::BlobKind;
 use crate::chunker::Chunker;
+use crate::delta::ParentCursor;
 use crate::error::{Error, Result};
 use crate::fsmeta::{self, NameCache};
 use crate::ids::{ChunkId, SnapshotId};
@@ -61,6 +62,8 @@ pub struct SnapshotOptions {
     pub time: Option<SnapshotTime>,
     /// Read every file even when the parent says it is unchanged.
     pub force: bool,
+    /// Store no new chunk as a delta against its parent version.
+    pub no_delta: bool,
 }
 
 pub struct SnapshotOutcome {
@@ -187,6 +190,7 @@ struct Archiver<'a, 'r> {
     path_excludes: GlobSet,
     one_file_system: bool,
     force: bool,
+    delta: bool,
     summary: Summary,
     hardlinks: HashMap<(u64, u64), (u64, Content)>,
     repo_root: Option<PathBuf>,
@@ -317,6 +321,7 @@ fn run_inner(
         path_excludes,
         one_file_system: opts.one_file_system,
         force: opts.force,
+        delta: !opts.no_delta,
         summary: Summary::default(),
         hardlinks: HashMap::new(),
         repo_root: std::fs::canonicalize(repo.root()).ok(),
@@ -328,7 +333,14 @@ fn run_inner(
     let mut records = Vec::new();
     let mut stream_nodes = Vec::new();
     for s in &opts.streams {
-        let (node, rec) = a.stream(s)?;
+        let prev = parent_root
+            .as_ref()
+            .and_then(|t| t.find(s.name.as_bytes()))
+            .and_then(|n| match &n.kind {
+                NodeKind::File { content, .. } => Some(content.clone()),
+                _ => None,
+            });
+        let (node, rec) = a.stream(s, prev.as_ref())?;
         stream_nodes.push(node);
         records.push(rec);
     }
@@ -639,12 +651,19 @@ impl Archiver<'_, '_> {
             }
         }
         let file = open_for_backup(path).map_err(|e| Error::io(path, e))?;
+        let mut cursor = match parent.map(|p| &p.kind) {
+            Some(NodeKind::File { content, .. }) if self.delta => {
+                Some(ParentCursor::new(self.repo, self.index, content))
+            }
+            _ => None,
+        };
         let (read, content) = store_content(
             &self.chunker,
             &mut self.store,
             self.progress,
             file,
             None,
+            cursor.as_mut(),
             |e| Error::io(path, e),
         )?;
         self.summary.bytes_read += read;
@@ -655,7 +674,14 @@ impl Archiver<'_, '_> {
         Ok((read, content))
     }
 
-    fn stream(&mut self, spec: &StreamSpec) -> Result<(Node, StreamRecord)> {
+    fn stream(
+        &mut self,
+        spec: &StreamSpec,
+        prev: Option<&Content>,
+    ) -> Result<(Node, StreamRecord)> {
+        let mut cursor = prev
+            .filter(|_| self.delta)
+            .map(|c| ParentCursor::new(self.repo, self.index, c));
         let started = crate::sysinfo::now();
         self.progress.current(&spec.name);
         let fail = |reason: String| Error::StreamFailed {
@@ -704,9 +730,15 @@ impl Archiver<'_, '_> {
                     }
                 });
             }
-            let r = store_content(chunker, store, progress, reader, Some(&mut sha), |e| {
-                fail(format!("reading its input failed: {e}"))
-            });
+            let r = store_content(
+                chunker,
+                store,
+                progress,
+                reader,
+                Some(&mut sha),
+                cursor.as_mut(),
+                |e| fail(format!("reading its input failed: {e}")),
+            );
             done.store(true, Ordering::Relaxed);
             r
         });
@@ -782,18 +814,22 @@ impl Archiver<'_, '_> {
 
 /// Chunks a reader into the store. Per batch of chunks, the keyed ids (and
 /// the stream's SHA-256, when asked for) are computed in parallel; storing
-/// stays in input order, so output is deterministic.
+/// stays in input order, so output is deterministic. With a cursor over the
+/// parent version, each new chunk is offered a delta base.
 fn store_content<R: Read>(
     chunker: &Chunker,
     store: &mut BlobStore<'_>,
     progress: &dyn Progress,
     reader: R,
     mut sha: Option<&mut sha2::Sha256>,
+    mut cursor: Option<&mut ParentCursor<'_>>,
     read_err: impl FnMut(std::io::Error) -> Error,
 ) -> Result<(u64, Content)> {
     use rayon::prelude::*;
     let key = store.key();
+    let index = store.index();
     let mut builder = ContentBuilder::new();
+    let mut off = 0u64;
     let read = chunker.for_each_batch(
         reader,
         |new, chunks| {
@@ -804,7 +840,19 @@ fn store_content<R: Read>(
             };
             progress.bytes(new.len() as u64);
             for (chunk, id) in chunks.iter().zip(ids) {
-                store.add_with_id(BlobKind::Data, id, chunk)?;
+                let len = chunk.len() as u32;
+                let plan = match cursor.as_deref_mut() {
+                    Some(c) if store.has(&id) => {
+                        c.known(&id, off);
+                        None
+                    }
+                    Some(c) => c
+                        .previous(off, len)
+                        .and_then(|prev| crate::delta::plan(index, &prev)),
+                    None => None,
+                };
+                store.add_delta(BlobKind::Data, id, chunk, plan)?;
+                off += len as u64;
                 builder.push(
                     store,
                     ChunkRef {

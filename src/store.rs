@@ -11,6 +11,7 @@
 
 use crate::backend::FileKind;
 use crate::blob::{self, BlobKind, SealedBlob};
+use crate::delta::DeltaPlan;
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, IndexId};
 use crate::index::{Index, IndexFile};
@@ -30,13 +31,23 @@ const TREE_PACK_SIZE: usize = 4 * 1024 * 1024;
 #[derive(Clone, Debug, Default)]
 pub struct StoreStats {
     pub blobs_new: u64,
+    /// New blobs stored as deltas.
+    pub blobs_delta: u64,
     pub bytes_new: u64,
     pub bytes_stored: u64,
     pub packs: u64,
     pub index_files: Vec<IndexId>,
 }
 
-type Batch = Vec<(ChunkId, BlobKind, Vec<u8>)>;
+/// A blob waiting to be sealed, with the base to try a delta against.
+struct Pending {
+    id: ChunkId,
+    kind: BlobKind,
+    data: Vec<u8>,
+    delta: Option<DeltaPlan>,
+}
+
+type Batch = Vec<Pending>;
 
 pub struct BlobStore<'r> {
     repo: &'r Repository,
@@ -71,6 +82,11 @@ impl<'r> BlobStore<'r> {
         }
     }
 
+    /// The index this store deduplicates against.
+    pub fn index(&self) -> &'r Index {
+        self.index
+    }
+
     /// The repository's keys, for computing ids off this thread.
     pub fn key(&self) -> &'r crate::crypto::MasterKey {
         self.repo.key()
@@ -92,6 +108,17 @@ impl<'r> BlobStore<'r> {
     }
 
     pub fn add_with_id(&mut self, kind: BlobKind, id: ChunkId, data: &[u8]) -> Result<bool> {
+        self.add_delta(kind, id, data, None)
+    }
+
+    /// Stores a blob unless present; a new data chunk is tried as a delta against `delta`'s base.
+    pub fn add_delta(
+        &mut self,
+        kind: BlobKind,
+        id: ChunkId,
+        data: &[u8],
+        delta: Option<DeltaPlan>,
+    ) -> Result<bool> {
         if self.has(&id) {
             return Ok(false);
         }
@@ -99,7 +126,12 @@ impl<'r> BlobStore<'r> {
         self.blobs_new += 1;
         self.bytes_new += data.len() as u64;
         self.pending_bytes += data.len();
-        self.pending.push((id, kind, data.to_vec()));
+        self.pending.push(Pending {
+            id,
+            kind,
+            data: data.to_vec(),
+            delta,
+        });
         if self.pending_bytes >= BATCH_BYTES || self.pending.len() >= BATCH_BLOBS {
             self.send()?;
         }
@@ -184,6 +216,7 @@ impl WorkerCtx {
                 .spawn(move || write_packs(backend.as_ref(), &key, pack_rx))
                 .expect("spawning the pack writer thread")
         };
+        let mut blobs_delta = 0u64;
         let sealed = (|| -> Result<u64> {
             let mut bytes_stored = 0u64;
             let mut data = PackWriter::new(PackKind::Data);
@@ -191,10 +224,13 @@ impl WorkerCtx {
             for batch in rx.iter() {
                 let sealed: Vec<SealedBlob> = batch
                     .par_iter()
-                    .map(|(id, kind, bytes)| blob::seal(&self.key, *kind, *id, bytes, self.level))
+                    .map(|p| self.seal(p))
                     .collect::<Result<Vec<_>>>()?;
                 drop(batch);
                 for b in &sealed {
+                    if b.delta.is_some() {
+                        blobs_delta += 1;
+                    }
                     bytes_stored += b.bytes.len() as u64;
                     let (w, limit) = match PackKind::for_blob(b.kind) {
                         PackKind::Data => (&mut data, self.pack_size),
@@ -223,7 +259,27 @@ impl WorkerCtx {
             .join()
             .unwrap_or_else(|_| Err(Error::Other("pack writer thread panicked".into())))?;
         stats.bytes_stored = sealed?;
+        stats.blobs_delta = blobs_delta;
         Ok(stats)
+    }
+
+    /// Seals one blob: as a delta when it has a base that decodes and the delta pays.
+    fn seal(&self, p: &Pending) -> Result<SealedBlob> {
+        if let Some(plan) = &p.delta {
+            // A base that cannot be read only costs this chunk its delta;
+            // `check` reports the damage.
+            let base = crate::delta::decode_chain(
+                &self.key,
+                self.backend.as_ref(),
+                &plan.chain,
+                None,
+                None,
+            );
+            if let Ok(base) = base {
+                return blob::seal_delta(&self.key, p.id, &p.data, plan.delta, &base, self.level);
+            }
+        }
+        blob::seal(&self.key, p.kind, p.id, &p.data, self.level)
     }
 }
 

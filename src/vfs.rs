@@ -754,7 +754,7 @@ fn prefetch(repo: &Repository, index: &Index, cache: &ChunkCache, chunks: Vec<Ch
             let data = bytes.as_ref().ok().and_then(|b| {
                 let at = (loc.blob.offset - first.blob.offset) as usize;
                 let d = repo
-                    .open_blob(loc, &b[at..at + loc.blob.stored_len as usize])
+                    .open_blob(index, loc, &b[at..at + loc.blob.stored_len as usize])
                     .ok()?;
                 (d.len() == c.len as usize).then(|| Arc::new(d))
             });

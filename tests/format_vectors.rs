@@ -153,6 +153,7 @@ fn vector_blob(key: &MasterKey) -> (BlobInfo, Vec<u8>) {
         offset: HEADER_LEN as u64,
         stored_len: sealed.len() as u32,
         raw_len: PLAINTEXT.len() as u32,
+        delta: None,
     };
     (info, sealed)
 }
@@ -719,6 +720,7 @@ fn sealed_tree_blob_uses_the_metadata_key() {
         offset: HEADER_LEN as u64,
         stored_len: sealed.len() as u32,
         raw_len: plain.len() as u32,
+        delta: None,
     };
     assert_eq!(blob::open(&k, &info, &sealed).unwrap(), plain);
     let as_data = k
@@ -831,6 +833,7 @@ fn pack_file() {
         codec: info.codec,
         raw_len: info.raw_len,
         bytes: sealed.clone(),
+        delta: None,
     });
     assert_eq!(added, info);
     let finished = w.finish(&k).unwrap();
@@ -1056,4 +1059,78 @@ fn postcard_primitives() {
     assert!(
         sopvault::format::decode_postcard::<u32>(&[0xff, 0xff, 0xff, 0xff, 0x1f], "v").is_err()
     );
+}
+
+#[test]
+fn delta_blob_binds_its_base_and_decodes_against_it() {
+    use sopvault::blob::DeltaRef;
+    let k = key();
+    let base = b"COPY accounts FROM stdin;\n1\t100\n2\t200\n3\t300\n\\.\n".repeat(64);
+    let mut new = base.clone();
+    new[30] = b'9';
+    let id = k.chunk_id(&new);
+    let d = DeltaRef {
+        base: k.chunk_id(&base),
+        depth: 1,
+        generation: 1,
+    };
+    // AAD = the plain layout with codec 2, then base_id | depth u16 | generation u32.
+    let aad = blob::delta_aad(new.len() as u32, &id, &d);
+    assert_eq!(
+        aad[..46],
+        blob::aad(BlobKind::Data, Codec::Delta, new.len() as u32, &id)
+    );
+    assert_eq!(&aad[46..78], &d.base.0);
+    assert_eq!(hex::encode(&aad[78..]), "010001000000");
+    let sealed = blob::seal_delta(&k, id, &new, d, &base, 3).unwrap();
+    assert_eq!(sealed.codec, Codec::Delta);
+    assert!(
+        sealed.bytes.len() < 100,
+        "a one-byte change costs {} bytes",
+        sealed.bytes.len()
+    );
+    let info = BlobInfo {
+        id,
+        kind: BlobKind::Data,
+        codec: Codec::Delta,
+        offset: 0,
+        stored_len: sealed.bytes.len() as u32,
+        raw_len: new.len() as u32,
+        delta: Some(d),
+    };
+    assert_eq!(
+        blob::open_delta(&k, &info, &sealed.bytes, &base).unwrap(),
+        new
+    );
+    // Without its base a delta does not open; with another base it fails the id check.
+    assert!(blob::open(&k, &info, &sealed.bytes).is_err());
+    assert!(blob::open_delta(&k, &info, &sealed.bytes, &new).is_err());
+    // The base fields are authenticated: changing any of them fails.
+    for bad in [
+        DeltaRef {
+            base: ChunkId([1; 32]),
+            ..d
+        },
+        DeltaRef { depth: 2, ..d },
+        DeltaRef { generation: 2, ..d },
+    ] {
+        let info = BlobInfo {
+            delta: Some(bad),
+            ..info
+        };
+        assert!(blob::open_delta(&k, &info, &sealed.bytes, &base).is_err());
+    }
+    // A pack entry carries the base; zero fields on a delta are refused.
+    let mut entry = Vec::new();
+    sopvault::pack::encode_entry(&mut entry, &info);
+    assert_eq!(&entry[48..50], &[0, 2], "kind data, codec delta");
+    assert_eq!(&entry[50..52], &1u16.to_le_bytes());
+    assert_eq!(&entry[52..56], &1u32.to_le_bytes());
+    assert_eq!(&entry[56..88], &d.base.0);
+    let mut r = sopvault::format::Reader::new(&entry, "entry");
+    assert_eq!(sopvault::pack::decode_entry(&mut r, "entry").unwrap(), info);
+    let mut zeroed = entry.clone();
+    zeroed[50..52].copy_from_slice(&[0, 0]);
+    let mut r = sopvault::format::Reader::new(&zeroed, "entry");
+    assert!(sopvault::pack::decode_entry(&mut r, "entry").is_err());
 }

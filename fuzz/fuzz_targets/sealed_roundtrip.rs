@@ -46,6 +46,7 @@ fn blob_roundtrip(kind: BlobKind, plain: &[u8]) -> Vec<u8> {
         offset: 0,
         stored_len: b.bytes.len() as u32,
         raw_len: b.raw_len,
+        delta: None,
     };
     let opened = blob::open(key(), &info, &b.bytes).expect("a sealed blob opens");
     assert_eq!(opened, plain);

@@ -35,6 +35,9 @@ pub struct Args {
     /// Read all files even if the parent snapshot says they are unchanged
     #[arg(long)]
     force: bool,
+    /// Store no changed chunk as a delta against its version in the parent snapshot
+    #[arg(long)]
+    no_delta: bool,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -92,6 +95,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         one_file_system: args.one_file_system,
         time,
         force: args.force,
+        no_delta: args.no_delta,
     };
     sopvault::snapshot::validate_name("source", &opts.source)?;
     let repo = ctx.open()?;
@@ -105,6 +109,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     if args.json {
         let mut v = super::snapshots::snapshot_json(&out.id, s);
         v["packs_written"] = out.store.packs.into();
+        v["chunks_delta"] = out.store.blobs_delta.into();
         print_json(&v);
     } else if !ctx.quiet {
         println!("snapshot {} saved as {}", out.id.short(), s.name);
@@ -120,9 +125,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             human_bytes(sum.bytes_read)
         );
         println!(
-            "  {} new in {} chunks, {} stored after compression; {:.1} s",
+            "  {} new in {} chunks ({} as deltas), {} stored after compression; {:.1} s",
             human_bytes(sum.bytes_new),
             sum.chunks_new,
+            out.store.blobs_delta,
             human_bytes(sum.bytes_stored),
             sum.duration_ms as f64 / 1000.0
         );

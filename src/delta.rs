@@ -1,0 +1,455 @@
+//! Delta compression: which base a new chunk is compressed against, and how a
+//! delta's chain of bases is decoded again.
+//!
+//! Write side. While a file or stream is chunked, a [`ParentCursor`] follows
+//! the same file's version in the parent snapshot and names, for each new
+//! chunk, the parent chunk that covers the same region of the old version:
+//! every chunk that deduplicates re-anchors the offset between the versions,
+//! and a new chunk is matched to the parent chunk it overlaps most (then the
+//! cursor continues after that chunk, so a run of changed chunks stays aligned
+//! even when no chunk in it deduplicates). [`plan`] turns that "previous
+//! version" into a base under the skip-delta rule: a region's versions are
+//! numbered by generation `g` since its last full chunk, and version `g` is
+//! compressed against its ancestor of generation `g & (g - 1)` (the lowest set
+//! bit cleared). A chain then has at most `popcount(g)` deltas — 5 for the
+//! [`RESTART_GENERATION`] of 32 — while most deltas are against yesterday's
+//! version. At generation 32 the region is stored whole again.
+//!
+//! Read side. [`chain`] walks a delta's bases through the index down to a full
+//! chunk (or one in the [`BaseCache`]) and [`decode_chain`] decodes them
+//! bottom-up. Every link is checked: a base must exist, be data, and have
+//! exactly one less depth, so a chain has at most [`MAX_DELTA_DEPTH`] links.
+
+use crate::backend::{Backend, FileKind};
+use crate::blob::{self, BlobInfo, Codec, DeltaRef, MAX_DELTA_DEPTH};
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::ids::ChunkId;
+use crate::index::{Index, Location};
+use crate::repo::Repository;
+use crate::tree::{ChunkList, ChunkRef, Content};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A region is stored whole again when its generation would reach this, which
+/// bounds a writer's chains at `log2(RESTART_GENERATION)` = 5 deltas.
+pub const RESTART_GENERATION: u32 = 32;
+
+/// The base a new chunk is to be compressed against.
+#[derive(Clone, Debug)]
+pub struct DeltaPlan {
+    pub delta: DeltaRef,
+    /// The base first, then its base, …, down to a full chunk.
+    pub chain: Vec<Location>,
+}
+
+fn generation(b: &BlobInfo) -> u32 {
+    b.delta.map(|d| d.generation).unwrap_or(0)
+}
+
+fn depth(b: &BlobInfo) -> u16 {
+    b.delta.map(|d| d.depth).unwrap_or(0)
+}
+
+/// The skip-delta base for a new version of the region whose previous version is `prev`.
+pub fn plan(index: &Index, prev: &ChunkId) -> Option<DeltaPlan> {
+    let prev = index.lookup(prev)?;
+    if prev.blob.kind != blob::BlobKind::Data {
+        return None;
+    }
+    let g = generation(&prev.blob) + 1;
+    if g >= RESTART_GENERATION {
+        return None;
+    }
+    let target = g & (g - 1);
+    // Walk down from the previous version to the ancestor the rule names.
+    let mut base = prev;
+    while generation(&base.blob) > target || depth(&base.blob) >= MAX_DELTA_DEPTH {
+        let d = base.blob.delta?;
+        base = index.lookup(&d.base)?;
+    }
+    let chain = chain(index, &base, None).ok()?.0;
+    Some(DeltaPlan {
+        delta: DeltaRef {
+            base: base.blob.id,
+            depth: depth(&base.blob) + 1,
+            generation: g,
+        },
+        chain,
+    })
+}
+
+/// A chain's links, and the cached plaintext it ends on (if it ends on one).
+pub type Chain = (Vec<Location>, Option<Arc<Vec<u8>>>);
+
+/// The locations from `first` down to a full chunk, or to the first chunk
+/// below `first` that the cache holds (left out, its plaintext returned).
+/// Checks every link.
+pub fn chain(index: &Index, first: &Location, cache: Option<&BaseCache>) -> Result<Chain> {
+    let mut out = vec![*first];
+    loop {
+        let cur = *out.last().expect("never empty");
+        if let (Some(c), true) = (cache, out.len() > 1) {
+            if let Some(p) = c.get(&cur.blob.id) {
+                out.pop();
+                return Ok((out, Some(p)));
+            }
+        }
+        let Some(d) = cur.blob.delta else {
+            return Ok((out, None));
+        };
+        let damaged = |reason: String| Error::BlobDamaged {
+            chunk: cur.blob.id.to_hex(),
+            pack: cur.pack.to_hex(),
+            offset: cur.blob.offset,
+            reason,
+        };
+        let base = index
+            .lookup(&d.base)
+            .ok_or_else(|| damaged(format!("its delta base {} is not in the index", d.base)))?;
+        if base.blob.kind != blob::BlobKind::Data || depth(&base.blob) + 1 != d.depth {
+            return Err(damaged(format!(
+                "its delta base {} has depth {}, expected {}",
+                d.base,
+                depth(&base.blob),
+                d.depth - 1
+            )));
+        }
+        out.push(base);
+        if out.len() > MAX_DELTA_DEPTH as usize + 1 {
+            return Err(damaged("delta chain is longer than allowed".into()));
+        }
+    }
+}
+
+/// Decodes `chain` bottom-up (its last element first, on top of `start` when
+/// the chain ends at a cached chunk) and returns the plaintext of `chain[0]`.
+/// Every decoded link is offered to `cache`.
+pub fn decode_chain(
+    key: &MasterKey,
+    backend: &dyn Backend,
+    chain: &[Location],
+    start: Option<Arc<Vec<u8>>>,
+    cache: Option<&BaseCache>,
+) -> Result<Arc<Vec<u8>>> {
+    let mut plain: Option<Arc<Vec<u8>>> = start;
+    for loc in chain.iter().rev() {
+        let sealed = backend.read_range(
+            FileKind::Pack,
+            &loc.pack.to_hex(),
+            loc.blob.offset,
+            loc.blob.stored_len as usize,
+        )?;
+        let opened = match (loc.blob.codec, &plain) {
+            (Codec::Delta, Some(base)) => blob::open_delta(key, &loc.blob, &sealed, base),
+            _ => blob::open(key, &loc.blob, &sealed),
+        };
+        let p = Arc::new(opened.map_err(|e| Error::BlobDamaged {
+            chunk: loc.blob.id.to_hex(),
+            pack: loc.pack.to_hex(),
+            offset: loc.blob.offset,
+            reason: e.to_string(),
+        })?);
+        if let Some(c) = cache {
+            c.put(loc.blob.id, p.clone());
+        }
+        plain = Some(p);
+    }
+    plain.ok_or_else(|| Error::Other("empty delta chain".into()))
+}
+
+/// Decoded base plaintexts, least recently used first out, within a byte budget.
+pub struct BaseCache {
+    inner: std::sync::Mutex<CacheInner>,
+    budget: usize,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    map: HashMap<ChunkId, (Arc<Vec<u8>>, u64)>,
+    bytes: usize,
+    tick: u64,
+}
+
+impl BaseCache {
+    pub fn new(budget: usize) -> BaseCache {
+        BaseCache {
+            inner: Default::default(),
+            budget,
+        }
+    }
+
+    pub fn get(&self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.tick += 1;
+        let tick = g.tick;
+        g.map.get_mut(id).map(|(p, t)| {
+            *t = tick;
+            p.clone()
+        })
+    }
+
+    pub fn put(&self, id: ChunkId, plain: Arc<Vec<u8>>) {
+        if plain.len() > self.budget / 4 {
+            return;
+        }
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.tick += 1;
+        let tick = g.tick;
+        let len = plain.len();
+        if let Some((_, t)) = g.map.get_mut(&id) {
+            *t = tick;
+            return;
+        }
+        while g.bytes + len > self.budget {
+            let Some(oldest) = g.map.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) else {
+                break;
+            };
+            if let Some((p, _)) = g.map.remove(&oldest) {
+                g.bytes -= p.len();
+            }
+        }
+        g.bytes += len;
+        g.map.insert(id, (plain, tick));
+    }
+}
+
+/// One run of the parent version's chunks: the inline list, or one chunk-list blob.
+struct Segment {
+    start: u64,
+    bytes: u64,
+    list: Option<ChunkId>,
+    /// Loaded chunks: (offset in the file, ref).
+    chunks: Option<Vec<(u64, ChunkRef)>>,
+    /// First 8 bytes of each loaded id → its index in `chunks`.
+    by_id: HashMap<u64, u32>,
+}
+
+fn short(id: &ChunkId) -> u64 {
+    u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"))
+}
+
+impl Segment {
+    fn load(&mut self, chunks: Vec<ChunkRef>) {
+        let mut at = self.start;
+        let mut v = Vec::with_capacity(chunks.len());
+        self.by_id = HashMap::with_capacity(chunks.len());
+        for (i, c) in chunks.into_iter().enumerate() {
+            self.by_id.insert(short(&c.id), i as u32);
+            v.push((at, c));
+            at += c.len as u64;
+        }
+        self.chunks = Some(v);
+    }
+    fn unload(&mut self) {
+        self.chunks = None;
+        self.by_id = HashMap::new();
+    }
+}
+
+/// At most this many chunk-list segments are held at once (each up to 32 Ki refs).
+const LOADED_SEGMENTS: usize = 2;
+
+/// Follows the parent version of one file or stream while its new version is
+/// chunked; memory stays bounded by [`LOADED_SEGMENTS`] chunk lists.
+pub struct ParentCursor<'r> {
+    repo: &'r Repository,
+    index: &'r Index,
+    segments: Vec<Segment>,
+    loaded: Vec<usize>,
+    /// Parent offset minus new offset, as last anchored.
+    shift: i64,
+    total: u64,
+}
+
+impl<'r> ParentCursor<'r> {
+    /// A cursor over `parent` (the same file's content in the parent snapshot).
+    pub fn new(repo: &'r Repository, index: &'r Index, parent: &Content) -> ParentCursor<'r> {
+        let mut segments = Vec::new();
+        let mut total = 0u64;
+        match parent {
+            Content::Chunks(c) => {
+                let bytes = c.iter().map(|c| c.len as u64).sum();
+                let mut s = Segment {
+                    start: 0,
+                    bytes,
+                    list: None,
+                    chunks: None,
+                    by_id: HashMap::new(),
+                };
+                s.load(c.clone());
+                segments.push(s);
+                total = bytes;
+            }
+            Content::Lists(lists) => {
+                for l in lists {
+                    segments.push(Segment {
+                        start: total,
+                        bytes: l.bytes,
+                        list: Some(l.id),
+                        chunks: None,
+                        by_id: HashMap::new(),
+                    });
+                    total += l.bytes;
+                }
+            }
+        }
+        ParentCursor {
+            repo,
+            index,
+            segments,
+            loaded: Vec::new(),
+            shift: 0,
+            total,
+        }
+    }
+
+    fn segment_at(&self, off: u64) -> Option<usize> {
+        if off >= self.total {
+            return None;
+        }
+        let i = self.segments.partition_point(|s| s.start + s.bytes <= off);
+        (i < self.segments.len()).then_some(i)
+    }
+
+    /// Makes segment `i` available; false if its chunk list cannot be read.
+    fn ensure(&mut self, i: usize) -> bool {
+        if self.segments[i].chunks.is_some() {
+            return true;
+        }
+        let Some(list) = self.segments[i].list else {
+            return false;
+        };
+        let chunks = self
+            .repo
+            .read_blob_by_id(self.index, &list, "a parent chunk list")
+            .and_then(|b| ChunkList::decode(&b, "parent chunk list"));
+        let Ok(chunks) = chunks else {
+            // An unreadable parent list only costs this file its deltas.
+            self.segments[i].list = None;
+            return false;
+        };
+        if self.loaded.len() >= LOADED_SEGMENTS {
+            let old = self.loaded.remove(0);
+            self.segments[old].unload();
+        }
+        self.segments[i].load(chunks.chunks);
+        self.loaded.push(i);
+        true
+    }
+
+    fn predicted(&self, off: u64) -> u64 {
+        (off as i64 + self.shift).max(0) as u64
+    }
+
+    /// A chunk of the new version at `off` that the repository already holds:
+    /// if the parent has it nearby, it re-anchors the alignment.
+    pub fn known(&mut self, id: &ChunkId, off: u64) {
+        let guess = self.predicted(off).min(self.total.saturating_sub(1));
+        let Some(i) = self.segment_at(guess) else {
+            return;
+        };
+        if !self.ensure(i) {
+            return;
+        }
+        for &s in &self.loaded.clone() {
+            let seg = &self.segments[s];
+            if let (Some(&k), Some(chunks)) = (seg.by_id.get(&short(id)), seg.chunks.as_ref()) {
+                let (at, c) = chunks[k as usize];
+                if c.id == *id {
+                    self.shift = at as i64 - off as i64;
+                    return;
+                }
+            }
+        }
+        if let Some(chunks) = self.segments[i].chunks.as_ref() {
+            if let Some(&k) = self.segments[i].by_id.get(&short(id)) {
+                let (at, c) = chunks[k as usize];
+                if c.id == *id {
+                    self.shift = at as i64 - off as i64;
+                }
+            }
+        }
+    }
+
+    /// The parent chunk that covers most of the new chunk `[off, off + len)`.
+    pub fn previous(&mut self, off: u64, len: u32) -> Option<ChunkId> {
+        let start = self.predicted(off);
+        let end = start + len as u64;
+        let mut best: Option<(u64, u64, ChunkRef)> = None; // (overlap, parent offset, ref)
+        let mut at = start;
+        while at < end {
+            let i = self.segment_at(at)?;
+            if !self.ensure(i) {
+                return None;
+            }
+            let seg = &self.segments[i];
+            let chunks = seg.chunks.as_ref()?;
+            let mut k = chunks.partition_point(|(o, c)| o + c.len as u64 <= at);
+            while k < chunks.len() && chunks[k].0 < end {
+                let (o, c) = chunks[k];
+                let overlap = (o + c.len as u64).min(end) - o.max(start);
+                if best.is_none_or(|b| overlap > b.0) {
+                    best = Some((overlap, o, c));
+                }
+                k += 1;
+            }
+            let next = seg.start + seg.bytes;
+            if next <= at {
+                break;
+            }
+            at = next;
+        }
+        let (overlap, o, c) = best?;
+        if overlap * 2 < len as u64 {
+            return None;
+        }
+        // When both chunks have about the same length, their cut points most
+        // likely match: the next new chunk starts where this parent chunk
+        // ended. Otherwise a cut point moved and the old alignment stays.
+        if (c.len as u64).abs_diff(len as u64) * 8 <= len as u64 {
+            self.shift = (o + c.len as u64) as i64 - (off + len as u64) as i64;
+        }
+        Some(c.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_delta_depth_is_popcount() {
+        // The generation rule alone: following g → g & (g - 1) reaches 0 in popcount(g) steps.
+        for g in 1..RESTART_GENERATION {
+            let mut steps = 0;
+            let mut x = g;
+            while x != 0 {
+                x &= x - 1;
+                steps += 1;
+            }
+            assert_eq!(steps, g.count_ones());
+            assert!(steps <= 5);
+        }
+    }
+
+    #[test]
+    fn cache_evicts_least_recently_used() {
+        let c = BaseCache::new(400);
+        let id = |b: u8| ChunkId([b; 32]);
+        c.put(id(1), Arc::new(vec![0; 100]));
+        c.put(id(2), Arc::new(vec![0; 100]));
+        c.put(id(3), Arc::new(vec![0; 100]));
+        assert!(c.get(&id(1)).is_some());
+        c.put(id(4), Arc::new(vec![0; 100]));
+        c.put(id(5), Arc::new(vec![0; 100]));
+        assert!(c.get(&id(2)).is_none(), "2 was the least recently used");
+        assert!(c.get(&id(1)).is_some());
+        assert!(c.get(&id(5)).is_some());
+        c.put(id(6), Arc::new(vec![0; 200]));
+        assert!(
+            c.get(&id(6)).is_none(),
+            "larger than a quarter of the budget"
+        );
+    }
+}
