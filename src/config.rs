@@ -33,7 +33,9 @@ pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 /// against 20.9 MB at 179 MB/s for level 3 and 22.3 MB at 135 MB/s for level 4:
 /// faster *and* smaller at this chunk size. `init --compression N` overrides it.
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
-pub const KNOWN_FEATURES: &[&str] = &[];
+/// The delta codec (codec 2): data blobs may be zstd deltas against a base chunk.
+pub const FEATURE_DELTA: &str = "delta";
+pub const KNOWN_FEATURES: &[&str] = &[FEATURE_DELTA];
 
 impl Config {
     pub fn encode(&self, key: &MasterKey) -> Result<Vec<u8>> {

@@ -127,7 +127,7 @@ impl Repository {
             pack_size: opts.pack_size,
             compression_level: opts.compression_level,
             created: now,
-            features: Vec::new(),
+            features: vec![crate::config::FEATURE_DELTA.to_string()],
         };
         let cbytes = config.encode(&key)?;
         backend.write_new(

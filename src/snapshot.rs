@@ -321,7 +321,14 @@ fn run_inner(
         path_excludes,
         one_file_system: opts.one_file_system,
         force: opts.force,
-        delta: !opts.no_delta,
+        // Only a repository that announces the delta codec gets deltas, so
+        // that readers which predate it refuse it cleanly instead of failing on codec 2.
+        delta: !opts.no_delta
+            && repo
+                .config()
+                .features
+                .iter()
+                .any(|f| f == crate::config::FEATURE_DELTA),
         summary: Summary::default(),
         hardlinks: HashMap::new(),
         repo_root: std::fs::canonicalize(repo.root()).ok(),
