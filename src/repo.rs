@@ -386,6 +386,21 @@ impl Repository {
             file.packs.push((pack, size));
             file.entries.extend(blobs.into_iter().map(|b| (no, b)));
         }
+        // A delta is adopted only with its base, so that nothing deduplicates
+        // against a chunk that cannot be decoded (its base may have been pruned
+        // since the interrupted run).
+        loop {
+            let adopted: std::collections::HashSet<ChunkId> =
+                file.entries.iter().map(|(_, b)| b.id).collect();
+            let before = file.entries.len();
+            file.entries.retain(|(_, b)| {
+                b.delta
+                    .is_none_or(|d| index.contains(&d.base) || adopted.contains(&d.base))
+            });
+            if file.entries.len() == before {
+                break;
+            }
+        }
         if file.packs.is_empty() {
             return Ok(0);
         }
