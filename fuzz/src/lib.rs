@@ -108,6 +108,7 @@ impl BlobPrefix {
             offset: 0,
             stored_len: u32::try_from(stored_len).unwrap_or(u32::MAX),
             raw_len: self.raw_len,
+            delta: None,
         }
     }
 }
