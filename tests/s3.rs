@@ -297,3 +297,77 @@ fn a_repository_in_s3_does_init_snapshot_restore_check_prune_and_mirror() {
     assert_ne!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(stderr(&out).lines().count(), 1, "{}", show(&out));
 }
+
+/// Stops the server this test started (by its own child handle) on drop.
+struct Server(std::process::Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_mirror_through_rclone_serve_s3_lands_byte_for_byte_on_its_disk() {
+    // A second, independent server, which ignores conditional create: the
+    // backend's HEAD-then-PUT path. Its bucket is a directory we can diff.
+    let Some(rclone) = std::env::var_os("SOPVAULT_TEST_RCLONE") else {
+        eprintln!("SKIP a_mirror_through_rclone_serve_s3: SOPVAULT_TEST_RCLONE is not set (run scripts/test.sh)");
+        return;
+    };
+    let sb = Sandbox::init();
+    snapshots(&sb, None, 0..2);
+    let served = sb.path("served");
+    std::fs::create_dir_all(served.join("bucket")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (key, secret) = ("rclone-test", "rclone-test-secret");
+    let _server = Server(
+        Command::new(rclone)
+            .args(["serve", "s3", "--addr", &format!("127.0.0.1:{port}")])
+            .arg(format!("--auth-key={key},{secret}"))
+            .arg(&served)
+            .env("RCLONE_CONFIG", "/dev/null")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start rclone serve s3"),
+    );
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "rclone serve s3 did not listen on 127.0.0.1:{port}");
+    let s3 = S3 {
+        env: vec![
+            (
+                "AWS_ENDPOINT_URL".into(),
+                format!("http://127.0.0.1:{port}"),
+            ),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID".into(), key.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), secret.into()),
+        ],
+        bucket: "bucket".into(),
+        rclone: None,
+    };
+    let url = "s3://bucket/vault";
+    s3.call(&sb, &["mirror", "--init", url]).ok();
+    let out = s3.call(&sb, &["mirror", url]).ok();
+    assert!(stdout(&out).contains("nothing copied"), "{}", show(&out));
+    let local = repo_files(&sb.repo);
+    let landed = repo_files(&served.join("bucket/vault"));
+    assert_eq!(
+        landed.keys().collect::<Vec<_>>(),
+        local.keys().collect::<Vec<_>>()
+    );
+    for (rel, bytes) in &landed {
+        assert!(bytes == &local[rel], "{rel} differs");
+    }
+    s3.call(&sb, &["mirror", "--verify", url])
+        .env_remove("SOPVAULT_PASSWORD_FILE")
+        .ok();
+}
