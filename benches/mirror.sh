@@ -21,10 +21,13 @@ fi
 command -v rsync >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync >/dev/null; }
 
 cargo build --release --quiet
-BIN=$ROOT/target/release/sopvault
 W=$(mktemp -d /var/tmp/sopvault-mirror-bench.XXXXXX)
 trap 'scripts/s3-server.sh stop || true; rm -rf "$W"' EXIT
-eval "$(scripts/s3-server.sh start)"
+# A copy, so a rebuild during the run cannot change what is measured.
+cp target/release/sopvault "$W/sopvault"
+BIN=$W/sopvault
+s3_env=$(scripts/s3-server.sh start)
+eval "$s3_env"
 
 export SOPVAULT_REPO=$W/repo SOPVAULT_CACHE_DIR=$W/cache SOPVAULT_PASSWORD_FILE=$W/pw HOME=$W/home
 mkdir -p "$W/home" "$W/tree"

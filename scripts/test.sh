@@ -29,7 +29,8 @@ if command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' 2>/
 fi
 echo "== starting a local S3 server (SeaweedFS) for tests/s3.rs"
 trap 'scripts/s3-server.sh stop' EXIT
-eval "$(scripts/s3-server.sh start)"
+s3_env=$(scripts/s3-server.sh start) # fails the run if the server does not come up
+eval "$s3_env"
 echo "== cargo test --release"
 cargo test --release --all-targets
 echo "== benches compile"

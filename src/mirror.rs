@@ -27,6 +27,7 @@ use crate::backend::{Backend, FileKind, README_NAME};
 use crate::error::{Error, Result};
 use crate::ids::{sha256, IndexId, PackId};
 use crate::index::IndexFile;
+use crate::progress::Progress;
 use crate::repo::{check_name, Repository};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -540,13 +541,6 @@ pub struct MirrorOutcome {
     pub damaged_at_source: Vec<String>,
 }
 
-/// Reports progress of a run (bytes copied so far); the command line draws it.
-pub trait MirrorProgress: Sync {
-    fn copied(&self, _file: &FileRef) {}
-}
-
-impl MirrorProgress for () {}
-
 /// Starts a mirror in an empty destination: the layout (a directory's, as
 /// `init` makes it) and the source's `SOPVAULT.txt`, byte for byte.
 pub fn init_destination(repo: &Repository, dest: &dyn Backend) -> Result<()> {
@@ -575,7 +569,7 @@ pub fn execute(
     dest: &dyn Backend,
     plan: &MirrorPlan,
     opts: &MirrorOptions,
-    progress: &dyn MirrorProgress,
+    progress: &dyn Progress,
 ) -> Result<MirrorOutcome> {
     if plan.copy_readme {
         match dest.local_root() {
@@ -619,7 +613,7 @@ fn execute_files(
     dest: &dyn Backend,
     plan: &MirrorPlan,
     opts: &MirrorOptions,
-    progress: &dyn MirrorProgress,
+    progress: &dyn Progress,
 ) -> Result<MirrorOutcome> {
     let src = repo.backend();
     let copied_files = AtomicU64::new(0);
@@ -630,6 +624,7 @@ fn execute_files(
         .num_threads(opts.parallel.max(1))
         .build()
         .map_err(|e| Error::Other(format!("cannot start copy threads: {e}")))?;
+    progress.set_total(plan.copy_bytes(), plan.copy.len() as u64);
     // One kind after another: a file is only written once everything it refers to is there.
     for kind in COPY_ORDER {
         let files: Vec<&FileRef> = plan.copy.iter().filter(|f| f.kind == kind).collect();
@@ -653,7 +648,9 @@ fn execute_files(
                     dest.write_new(f.kind, &f.name, &bytes)?;
                     let n = copied_files.fetch_add(1, Ordering::SeqCst) + 1;
                     copied_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    progress.copied(f);
+                    progress.bytes(f.size);
+                    progress.current(&f.rel_path());
+                    progress.file_done();
                     crate::faults::point(&format!("mirror:copied-{n}"));
                     Ok(())
                 })();

@@ -157,7 +157,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     if !args.json {
         print_plan(ctx, &args, &plan, false);
     }
-    let outcome = mirror::execute(&repo, dest.as_ref(), &plan, &opts, &())?;
+    let bar = super::progress::Bar::new(!ctx.quiet && !args.json);
+    let outcome = mirror::execute(&repo, dest.as_ref(), &plan, &opts, &bar);
+    bar.finish();
+    let outcome = outcome?;
     ctx.print_warnings(&repo);
     let repo_id = hex::encode(repo.config().repo_id);
     if outcome.damaged_at_source.is_empty() {
