@@ -42,8 +42,15 @@ echo "== repository: $FILES files, $((BYTES / 1048576)) MiB" >&2
 RC=(--s3-provider=Other --s3-endpoint="$AWS_ENDPOINT_URL" --s3-access-key-id="$AWS_ACCESS_KEY_ID"
     --s3-secret-access-key="$AWS_SECRET_ACCESS_KEY" --s3-region="$AWS_REGION")
 export RCLONE_CONFIG=/dev/null
+# Debian's rclone 1.60 cannot use a custom CA bundle with its transport; the server is plain HTTP.
+unset AWS_CA_BUNDLE
 
-secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+# Seconds one command takes; a failing command stops the whole bench (no silent zeros).
+secs() {
+  local s e; s=$(date +%s.%N)
+  if ! "$@" >/dev/null 2>"$W/err"; then echo "FAILED: $*" >&2; cat "$W/err" >&2; kill "$$"; exit 1; fi
+  e=$(date +%s.%N); echo "$e - $s" | bc -l
+}
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -A T
@@ -70,7 +77,7 @@ m() { median ${T[$1]}; }
 mbs() { echo "scale=1; $BYTES / 1048576 / $1" | bc -l; }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 echo
-echo "Repository: $FILES files, $((BYTES / 1048576)) MiB; medians of $ROUNDS rounds; $(rclone version | head -1); $(rsync --version | head -1 | cut -d' ' -f1-3)"
+echo "Repository: $FILES files, $((BYTES / 1048576)) MiB; medians of $ROUNDS rounds; $(rclone version | head -1); $(rsync --version | head -1 | awk '{print $1, $3}')"
 echo
 echo "| copy | seconds | MiB/s | sopvault ÷ this |"
 echo "|---|---:|---:|---:|"

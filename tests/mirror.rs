@@ -202,16 +202,47 @@ fn prune_reaches_a_mirror_only_after_the_grace_period_and_only_through_prune_rec
         "{condemned:?}"
     );
 
-    // Default grace period (30 days): new files are copied, nothing is deleted.
+    // A snapshot taken after the prune reaches the mirror at once.
+    snapshots(&sb, 5..6);
+    let after = files(&sb.repo);
+
+    // Default grace period (30 days): nothing is deleted, and what the prune
+    // wrote (compacted index, repacked packs) waits with it.
     let out = sb.ok(&["mirror", &path_str(&mirror)]);
     assert!(stdout(&out).contains("stay for now"), "{}", show(&out));
+    assert!(stdout(&out).contains("wait until"), "{}", show(&out));
     let held = files(&mirror);
     assert!(condemned.is_subset(&held));
-    assert!(after.is_subset(&held));
-
-    // Every snapshot the mirror still holds restores, the forgotten ones too.
-    let n = std::fs::read_dir(mirror.join("snapshots")).unwrap().count();
-    assert_eq!(n, 5);
+    assert!(
+        after.iter().any(|f| !held.contains(f)),
+        "the prune's compacted index was copied during the grace period"
+    );
+    // The mirror is a valid repository meanwhile, in which the forgotten
+    // snapshots still restore: the grace period is an undo window.
+    sb.call(&["check", "--read-data"])
+        .env("SOPVAULT_REPO", &mirror)
+        .ok();
+    let ids: Vec<String> = {
+        let out = sb
+            .call(&["snapshots", "--json"])
+            .env("SOPVAULT_REPO", &mirror)
+            .ok();
+        parse_json(&out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| text(s, "/id").to_string())
+            .collect()
+    };
+    assert_eq!(ids.len(), 6);
+    for (i, id) in ids.iter().enumerate() {
+        let got = restore_daily(&sb, &mirror, id, &format!("grace{i}"));
+        assert_eq!(
+            got,
+            random_bytes(1000 + i as u64, 200 * 1024),
+            "snapshot {i}"
+        );
+    }
 
     // The plan names exactly the condemned files.
     let plan = sb.json(&[
@@ -242,9 +273,9 @@ fn prune_reaches_a_mirror_only_after_the_grace_period_and_only_through_prune_rec
     sb.call(&["check", "--read-data"])
         .env("SOPVAULT_REPO", &mirror)
         .ok();
-    // Both kept snapshots restore from the mirror, byte for byte.
+    // Every kept snapshot restores from the mirror, byte for byte.
     let snaps = sb.snapshots();
-    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps.len(), 3);
     for (i, s) in snaps.iter().enumerate() {
         let got = restore_daily(&sb, &mirror, text(s, "/id"), &format!("r{i}"));
         assert_eq!(got, random_bytes(1003 + i as u64, 200 * 1024));
