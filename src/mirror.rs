@@ -139,6 +139,19 @@ impl Listing {
         }
         Ok(l)
     }
+    /// A source's listing, taken in the reverse of the write order (prune
+    /// records, snapshots, index, packs, keys, config): a file written while
+    /// the listing runs is either missed or listed together with everything
+    /// it refers to, which was written before it.
+    pub fn of_source(backend: &dyn Backend) -> Result<Listing> {
+        let mut l = Listing::default();
+        for kind in COPY_ORDER.iter().rev() {
+            l.files
+                .insert(*kind, backend.list(*kind)?.into_iter().collect());
+        }
+        l.readme = backend.read_readme()?.is_some();
+        Ok(l)
+    }
     pub fn get(&self, kind: FileKind, name: &str) -> Option<u64> {
         self.files.get(&kind).and_then(|m| m.get(name)).copied()
     }
@@ -296,15 +309,18 @@ pub fn plan(repo: &Repository, dest: &dyn Backend, opts: &MirrorOptions) -> Resu
             dest.location()
         )));
     }
-    let source = Listing::of(src.as_ref())?;
+    let source = Listing::of_source(src.as_ref())?;
     let target = Listing::of(dest)?;
     let state = classify_destination(repo, dest, &target)?;
     if state == DestinationState::Empty && !opts.init {
+        let hint = if dest.local_root().is_some() {
+            "it is empty (is the disk plugged in and mounted?)"
+        } else {
+            "it holds no objects"
+        };
         return Err(Error::NoRepository {
             path: PathBuf::from(dest.location()),
-            reason: "it is empty (is the disk plugged in and mounted?); \
-                     run `sopvault mirror --init` to start a new mirror there"
-                .into(),
+            reason: format!("{hint}; run `sopvault mirror --init` to start a new mirror there"),
         });
     }
     let copy = source.missing_from(&target);
@@ -834,7 +850,7 @@ pub fn verify(
         });
     }
     if let Some(src) = source {
-        let source = Listing::of(src)?;
+        let source = Listing::of_source(src)?;
         report.compared_with_source = true;
         for kind in COPY_ORDER {
             for (name, size) in source.kind(kind) {
@@ -1012,7 +1028,7 @@ pub struct Behind {
 }
 
 pub fn behind(source: &dyn Backend, dest: &dyn Backend) -> Result<Behind> {
-    let s = Listing::of(source)?;
+    let s = Listing::of_source(source)?;
     let d = Listing::of(dest)?;
     let missing = s.missing_from(&d);
     let extra = d.missing_from(&s);

@@ -313,6 +313,12 @@ fn print_plan(ctx: &Ctx, args: &Args, plan: &MirrorPlan, dry_run: bool) {
             }
         }
     }
+    if plan.extra > 0 {
+        println!(
+            "{} files in the mirror are gone from the source without a prune record; they stay",
+            plan.extra
+        );
+    }
     if !plan.deferred.is_empty() {
         println!(
             "{} files written by a prune wait until the files it condemned may go",
