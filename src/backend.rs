@@ -85,6 +85,11 @@ pub trait Backend: Send + Sync {
     fn local_root(&self) -> Option<&Path> {
         None
     }
+    /// The hex SHA-256 of a file as the storage recorded it at upload, when it
+    /// keeps one (S3's `x-amz-checksum-sha256`); `None` means: read the file.
+    fn stored_sha256(&self, _kind: FileKind, _name: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// The backend for a `--repo` argument: `s3://BUCKET/PREFIX` or a directory.

@@ -799,6 +799,8 @@ pub struct VerifyReport {
     pub bytes: u64,
     pub files_hashed: u64,
     pub bytes_hashed: u64,
+    /// Files checked through the SHA-256 the object store recorded at upload, without reading them.
+    pub files_by_stored_checksum: u64,
     /// At the source, not in the mirror.
     pub missing: Vec<String>,
     /// In the mirror, not at the source (normal for files pruned within the grace period).
@@ -835,6 +837,7 @@ pub fn verify(
     source: Option<&dyn Backend>,
     sample: Sample,
     parallel: usize,
+    read_all: bool,
 ) -> Result<VerifyReport> {
     let target = Listing::of(dest)?;
     let mut report = VerifyReport {
@@ -878,6 +881,7 @@ pub fn verify(
     let damaged = Mutex::new(Vec::new());
     let hashed = AtomicU64::new(0);
     let hashed_bytes = AtomicU64::new(0);
+    let by_checksum = AtomicU64::new(0);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(parallel.max(1))
         .build()
@@ -886,6 +890,28 @@ pub fn verify(
         use rayon::prelude::*;
         todo.par_iter().try_for_each(|(kind, name)| {
             crate::interrupt::check()?;
+            let stored = if read_all {
+                None
+            } else {
+                match dest.stored_sha256(*kind, name) {
+                    Ok(s) => s,
+                    Err(e @ Error::Damaged { .. }) => {
+                        damaged.lock().unwrap().push(e.to_string());
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            if let Some(found) = stored {
+                by_checksum.fetch_add(1, Ordering::Relaxed);
+                if &found != name {
+                    damaged.lock().unwrap().push(format!(
+                        "{}: content: name says {name}, the stored SHA-256 checksum is {found}",
+                        rel_path(*kind, name)
+                    ));
+                }
+                return Ok(());
+            }
             match dest.read(*kind, name) {
                 Ok(bytes) => {
                     hashed.fetch_add(1, Ordering::Relaxed);
@@ -910,6 +936,7 @@ pub fn verify(
     result?;
     report.files_hashed = hashed.into_inner();
     report.bytes_hashed = hashed_bytes.into_inner();
+    report.files_by_stored_checksum = by_checksum.into_inner();
     report.damaged.extend(damaged.into_inner().unwrap());
     report.damaged.sort();
     Ok(report)

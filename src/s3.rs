@@ -11,7 +11,8 @@
 //! Uploads are whole objects (one PUT each: a reader never sees a partial
 //! object, and nothing is left behind to clean up) carrying an
 //! `x-amz-checksum-sha256` header, so the server rejects bytes damaged in
-//! transit. `write_new` asks for a create-only put (`If-None-Match: *`); a
+//! transit, and which `mirror --verify` reads back with a HEAD instead of
+//! downloading the object. `write_new` asks for a create-only put (`If-None-Match: *`); a
 //! server that ignores or rejects that gets a HEAD first, which is just as
 //! safe here because a name is the SHA-256 of its content. The engine is
 //! synchronous: every call runs on a small tokio runtime owned by the backend.
@@ -21,6 +22,7 @@ use crate::error::{Error, Result};
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
 use object_store::path::Path as ObjPath;
+use object_store::signer::{SignedUrlOptions, Signer};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -30,6 +32,8 @@ pub struct S3Backend {
     /// Key prefix without leading or trailing slash; may be empty.
     prefix: String,
     rt: tokio::runtime::Runtime,
+    /// For the one request object_store does not make: HEAD with `x-amz-checksum-mode`.
+    http: reqwest::Client,
     /// Set once the server answered a create-only put with "not implemented".
     no_conditional_put: AtomicBool,
 }
@@ -117,6 +121,7 @@ impl S3Backend {
             bucket: bucket.to_string(),
             prefix,
             rt,
+            http: reqwest::Client::new(),
             no_conditional_put: AtomicBool::new(false),
         })
     }
@@ -212,6 +217,59 @@ impl S3Backend {
                 .await
                 .map(|_| ())
                 .map_err(|e| s3_err(&object, e))
+        })
+    }
+
+    /// The SHA-256 the server stored with the object at upload, if it keeps one
+    /// (`HEAD` with `x-amz-checksum-mode: ENABLED`, through a presigned URL).
+    /// `None` when the server has none, or only a checksum of multipart parts.
+    fn checksum_of(&self, rel: &str) -> Result<Option<String>> {
+        use base64::Engine;
+        let key = self.key(rel);
+        let object = self.object(rel);
+        self.rt.block_on(async {
+            let mut opts = SignedUrlOptions::new();
+            opts.signed_headers.insert(
+                "x-amz-checksum-mode",
+                http::HeaderValue::from_static("ENABLED"),
+            );
+            let url = self
+                .store
+                .signed_url_opts(
+                    http::Method::HEAD,
+                    &key,
+                    std::time::Duration::from_secs(600),
+                    &opts,
+                )
+                .await
+                .map_err(|e| s3_err(&object, e))?;
+            let resp = self
+                .http
+                .head(url)
+                .header("x-amz-checksum-mode", "ENABLED")
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::Other(format!("{object}: {}", server_reason(&e.to_string())))
+                })?;
+            match resp.status().as_u16() {
+                200 => {}
+                404 => return Err(Error::damaged(&object, "object is missing")),
+                // Presigning not accepted here: fall back to reading the object.
+                _ => return Ok(None),
+            }
+            let Some(v) = resp.headers().get("x-amz-checksum-sha256") else {
+                return Ok(None);
+            };
+            let text = v.to_str().unwrap_or("");
+            if text.contains('-') {
+                return Ok(None);
+            }
+            Ok(base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .ok()
+                .filter(|b| b.len() == 32)
+                .map(hex::encode))
         })
     }
 
@@ -351,5 +409,9 @@ impl Backend for S3Backend {
 
     fn all_files(&self) -> Result<Vec<(String, u64)>> {
         self.list_all()
+    }
+
+    fn stored_sha256(&self, kind: FileKind, name: &str) -> Result<Option<String>> {
+        self.checksum_of(&S3Backend::rel_of(kind, name))
     }
 }

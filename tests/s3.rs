@@ -197,12 +197,26 @@ fn a_mirror_in_s3_holds_every_file_byte_for_byte_and_verifies_without_the_key() 
         eprintln!("note: SOPVAULT_TEST_RCLONE not set; objects compared through sopvault only");
     }
 
-    // --verify reads every object; no password needed.
+    // --verify uses the SHA-256 checksum SeaweedFS stored at upload; --download
+    // reads every object instead. No password needed.
     let out = s3
-        .call(&sb, &["mirror", "--verify", &url])
+        .call(&sb, &["mirror", "--verify", "--json", &url])
         .env_remove("SOPVAULT_PASSWORD_FILE")
         .ok();
-    assert!(stdout(&out).contains("0 damaged"), "{}", show(&out));
+    let v = parse_json(&out);
+    assert_eq!(
+        num(&v, "/files_by_stored_checksum"),
+        num(&v, "/files"),
+        "{v}"
+    );
+    assert_eq!(num(&v, "/files_hashed"), 0, "{v}");
+    let v = parse_json(
+        &s3.call(&sb, &["mirror", "--verify", "--download", "--json", &url])
+            .env_remove("SOPVAULT_PASSWORD_FILE")
+            .ok(),
+    );
+    assert_eq!(num(&v, "/files_hashed"), num(&v, "/files"), "{v}");
+    assert_eq!(num(&v, "/files_by_stored_checksum"), 0, "{v}");
 
     // The mirror in the bucket is a repository: restore straight from it.
     let target = sb.path("restored");

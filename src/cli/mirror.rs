@@ -22,6 +22,9 @@ pub struct Args {
     /// With --verify: hash only this share of files today (e.g. 5%); over 1/share days every file is hashed
     #[arg(long, requires = "verify", value_name = "N%")]
     sample: Option<String>,
+    /// With --verify on S3: read and hash every object even where the server keeps a SHA-256 checksum
+    #[arg(long, requires = "verify")]
+    download: bool,
     /// List every mirror of this repository: last sync, files and bytes behind
     #[arg(long)]
     status: bool,
@@ -380,6 +383,7 @@ fn verify(ctx: &Ctx, args: &Args, dest_arg: &Path) -> Result<i32, Error> {
         source.as_deref(),
         sample,
         parallel(dest.as_ref()),
+        args.download,
     )?;
     if args.json {
         let mut v = serde_json::to_value(&report).expect("report serialises");
@@ -400,8 +404,16 @@ fn verify(ctx: &Ctx, args: &Args, dest_arg: &Path) -> Result<i32, Error> {
             for s in &report.stray {
                 println!("stray (not a repository file): {s}");
             }
+            let stored = if report.files_by_stored_checksum > 0 {
+                format!(
+                    ", {} by the SHA-256 checksum the server stored (--download reads them)",
+                    report.files_by_stored_checksum
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "verified {}: {} files ({}); {} files ({}) hashed{}; {} missing, {} extra, {} damaged",
+                "verified {}: {} files ({}); {} files ({}) hashed{stored}{}; {} missing, {} extra, {} damaged",
                 dest.location(),
                 report.files,
                 human_bytes(report.bytes),
