@@ -218,6 +218,18 @@ fn a_mirror_in_s3_holds_every_file_byte_for_byte_and_verifies_without_the_key() 
     assert_eq!(num(&v, "/files_hashed"), num(&v, "/files"), "{v}");
     assert_eq!(num(&v, "/files_by_stored_checksum"), 0, "{v}");
 
+    // --status knows the bucket and reads how far behind it is.
+    let out = s3.call(&sb, &["mirror", "--status"]).ok();
+    assert!(
+        stdout(&out).contains(&format!("{url}: last sync")) && stdout(&out).contains("up to date"),
+        "{}",
+        show(&out)
+    );
+    snapshots(&sb, None, 3..4);
+    let v = parse_json(&s3.call(&sb, &["mirror", "--status", "--json"]).ok());
+    assert!(num(&v, "/0/behind_files") >= 3, "{v}");
+    s3.call(&sb, &["mirror", &url]).ok();
+
     // The mirror in the bucket is a repository: restore straight from it.
     let target = sb.path("restored");
     s3.call(&sb, &["restore", "latest", "--target", &path_str(&target)])
