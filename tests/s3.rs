@@ -397,3 +397,39 @@ fn a_mirror_through_rclone_serve_s3_lands_byte_for_byte_on_its_disk() {
         .env_remove("SOPVAULT_PASSWORD_FILE")
         .ok();
 }
+
+#[test]
+fn a_mirror_to_s3_killed_half_way_is_finished_by_a_rerun() {
+    let Some(s3) = S3::from_env("a_mirror_to_s3_killed_half_way") else {
+        return;
+    };
+    let sb = Sandbox::init();
+    snapshots(&sb, None, 0..3);
+    let url = s3.url("killed");
+    let mut child = s3
+        .call(&sb, &["mirror", "--init", &url])
+        .env("SOPVAULT_CRASH_AT", "mirror:copied-4")
+        .spawn();
+    let status = wait_at_most(&mut child, std::time::Duration::from_secs(60));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "mirror was not killed");
+    // Incomplete, not corrupt: whatever arrived is whole.
+    let v = parse_json(
+        &s3.call(&sb, &["mirror", "--verify", "--download", "--json", &url])
+            .env_remove("SOPVAULT_PASSWORD_FILE")
+            .ok(),
+    );
+    assert!(!v["missing"].as_array().unwrap().is_empty(), "{v}");
+    // The rerun removes the dead run's lock in the bucket and finishes.
+    s3.call(&sb, &["mirror", &url]).ok();
+    let v = parse_json(
+        &s3.call(&sb, &["mirror", "--verify", "--download", "--json", &url])
+            .env_remove("SOPVAULT_PASSWORD_FILE")
+            .ok(),
+    );
+    assert!(v["missing"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(num(&v, "/files_hashed"), num(&v, "/files"), "{v}");
+    s3.call(&sb, &["check", "--read-data"])
+        .env("SOPVAULT_REPO", &url)
+        .ok();
+}
