@@ -27,7 +27,7 @@
 
 use crate::backend::{Backend, FileKind, README_NAME};
 use crate::error::{Error, Result};
-use crate::ids::{sha256, IndexId, PackId};
+use crate::ids::{sha256, PackId};
 use crate::index::IndexFile;
 use crate::progress::Progress;
 use crate::repo::{check_name, Repository};
@@ -605,7 +605,6 @@ fn load_index(
     if source.get(FileKind::Index, name).is_some() {
         return Ok(from(repo.backend().as_ref()));
     }
-    let _ = IndexId::from_hex(name);
     Ok(None)
 }
 

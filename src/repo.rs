@@ -110,7 +110,7 @@ impl Repository {
         opts: &InitOptions,
         open: &OpenOptions,
     ) -> Result<Repository> {
-        let path = PathBuf::from(backend.location());
+        let path = place_of(backend.as_ref());
         let path = path.as_path();
         opts.chunker.validate()?;
         let mut repo_id = [0u8; 32];
@@ -151,7 +151,7 @@ impl Repository {
 
     /// Fails with [`Error::NoRepository`] unless the backend holds a repository's `SOPVAULT.txt` and config.
     pub fn probe(backend: &dyn Backend) -> Result<()> {
-        let path = PathBuf::from(backend.location());
+        let path = place_of(backend);
         let missing = match backend.local_root() {
             Some(root) => !root.join(README_NAME).is_file() || !root.join("config").is_dir(),
             None => backend.read_readme()?.is_none(),
@@ -176,7 +176,7 @@ impl Repository {
         password: &Password,
         open: &OpenOptions,
     ) -> Result<Repository> {
-        let path = PathBuf::from(backend.location());
+        let path = place_of(backend.as_ref());
         let path = path.as_path();
         Repository::probe(backend.as_ref())?;
         let configs = backend.list(FileKind::Config)?;
@@ -600,6 +600,14 @@ impl Repository {
         self.backend.remove(FileKind::Key, &k.id.to_hex())?;
         Ok(k.id)
     }
+}
+
+/// The repository's place as a path: its directory (exactly, also when not UTF-8), or its URL.
+fn place_of(backend: &dyn Backend) -> PathBuf {
+    backend
+        .local_root()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(backend.location()))
 }
 
 fn open_fallback(path: &Path) -> bool {
