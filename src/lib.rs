@@ -10,12 +10,13 @@
 //! - [`blob`] — compress, seal, verify a chunk; open and verify it again.
 //! - [`delta`] — a new chunk's delta base; decoding chains of deltas.
 //! - [`keyfile`], [`config`], [`pack`], [`index`], [`tree`], [`manifest`] — one module per file format.
-//! - [`backend`] — where bytes live (a local directory), no crypto.
+//! - [`backend`] — where bytes live (a local directory), no crypto; [`s3`] — an
+//!   S3-compatible object store behind the same trait.
 //! - [`lock`] — shared and exclusive repository locks.
 //! - [`repo`] — owns keys, backend and config; reads blobs, trees, snapshots.
 //! - [`store`] — the write side: dedup, parallel sealing, packs, index files.
 //! - [`retention`] — the retention policy, a pure function.
-//! - [`snapshot`], [`restore`], [`check`], [`prune`] — orchestration of the commands.
+//! - [`snapshot`], [`restore`], [`check`], [`prune`], [`mirror`] — orchestration of the commands.
 //! - [`vfs`] — a read-only view of every snapshot (the FUSE adapter lives in the binary).
 //! - [`faults`] — crash points for fault-injection tests.
 //!
@@ -41,12 +42,14 @@ pub mod interrupt;
 pub mod keyfile;
 pub mod lock;
 pub mod manifest;
+pub mod mirror;
 pub mod pack;
 pub mod progress;
 pub mod prune;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod s3;
 pub mod snapshot;
 pub mod store;
 pub mod sysinfo;

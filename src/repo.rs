@@ -7,7 +7,7 @@
 //! manifest only after the store has finished, so a crash at any moment
 //! leaves a repository whose every snapshot is complete.
 
-use crate::backend::{Backend, FileKind, LocalBackend, README_NAME};
+use crate::backend::{Backend, FileKind, README_NAME};
 use crate::blob;
 use crate::chunker::{Chunker, ChunkerProfile};
 use crate::config::{Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE};
@@ -98,18 +98,29 @@ fn readme(repo_id: &[u8; 32]) -> String {
 }
 
 impl Repository {
-    /// Creates a repository in an empty or missing directory.
+    /// Creates a repository in an empty or missing directory, or at `s3://BUCKET/PREFIX`.
     pub fn init(
         path: &Path,
         password: &Password,
         opts: &InitOptions,
         open: &OpenOptions,
     ) -> Result<Repository> {
+        Repository::init_backend(crate::backend::open(path)?, password, opts, open)
+    }
+
+    /// Creates a repository in an empty place of any backend.
+    pub fn init_backend(
+        backend: Arc<dyn Backend>,
+        password: &Password,
+        opts: &InitOptions,
+        open: &OpenOptions,
+    ) -> Result<Repository> {
+        let path = place_of(backend.as_ref());
+        let path = path.as_path();
         opts.chunker.validate()?;
         let mut repo_id = [0u8; 32];
         crate::crypto::fill_random(&mut repo_id)?;
         let master = Secret32::random()?;
-        let backend = LocalBackend::new(path);
         backend.create(&readme(&repo_id))?;
         let label = format!(
             "{}@{}",
@@ -135,23 +146,44 @@ impl Repository {
             &ConfigId(sha256(&cbytes)).to_hex(),
             &cbytes,
         )?;
-        Repository::assemble(Arc::new(backend), path, key, config, key_id, open)
+        Repository::assemble(backend, path, key, config, key_id, open)
     }
 
-    /// Opens an existing repository with a password.
+    /// Opens an existing repository (a directory or `s3://BUCKET/PREFIX`) with a password.
     pub fn open(path: &Path, password: &Password, open: &OpenOptions) -> Result<Repository> {
-        let backend = LocalBackend::new(path);
-        if !path.join(README_NAME).is_file() || !path.join("config").is_dir() {
-            let reason = if path.exists() {
-                "it has no SOPVAULT.txt and config/ (not a sopvault repository)"
-            } else {
-                "the directory does not exist"
+        Repository::open_backend(crate::backend::open(path)?, password, open)
+    }
+
+    /// Fails with [`Error::NoRepository`] unless the backend holds a repository's `SOPVAULT.txt` and config.
+    pub fn probe(backend: &dyn Backend) -> Result<()> {
+        let path = place_of(backend);
+        let missing = match backend.local_root() {
+            Some(root) => !root.join(README_NAME).is_file() || !root.join("config").is_dir(),
+            None => backend.read_readme()?.is_none(),
+        };
+        if missing {
+            let reason = match backend.local_root() {
+                Some(root) if !root.exists() => "the directory does not exist",
+                Some(_) => "it has no SOPVAULT.txt and config/ (not a sopvault repository)",
+                None => "it has no SOPVAULT.txt (not a sopvault repository)",
             };
             return Err(Error::NoRepository {
-                path: path.to_path_buf(),
+                path,
                 reason: reason.into(),
             });
         }
+        Ok(())
+    }
+
+    /// Opens an existing repository on any backend.
+    pub fn open_backend(
+        backend: Arc<dyn Backend>,
+        password: &Password,
+        open: &OpenOptions,
+    ) -> Result<Repository> {
+        let path = place_of(backend.as_ref());
+        let path = path.as_path();
+        Repository::probe(backend.as_ref())?;
         let configs = backend.list(FileKind::Config)?;
         let [(config_name, _)] = configs.as_slice() else {
             return Err(Error::NoRepository {
@@ -165,14 +197,14 @@ impl Repository {
         let cbytes = backend.read(FileKind::Config, config_name)?;
         check_name(&cbytes, config_name, "config")?;
         let repo_id = Config::peek_repo_id(&cbytes, &format!("config/{config_name}"))?;
-        let (master, key_id) = Self::unlock(&backend, path, password, &repo_id)?;
+        let (master, key_id) = Self::unlock(backend.as_ref(), path, password, &repo_id)?;
         let key = MasterKey::from_master(master);
         let config = Config::decode(&key, &cbytes, &format!("config/{config_name}"))?;
-        Repository::assemble(Arc::new(backend), path, key, config, key_id, open)
+        Repository::assemble(backend, path, key, config, key_id, open)
     }
 
     fn unlock(
-        backend: &LocalBackend,
+        backend: &dyn Backend,
         path: &Path,
         password: &Password,
         repo_id: &[u8; 32],
@@ -251,8 +283,13 @@ impl Repository {
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
+    /// The repository's place: its directory, or its `s3://` URL as a path.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+    /// The repository's directory, when it is a local one.
+    pub fn local_root(&self) -> Option<&Path> {
+        self.backend.local_root()
     }
     pub fn key(&self) -> &MasterKey {
         &self.key
@@ -617,6 +654,14 @@ impl Repository {
         self.backend.remove(FileKind::Key, &k.id.to_hex())?;
         Ok(k.id)
     }
+}
+
+/// The repository's place as a path: its directory (exactly, also when not UTF-8), or its URL.
+fn place_of(backend: &dyn Backend) -> PathBuf {
+    backend
+        .local_root()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(backend.location()))
 }
 
 fn open_fallback(path: &Path) -> bool {

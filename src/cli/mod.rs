@@ -9,6 +9,7 @@ mod check;
 mod init;
 mod key;
 mod ls;
+mod mirror;
 mod mount;
 mod progress;
 mod prune;
@@ -18,7 +19,6 @@ mod snapshots;
 mod unlock;
 
 use clap::{Parser, Subcommand};
-use sopvault::crypto::Password;
 use sopvault::lock::Lock;
 use sopvault::repo::OpenOptions;
 use sopvault::{Error, ErrorKind, Repository};
@@ -46,8 +46,13 @@ pub mod exit {
     about = "Encrypted, deduplicating backups of dumps and file trees"
 )]
 pub struct Cli {
-    /// Repository directory
-    #[arg(long, global = true, env = "SOPVAULT_REPO", value_name = "DIR")]
+    /// Repository: a directory, or s3://BUCKET/PREFIX (endpoint, region and keys from AWS_* variables)
+    #[arg(
+        long,
+        global = true,
+        env = "SOPVAULT_REPO",
+        value_name = "DIR|s3://BUCKET/PREFIX"
+    )]
     repo: Option<PathBuf>,
     /// Directory for the local index cache (default: $XDG_CACHE_HOME/sopvault or ~/.cache/sopvault)
     #[arg(long, global = true, env = "SOPVAULT_CACHE_DIR", value_name = "DIR")]
@@ -82,6 +87,8 @@ enum Command {
     Check(check::Args),
     /// Forget snapshots by a retention policy and free their space
     Prune(prune::Args),
+    /// Copy the repository to a disk or S3 bucket; verify a copy without the key; list mirrors
+    Mirror(mirror::Args),
     /// Manage passwords (key files)
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -98,7 +105,10 @@ pub struct Ctx {
 impl Ctx {
     pub fn repo_path(&self) -> Result<PathBuf, Error> {
         self.repo_path.clone().ok_or_else(|| {
-            Error::Usage("no repository given: use --repo DIR or set SOPVAULT_REPO".into())
+            Error::Usage(
+                "no repository given: use --repo DIR (or s3://BUCKET/PREFIX) or set SOPVAULT_REPO"
+                    .into(),
+            )
         })
     }
 
@@ -110,13 +120,11 @@ impl Ctx {
 
     /// Opens the repository with the password from the environment or the terminal.
     pub fn open(&self) -> Result<Repository, Error> {
-        let path = self.repo_path()?;
+        let backend = sopvault::backend::open(&self.repo_path()?)?;
         // Fail fast on a missing repository before asking for a password.
-        if !path.join(sopvault::backend::README_NAME).is_file() {
-            return Repository::open(&path, &Password::new(Vec::new()), &self.open_options());
-        }
+        Repository::probe(backend.as_ref())?;
         let pw = password::current()?;
-        Repository::open(&path, &pw, &self.open_options())
+        Repository::open_backend(backend, &pw, &self.open_options())
     }
 
     /// Prints what the engine skipped as damaged.
@@ -288,6 +296,7 @@ pub fn run() -> i32 {
         Command::Mount(a) => mount::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
+        Command::Mirror(a) => mirror::run(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
         Command::Unlock(a) => unlock::run(&ctx, a),
     };

@@ -1,4 +1,4 @@
-//! A terminal progress bar for `snapshot`: bytes, files, rate and ETA.
+//! A terminal progress bar for `snapshot` and `mirror`: bytes, files, rate and ETA.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;

@@ -1,0 +1,548 @@
+//! `sopvault mirror`: copy the repository to a disk or a bucket, verify a copy, list mirrors.
+
+use super::{exit, human_bytes, print_json, Ctx};
+use serde_json::json;
+use sopvault::backend::{Backend, FileKind};
+use sopvault::mirror::{self, state, DestinationState, MirrorOptions, MirrorPlan, Sample};
+use sopvault::{Error, Repository};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the mirror lives: a directory or s3://BUCKET/PREFIX
+    #[arg(value_name = "DIR|s3://BUCKET/PREFIX")]
+    destination: Option<PathBuf>,
+    /// Start a new mirror in an empty destination
+    #[arg(long, conflicts_with_all = ["verify", "status"])]
+    init: bool,
+    /// Check the mirror without the key: names and sizes, then SHA-256 of every file against its name
+    #[arg(long, conflicts_with = "status")]
+    verify: bool,
+    /// With --verify: hash only this share of files today (e.g. 5%); over 1/share days every file is hashed
+    #[arg(long, requires = "verify", value_name = "N%")]
+    sample: Option<String>,
+    /// With --verify on S3: read and hash every object even where the server keeps a SHA-256 checksum
+    #[arg(long, requires = "verify")]
+    download: bool,
+    /// List every mirror of this repository: last sync, files and bytes behind
+    #[arg(long)]
+    status: bool,
+    /// Delete files condemned by a prune only this long after that prune (e.g. 30d, 2w, 0d)
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    delete_after: String,
+    /// Print what would be copied and deleted; change nothing
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where remembered destinations live: `$XDG_STATE_HOME/sopvault`, else `~/.local/state/sopvault`.
+fn state_dir() -> Result<PathBuf, Error> {
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("sopvault"));
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".local/state/sopvault"))
+        .ok_or_else(|| {
+            Error::Usage(
+                "neither XDG_STATE_HOME nor HOME is set: nowhere to remember mirrors".into(),
+            )
+        })
+}
+
+fn parse_delete_after(s: &str) -> Result<i64, Error> {
+    let t = s.trim();
+    if !t.is_empty()
+        && t.trim_end_matches(['y', 'm', 'w', 'd', 'h'])
+            .bytes()
+            .all(|b| b == b'0')
+    {
+        return Ok(0);
+    }
+    sopvault::retention::parse_duration(t)
+        .map(|d| d.num_seconds())
+        .map_err(|e| Error::Usage(format!("--delete-after {s:?}: {e}")))
+}
+
+fn parse_share(s: &str) -> Result<f64, Error> {
+    let n: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| Error::Usage(format!("--sample {s:?}: expected a percentage like 5%")))?;
+    if !(n > 0.0 && n <= 100.0) {
+        return Err(Error::Usage(format!(
+            "--sample {s:?}: must be above 0% and at most 100%"
+        )));
+    }
+    Ok(n / 100.0)
+}
+
+/// Files copied or hashed at once: object stores gain from more requests in flight.
+fn parallel(b: &dyn Backend) -> usize {
+    if b.local_root().is_some() {
+        2
+    } else {
+        8
+    }
+}
+
+/// A destination's canonical name, as remembered for `--status`.
+fn location_of(dest: &Path, backend: &dyn Backend) -> String {
+    match backend.local_root() {
+        Some(_) => std::fs::canonicalize(dest)
+            .unwrap_or_else(|_| dest.to_path_buf())
+            .display()
+            .to_string(),
+        None => backend.location(),
+    }
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
+    if args.status {
+        return status(ctx, &args);
+    }
+    let Some(dest_arg) = args.destination.clone() else {
+        return Err(Error::Usage(
+            "mirror: give a destination (a directory or s3://BUCKET/PREFIX), or --status".into(),
+        ));
+    };
+    if args.verify {
+        return verify(ctx, &args, &dest_arg);
+    }
+    let delete_after = parse_delete_after(&args.delete_after)?;
+    let repo = ctx.open()?;
+    let _src_lock = ctx.lock(&repo, false, "mirror")?;
+    let dest = sopvault::backend::open(&dest_arg)?;
+    let opts = MirrorOptions {
+        init: args.init,
+        delete_after_secs: delete_after,
+        now: chrono::Utc::now().timestamp(),
+        parallel: parallel(dest.as_ref()),
+    };
+    if args.init {
+        if let Some(root) = dest.local_root() {
+            report_mount(ctx, root)?;
+        }
+    }
+    let first = mirror::plan(&repo, dest.as_ref(), &opts)?;
+    if args.dry_run {
+        print_plan(ctx, &args, &first, true);
+        return Ok(exit::OK);
+    }
+    if first.state == DestinationState::Empty {
+        mirror::init_destination(&repo, dest.as_ref())?;
+        if !ctx.quiet && !args.json {
+            println!("started a new mirror at {}", dest.location());
+        }
+    }
+    if let Some(root) = dest.local_root() {
+        // A mirror copied by other tools may lack the ephemeral directories.
+        for d in ["locks", "tmp"] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    // A mirror run killed on this host leaves its lock behind; only mirror runs
+    // write to a mirror, so such a lock of a process that is gone is removed.
+    for (name, info) in sopvault::lock::list(dest.as_ref())? {
+        if info.is_some_and(|i| i.command == "mirror" && i.is_stale()) {
+            dest.remove_lock(&name)?;
+        }
+    }
+    let _dest_lock = sopvault::lock::Lock::acquire(dest.clone(), true, "mirror")?;
+    // Leftovers of an interrupted run; nobody else writes under our exclusive lock.
+    dest.clean_tmp()?;
+    let plan = mirror::plan(&repo, dest.as_ref(), &opts)?;
+    if !args.json {
+        print_plan(ctx, &args, &plan, false);
+    }
+    let bar = super::progress::Bar::new(!ctx.quiet && !args.json);
+    let outcome = mirror::execute(&repo, dest.as_ref(), &plan, &opts, &bar);
+    bar.finish();
+    let outcome = outcome?;
+    ctx.print_warnings(&repo);
+    let repo_id = hex::encode(repo.config().repo_id);
+    if outcome.damaged_at_source.is_empty() {
+        let entry = state::Destination {
+            location: location_of(&dest_arg, dest.as_ref()),
+            last_sync: opts.now,
+            copied_files: outcome.copied_files,
+            copied_bytes: outcome.copied_bytes,
+            deleted_files: outcome.deleted_files,
+        };
+        if let Err(e) = state_dir().and_then(|d| state::record(&d, &repo_id, entry)) {
+            eprintln!(
+                "sopvault: warning: the mirror is complete, but --status will not know it: {e}"
+            );
+        }
+    }
+    if args.json {
+        print_json(&json!({
+            "destination": plan.destination,
+            "copied_files": outcome.copied_files,
+            "copied_bytes": outcome.copied_bytes,
+            "deleted_files": outcome.deleted_files,
+            "deleted_bytes": outcome.deleted_bytes,
+            "waiting_files": plan.kept.len(),
+            "damaged_at_source": outcome.damaged_at_source,
+        }));
+    } else if !ctx.quiet {
+        if outcome.copied_files == 0 && outcome.deleted_files == 0 {
+            println!("mirror {} is up to date: nothing copied", plan.destination);
+        } else {
+            println!(
+                "mirror {}: copied {} files ({}), deleted {} files ({})",
+                plan.destination,
+                outcome.copied_files,
+                human_bytes(outcome.copied_bytes),
+                outcome.deleted_files,
+                human_bytes(outcome.deleted_bytes)
+            );
+        }
+    }
+    if !outcome.damaged_at_source.is_empty() {
+        for d in &outcome.damaged_at_source {
+            eprintln!("sopvault: damaged at the source, not copied: {d}");
+        }
+        eprintln!(
+            "sopvault: nothing was deleted from the mirror; run `sopvault check` on the source"
+        );
+        return Ok(exit::DAMAGED);
+    }
+    Ok(exit::OK)
+}
+
+fn report_mount(ctx: &Ctx, root: &Path) -> Result<(), Error> {
+    let probe = if root.exists() {
+        root.to_path_buf()
+    } else {
+        match root.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    };
+    let info = mirror::mount_info(&probe)?;
+    if info.is_mount_root && probe == root {
+        if !ctx.quiet {
+            println!("{} is the root of a mounted file system", root.display());
+        }
+    } else {
+        eprintln!(
+            "sopvault: warning: {} is not the root of a mounted file system: it is on the file system mounted at {}; if the mirror belongs on an external disk, check that the disk is mounted",
+            root.display(),
+            info.mount_root.display()
+        );
+    }
+    Ok(())
+}
+
+fn kind_counts(plan: &MirrorPlan) -> String {
+    let parts: Vec<String> = [
+        (FileKind::Config, "config"),
+        (FileKind::Key, "key"),
+        (FileKind::Pack, "pack"),
+        (FileKind::Index, "index"),
+        (FileKind::Snapshot, "snapshot"),
+        (FileKind::Prune, "prune record"),
+    ]
+    .iter()
+    .filter_map(|(k, what)| {
+        let n = plan.copy_count(*k);
+        (n > 0).then(|| format!("{n} {what}"))
+    })
+    .collect();
+    parts.join(", ")
+}
+
+fn print_plan(ctx: &Ctx, args: &Args, plan: &MirrorPlan, dry_run: bool) {
+    if args.json {
+        let files = |v: &[mirror::FileRef]| -> Vec<serde_json::Value> {
+            v.iter()
+                .map(|f| json!({"path": f.rel_path(), "size": f.size}))
+                .collect()
+        };
+        print_json(&json!({
+            "dry_run": dry_run,
+            "source": plan.source,
+            "destination": plan.destination,
+            "init": plan.state == DestinationState::Empty,
+            "copy": files(&plan.copy),
+            "copy_bytes": plan.copy_bytes(),
+            "delete": files(&plan.delete),
+            "delete_bytes": plan.delete_bytes(),
+            "kept": plan.kept.iter().map(|k| json!({"path": k.file.rel_path(), "reason": k.reason})).collect::<Vec<_>>(),
+            "deferred": files(&plan.deferred),
+            "extra": plan.extra,
+        }));
+        return;
+    }
+    if ctx.quiet {
+        return;
+    }
+    let would = if dry_run { "would " } else { "" };
+    if plan.state == DestinationState::Empty {
+        println!("{would}start a new mirror at {}", plan.destination);
+    }
+    if plan.copy.is_empty() {
+        if dry_run {
+            println!("nothing to copy: {} is up to date", plan.destination);
+        }
+    } else {
+        println!(
+            "{would}copy {} files ({}): {}",
+            plan.copy.len(),
+            human_bytes(plan.copy_bytes()),
+            kind_counts(plan)
+        );
+        if dry_run {
+            for f in &plan.copy {
+                println!("  copy {}", f.rel_path());
+            }
+        }
+    }
+    if !plan.delete.is_empty() {
+        println!(
+            "{would}delete {} files ({}) that prune records condemn",
+            plan.delete.len(),
+            human_bytes(plan.delete_bytes())
+        );
+        if dry_run {
+            for f in &plan.delete {
+                println!("  delete {}", f.rel_path());
+            }
+        }
+    }
+    if plan.extra > 0 {
+        println!(
+            "{} files in the mirror are gone from the source without a prune record; they stay",
+            plan.extra
+        );
+    }
+    if !plan.deferred.is_empty() {
+        println!(
+            "{} files written by a prune wait until the files it condemned may go",
+            plan.deferred.len()
+        );
+        if dry_run {
+            for f in &plan.deferred {
+                println!("  wait {}", f.rel_path());
+            }
+        }
+    }
+    if !plan.kept.is_empty() {
+        let first = plan
+            .next_deletion
+            .map(|t| format!("; the first may go from {}", mirror::format_time(t)))
+            .unwrap_or_default();
+        println!(
+            "{} files condemned by prune stay for now{first}",
+            plan.kept.len()
+        );
+        if dry_run {
+            for k in &plan.kept {
+                println!("  keep {}: {}", k.file.rel_path(), k.reason);
+            }
+        }
+    }
+}
+
+fn verify(ctx: &Ctx, args: &Args, dest_arg: &Path) -> Result<i32, Error> {
+    let dest = sopvault::backend::open(dest_arg)?;
+    // The source, when one is given and it is not the mirror itself: no password needed.
+    let source: Option<Arc<dyn Backend>> = match &ctx.repo_path {
+        Some(p) => {
+            let b = sopvault::backend::open(p)?;
+            let same = match (b.local_root(), dest.local_root()) {
+                (Some(a), Some(d)) => {
+                    std::fs::canonicalize(a).ok() == std::fs::canonicalize(d).ok()
+                }
+                _ => b.location() == dest.location(),
+            };
+            if same {
+                None
+            } else {
+                Repository::probe(b.as_ref())?;
+                Some(b)
+            }
+        }
+        None => None,
+    };
+    let sample = match &args.sample {
+        Some(s) => Sample::Share {
+            share: parse_share(s)?,
+            day: chrono::Utc::now().timestamp().div_euclid(86400),
+        },
+        None => Sample::All,
+    };
+    let report = mirror::verify(
+        dest.as_ref(),
+        source.as_deref(),
+        sample,
+        parallel(dest.as_ref()),
+        args.download,
+    )?;
+    if args.json {
+        let mut v = serde_json::to_value(&report).expect("report serialises");
+        v["ok"] = report.ok().into();
+        v["destination"] = dest.location().into();
+        print_json(&v);
+    } else {
+        for d in &report.damaged {
+            eprintln!("sopvault: damaged: {d}");
+        }
+        if !ctx.quiet {
+            for m in &report.missing {
+                println!("missing: {m}");
+            }
+            for e in &report.extra {
+                println!("extra: {e}");
+            }
+            for s in &report.stray {
+                println!("stray (not a repository file): {s}");
+            }
+            let stored = if report.files_by_stored_checksum > 0 {
+                format!(
+                    ", {} by the SHA-256 checksum the server stored (--download reads them)",
+                    report.files_by_stored_checksum
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "verified {}: {} files ({}); {} files ({}) hashed{stored}{}; {} missing, {} extra, {} damaged",
+                dest.location(),
+                report.files,
+                human_bytes(report.bytes),
+                report.files_hashed,
+                human_bytes(report.bytes_hashed),
+                if report.compared_with_source {
+                    ", names and sizes compared with the source"
+                } else {
+                    ""
+                },
+                report.missing.len(),
+                report.extra.len(),
+                report.damaged.len()
+            );
+            if !report.missing.is_empty() {
+                println!(
+                    "the mirror is behind: run `sopvault mirror {}` to copy the missing files",
+                    dest_arg.display()
+                );
+            }
+            if !report.extra.is_empty() {
+                println!(
+                    "extra files are normal for files pruned at the source within the grace period"
+                );
+            }
+        }
+    }
+    if report.ok() {
+        Ok(exit::OK)
+    } else {
+        eprintln!(
+            "sopvault: --verify found {} damaged file(s)",
+            report.damaged.len()
+        );
+        Ok(exit::DAMAGED)
+    }
+}
+
+fn status(ctx: &Ctx, args: &Args) -> Result<i32, Error> {
+    let src = sopvault::backend::open(&ctx.repo_path()?)?;
+    Repository::probe(src.as_ref())?;
+    let configs = src.list(FileKind::Config)?;
+    let [(config_name, _)] = configs.as_slice() else {
+        return Err(Error::damaged(
+            format!("{}/config", src.location()),
+            format!("expected exactly one file, found {}", configs.len()),
+        ));
+    };
+    let bytes = src.read(FileKind::Config, config_name)?;
+    let repo_id = hex::encode(sopvault::config::Config::peek_repo_id(
+        &bytes,
+        &format!("config/{config_name}"),
+    )?);
+    let dir = state_dir()?;
+    let st = state::load(&dir, &repo_id)?;
+    let now = chrono::Utc::now().timestamp();
+    let mut rows = Vec::new();
+    for d in &st.destinations {
+        let behind = sopvault::backend::open(Path::new(&d.location)).and_then(|b| {
+            Repository::probe(b.as_ref())?;
+            mirror::behind(src.as_ref(), b.as_ref())
+        });
+        rows.push((d, behind));
+    }
+    if args.json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(d, b)| {
+                let mut v = json!({
+                    "location": d.location,
+                    "last_sync": chrono::DateTime::from_timestamp(d.last_sync, 0).map(|t| t.to_rfc3339()),
+                });
+                match b {
+                    Ok(b) => {
+                        v["reachable"] = true.into();
+                        v["behind_files"] = b.files.into();
+                        v["behind_bytes"] = b.bytes.into();
+                        v["extra_files"] = b.extra_files.into();
+                        v["extra_bytes"] = b.extra_bytes.into();
+                    }
+                    Err(e) => {
+                        v["reachable"] = false.into();
+                        v["error"] = e.to_string().into();
+                    }
+                }
+                v
+            })
+            .collect();
+        print_json(&serde_json::Value::Array(v));
+        return Ok(exit::OK);
+    }
+    if rows.is_empty() {
+        println!(
+            "repository {} has no mirrors yet (they are remembered in {})",
+            &repo_id[..8],
+            state::path(&dir, &repo_id).display()
+        );
+        return Ok(exit::OK);
+    }
+    for (d, b) in rows {
+        let age = sopvault::retention::format_duration(chrono::Duration::seconds(
+            (now - d.last_sync).max(0),
+        ));
+        let when = format!("last sync {} ({age} ago)", mirror::format_time(d.last_sync));
+        match b {
+            Ok(b) if b.files == 0 => {
+                println!("{}: {when}; up to date{}", d.location, extra_note(&b))
+            }
+            Ok(b) => println!(
+                "{}: {when}; behind by {} files ({}){}",
+                d.location,
+                b.files,
+                human_bytes(b.bytes),
+                extra_note(&b)
+            ),
+            Err(e) => println!("{}: {when}; not reachable now: {e}", d.location),
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn extra_note(b: &mirror::Behind) -> String {
+    if b.extra_files == 0 {
+        String::new()
+    } else {
+        format!(
+            "; {} files ({}) pruned at the source still held",
+            b.extra_files,
+            human_bytes(b.extra_bytes)
+        )
+    }
+}
