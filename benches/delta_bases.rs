@@ -115,7 +115,7 @@ fn main() {
     let dlevel: i32 = std::env::var("DELTA_LEVEL")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(LEVEL);
+        .unwrap_or(LEVEL.max(blob::DELTA_MIN_LEVEL));
     let (mut cursor_found, mut cursor_kept) = (0, 0);
     for &(o, l) in &new_chunks {
         let data = &new_bytes[o as usize..o as usize + l];

@@ -444,9 +444,10 @@ fn check_deltas(
             }
         }
     }
-    let decoded_ids: HashSet<ChunkId> = new_damage.iter().map(|(id, _)| *id).collect();
+    // A delta already damaged by its links is reported once, for its links.
+    let by_links: HashSet<ChunkId> = new_damage.iter().map(|(id, _)| *id).collect();
     for (id, why) in decoded {
-        if !decoded_ids.contains(&id) {
+        if !by_links.contains(&id) {
             new_damage.push((id, why));
         }
     }

@@ -294,11 +294,16 @@ impl<'r> ParentCursor<'r> {
                 }
             }
         }
+        // An inline list is loaded from the start (and, alone, never evicted).
+        let loaded = match parent {
+            Content::Chunks(_) => vec![0],
+            Content::Lists(_) => Vec::new(),
+        };
         ParentCursor {
             repo,
             index,
             segments,
-            loaded: Vec::new(),
+            loaded,
             shift: 0,
             total,
         }
@@ -346,29 +351,18 @@ impl<'r> ParentCursor<'r> {
     /// if the parent has it nearby, it re-anchors the alignment.
     pub fn known(&mut self, id: &ChunkId, off: u64) {
         let guess = self.predicted(off).min(self.total.saturating_sub(1));
-        let Some(i) = self.segment_at(guess) else {
-            return;
-        };
-        if !self.ensure(i) {
-            return;
+        if let Some(i) = self.segment_at(guess) {
+            // Loading the segment at the guess keeps the window moving along.
+            self.ensure(i);
         }
-        for &s in &self.loaded.clone() {
+        let found = self.loaded.iter().find_map(|&s| {
             let seg = &self.segments[s];
-            if let (Some(&k), Some(chunks)) = (seg.by_id.get(&short(id)), seg.chunks.as_ref()) {
-                let (at, c) = chunks[k as usize];
-                if c.id == *id {
-                    self.shift = at as i64 - off as i64;
-                    return;
-                }
-            }
-        }
-        if let Some(chunks) = self.segments[i].chunks.as_ref() {
-            if let Some(&k) = self.segments[i].by_id.get(&short(id)) {
-                let (at, c) = chunks[k as usize];
-                if c.id == *id {
-                    self.shift = at as i64 - off as i64;
-                }
-            }
+            let k = *seg.by_id.get(&short(id))?;
+            let (at, c) = seg.chunks.as_ref()?[k as usize];
+            (c.id == *id).then_some(at)
+        });
+        if let Some(at) = found {
+            self.shift = at as i64 - off as i64;
         }
     }
 
@@ -379,12 +373,17 @@ impl<'r> ParentCursor<'r> {
         let mut best: Option<(u64, u64, ChunkRef)> = None; // (overlap, parent offset, ref)
         let mut at = start;
         while at < end {
-            let i = self.segment_at(at)?;
+            // Past the parent's end, or a chunk list that cannot be read: use what was found.
+            let Some(i) = self.segment_at(at) else {
+                break;
+            };
             if !self.ensure(i) {
-                return None;
+                break;
             }
             let seg = &self.segments[i];
-            let chunks = seg.chunks.as_ref()?;
+            let Some(chunks) = seg.chunks.as_ref() else {
+                break;
+            };
             let mut k = chunks.partition_point(|(o, c)| o + c.len as u64 <= at);
             while k < chunks.len() && chunks[k].0 < end {
                 let (o, c) = chunks[k];
@@ -431,6 +430,47 @@ mod tests {
             assert_eq!(steps, g.count_ones());
             assert!(steps <= 5);
         }
+    }
+
+    #[test]
+    fn cursor_follows_the_parent_version_through_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::repo::InitOptions {
+            kdf: crate::keyfile::KdfParams {
+                m_kib: 8192,
+                t: 1,
+                p: 1,
+            },
+            ..Default::default()
+        };
+        let open = crate::repo::OpenOptions {
+            cache_dir: Some(dir.path().join("cache")),
+        };
+        let pw = crate::crypto::Password::new(b"pw".to_vec());
+        let repo = Repository::init(&dir.path().join("r"), &pw, &opts, &open).unwrap();
+        let index = repo.index().unwrap();
+        let id = |b: u8| ChunkId([b; 32]);
+        let r = |b: u8, len: u32| ChunkRef { id: id(b), len };
+        // The parent: A B C D E, 100 bytes each.
+        let parent = Content::Chunks(vec![r(1, 100), r(2, 100), r(3, 100), r(4, 100), r(5, 100)]);
+        let mut c = ParentCursor::new(&repo, &index, &parent);
+        // A changed in place; B unchanged.
+        assert_eq!(c.previous(0, 100), Some(id(1)));
+        c.known(&id(2), 100);
+        // C grew by 10 bytes: still C, and D is expected 10 bytes later.
+        assert_eq!(c.previous(200, 110), Some(id(3)));
+        assert_eq!(c.previous(310, 100), Some(id(4)));
+        // 30 bytes inserted into E: the cut points no longer agree, so the
+        // alignment stays as it was.
+        assert_eq!(c.previous(410, 130), Some(id(5)));
+        assert_eq!(c.shift, -10);
+        // A chunk that the parent covers less than half of gets no base.
+        assert_eq!(c.previous(300, 250), None);
+        // Beyond the parent's end there is nothing to compare with.
+        assert_eq!(c.previous(540, 100), None);
+        // An unchanged chunk re-anchors the alignment.
+        c.known(&id(2), 0);
+        assert_eq!(c.shift, 100);
     }
 
     #[test]
