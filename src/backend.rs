@@ -32,6 +32,8 @@ pub enum FileKind {
 }
 
 impl FileKind {
+    /// Every kind, in dependency order: a file refers only to kinds before it
+    /// (mirrors copy in this order).
     pub const ALL: [FileKind; 6] = [
         FileKind::Config,
         FileKind::Key,

@@ -36,15 +36,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// The order in which files are copied: what a file refers to is always there before it.
-pub const COPY_ORDER: [FileKind; 6] = [
-    FileKind::Config,
-    FileKind::Key,
-    FileKind::Pack,
-    FileKind::Index,
-    FileKind::Snapshot,
-    FileKind::Prune,
-];
+/// The order in which files are copied: what a file refers to is always there
+/// before it, which is the order of [`FileKind::ALL`].
+pub const COPY_ORDER: [FileKind; 6] = FileKind::ALL;
 
 /// The grace period when `--delete-after` is not given: 30 days.
 pub const DEFAULT_DELETE_AFTER_SECS: i64 = 30 * 86400;

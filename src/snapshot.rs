@@ -848,17 +848,13 @@ fn store_content<R: Read>(
             progress.bytes(new.len() as u64);
             for (chunk, id) in chunks.iter().zip(ids) {
                 let len = chunk.len() as u32;
-                let plan = match cursor.as_deref_mut() {
-                    Some(c) if store.has(&id) => {
-                        c.known(&id, off);
-                        None
-                    }
-                    Some(c) => c
-                        .previous(off, len)
-                        .and_then(|prev| crate::delta::plan(index, &prev)),
-                    None => None,
-                };
-                store.add_delta(BlobKind::Data, id, chunk, plan)?;
+                let new = store.add_delta(BlobKind::Data, id, chunk, || {
+                    let prev = cursor.as_deref_mut()?.previous(off, len)?;
+                    crate::delta::plan(index, &prev)
+                })?;
+                if let (false, Some(c)) = (new, cursor.as_deref_mut()) {
+                    c.known(&id, off);
+                }
                 off += len as u64;
                 builder.push(
                     store,

@@ -108,20 +108,22 @@ impl<'r> BlobStore<'r> {
     }
 
     pub fn add_with_id(&mut self, kind: BlobKind, id: ChunkId, data: &[u8]) -> Result<bool> {
-        self.add_delta(kind, id, data, None)
+        self.add_delta(kind, id, data, || None)
     }
 
-    /// Stores a blob unless present; a new data chunk is tried as a delta against `delta`'s base.
+    /// Stores a blob unless present; a new data chunk is tried as a delta
+    /// against the base `delta` names (asked for only when the blob is new).
     pub fn add_delta(
         &mut self,
         kind: BlobKind,
         id: ChunkId,
         data: &[u8],
-        delta: Option<DeltaPlan>,
+        delta: impl FnOnce() -> Option<DeltaPlan>,
     ) -> Result<bool> {
         if self.has(&id) {
             return Ok(false);
         }
+        let delta = delta();
         self.added.insert(id);
         self.blobs_new += 1;
         self.bytes_new += data.len() as u64;
