@@ -135,6 +135,7 @@ impl Chunker {
     ) -> Result<u64> {
         self.for_each_batch(
             reader,
+            None,
             |new, chunks| {
                 on_read(new);
                 chunks.iter().try_for_each(|c| f(c))
@@ -147,15 +148,22 @@ impl Chunker {
     /// maximum chunk). After each refill it calls `f(new_bytes, chunks)`: the
     /// bytes just read, in stream order, and every chunk that can be cut before
     /// the next refill. Callers hash and process a batch in parallel.
+    ///
+    /// `size_hint` (a file's size from `stat`) only sizes the first buffer, so
+    /// that a small file does not cost a 4 MiB allocation; a file that grew
+    /// while being read still gets the full buffer.
     pub fn for_each_batch<R: Read>(
         &self,
         mut reader: R,
+        size_hint: Option<u64>,
         mut f: impl FnMut(&[u8], &[&[u8]]) -> Result<()>,
         mut read_err: impl FnMut(std::io::Error) -> Error,
     ) -> Result<u64> {
         let max = self.profile.max as usize;
         let cap = (4 * 1024 * 1024).max(max * 2);
-        let mut buf = vec![0u8; cap];
+        // One byte past the hint, so that the end of the file is seen without a refill.
+        let first = size_hint.map_or(cap, |n| (n as usize).saturating_add(1).clamp(4096, cap));
+        let mut buf = vec![0u8; first];
         let (mut start, mut end) = (0usize, 0usize);
         let mut eof = false;
         let mut total = 0u64;
@@ -165,6 +173,9 @@ impl Chunker {
             end -= start;
             let new_from = end;
             while !eof && end < cap {
+                if end == buf.len() {
+                    buf.resize(cap, 0);
+                }
                 crate::interrupt::check()?;
                 match reader.read(&mut buf[end..]) {
                     Ok(0) => eof = true,

@@ -2,6 +2,11 @@
 
 /// Receives progress events; every method has a do-nothing default.
 pub trait Progress: Send + Sync {
+    /// Whether anything is shown: when not, the engine skips work done only
+    /// for the display (the background scan for totals, path strings).
+    fn shown(&self) -> bool {
+        false
+    }
     /// The expected totals, once known (may arrive late, from a background scan).
     fn set_total(&self, _bytes: u64, _files: u64) {}
     /// Bytes of file or stream content processed (read, or reused from the parent).

@@ -318,10 +318,7 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
     let decisions = decide(&snaps, opts)?;
     let forget: HashSet<SnapshotId> = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
     // Packs no index lists (left by an interrupted run) must be counted too.
-    let mut index = repo.index()?;
-    if repo.adopt_orphan_packs(&index)? > 0 {
-        index = repo.index()?;
-    }
+    let index = repo.index_adopting_orphans()?;
     let damaged = repo.take_warnings();
     if !damaged.is_empty() {
         return Err(Error::damaged(

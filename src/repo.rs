@@ -364,17 +364,35 @@ impl Repository {
 
     /// The merged index of all present index files.
     pub fn index(&self) -> Result<Index> {
+        self.index_of(&self.list_packs()?)
+    }
+
+    /// The index, after adopting the packs an interrupted run left unindexed
+    /// (see `adopt_orphans`); the packs are listed once.
+    pub fn index_adopting_orphans(&self) -> Result<Index> {
+        let present = self.list_packs()?;
+        let index = self.index_of(&present)?;
+        match self.adopt_orphans(&index, &present)? {
+            0 => Ok(index),
+            _ => self.index_of(&present),
+        }
+    }
+
+    fn list_packs(&self) -> Result<HashMap<PackId, u64>> {
+        Ok(self
+            .backend
+            .list(FileKind::Pack)?
+            .into_iter()
+            .filter_map(|(n, s)| Some((PackId::from_hex(&n)?, s)))
+            .collect())
+    }
+
+    fn index_of(&self, present: &HashMap<PackId, u64>) -> Result<Index> {
         let ids: Vec<IndexId> = self
             .backend
             .list(FileKind::Index)?
             .into_iter()
             .filter_map(|(n, _)| IndexId::from_hex(&n))
-            .collect();
-        let present: HashMap<PackId, u64> = self
-            .backend
-            .list(FileKind::Pack)?
-            .into_iter()
-            .filter_map(|(n, s)| Some((PackId::from_hex(&n)?, s)))
             .collect();
         let path = crate::index::cache_path(&self.cache_dir, &self.config.repo_id);
         // A damaged index file contributes nothing; its packs become orphans
@@ -386,14 +404,14 @@ impl Repository {
             }
             r => r,
         };
-        match Index::open_or_build(&path, &ids, &present, &load) {
+        match Index::open_or_build(&path, &ids, present, &load) {
             Ok(i) => Ok(i),
             Err(e @ Error::Io { .. }) | Err(e @ Error::NoSpace { .. }) if open_fallback(&path) => {
                 // The cache directory is unusable: build a private one instead.
                 let _ = e;
                 let tmp =
                     std::env::temp_dir().join(format!("sopvault-index-{}", std::process::id()));
-                let r = Index::open_or_build(&tmp.join("index.cache"), &ids, &present, &load);
+                let r = Index::open_or_build(&tmp.join("index.cache"), &ids, present, &load);
                 let _ = std::fs::remove_dir_all(&tmp);
                 r
             }
@@ -405,17 +423,18 @@ impl Repository {
     /// interrupted run. Reads their footers and writes one index file for
     /// them, so their blobs are reused instead of stored again. Returns how
     /// many packs were adopted; damaged ones are left for `check` to report.
-    pub fn adopt_orphan_packs(&self, index: &Index) -> Result<usize> {
+    fn adopt_orphans(&self, index: &Index, present: &HashMap<PackId, u64>) -> Result<usize> {
         let listed: std::collections::HashSet<PackId> =
             index.packs().iter().map(|(p, _)| *p).collect();
         let mut file = IndexFile::default();
-        for (name, size) in self.backend.list(FileKind::Pack)? {
-            let Some(pack) = PackId::from_hex(&name) else {
-                continue;
-            };
-            if listed.contains(&pack) {
-                continue;
-            }
+        let mut orphans: Vec<(PackId, u64)> = present
+            .iter()
+            .filter(|(p, _)| !listed.contains(p))
+            .map(|(p, s)| (*p, *s))
+            .collect();
+        // In name order, as a listing gives them: the adopted index file is deterministic.
+        orphans.sort();
+        for (pack, size) in orphans {
             let Ok(blobs) = self.read_pack_footer(&pack, size) else {
                 continue;
             };

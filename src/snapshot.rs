@@ -230,7 +230,7 @@ pub fn run(
 ) -> Result<SnapshotOutcome> {
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        if !opts.paths.is_empty() {
+        if !opts.paths.is_empty() && progress.shown() {
             let paths: Vec<PathBuf> = opts.paths.iter().filter_map(|p| absolute(p).ok()).collect();
             let stop = &stop;
             scope.spawn(move || scan(&paths, opts.one_file_system, progress, stop));
@@ -305,10 +305,7 @@ fn run_inner(
         .filter(|(_, s)| s.source == opts.source)
         .max_by_key(|(_, s)| s.time.at)
         .cloned();
-    let mut index = repo.index()?;
-    if repo.adopt_orphan_packs(&index)? > 0 {
-        index = repo.index()?;
-    }
+    let index = repo.index_adopting_orphans()?;
     let (name_excludes, path_excludes) = build_globs(&opts.excludes)?;
     let mut a = Archiver {
         repo,
@@ -538,7 +535,9 @@ impl Archiver<'_, '_> {
         let root_dev = root_dev.unwrap_or(md.dev());
         match node.kind {
             NodeKind::File { .. } => {
-                self.progress.current(&path.display().to_string());
+                if self.progress.shown() {
+                    self.progress.current(&path.display().to_string());
+                }
                 match self.file_content(path, &md, parent) {
                     Ok((size, content)) => node.kind = NodeKind::File { size, content },
                     Err(e @ Error::Interrupted) | Err(e @ Error::NoSpace { .. }) => return Err(e),
@@ -668,8 +667,11 @@ impl Archiver<'_, '_> {
             &self.chunker,
             &mut self.store,
             self.progress,
-            file,
-            None,
+            Input {
+                reader: file,
+                size_hint: Some(md.len()),
+                sha: None,
+            },
             cursor.as_mut(),
             |e| Error::io(path, e),
         )?;
@@ -741,8 +743,11 @@ impl Archiver<'_, '_> {
                 chunker,
                 store,
                 progress,
-                reader,
-                Some(&mut sha),
+                Input {
+                    reader,
+                    size_hint: None,
+                    sha: Some(&mut sha),
+                },
                 cursor.as_mut(),
                 |e| fail(format!("reading its input failed: {e}")),
             );
@@ -819,6 +824,14 @@ impl Archiver<'_, '_> {
     }
 }
 
+/// What [`store_content`] reads: a file (with its size from `stat`) or a
+/// stream (with the hash of every byte).
+struct Input<'s, R> {
+    reader: R,
+    size_hint: Option<u64>,
+    sha: Option<&'s mut sha2::Sha256>,
+}
+
 /// Chunks a reader into the store. Per batch of chunks, the keyed ids (and
 /// the stream's SHA-256, when asked for) are computed in parallel; storing
 /// stays in input order, so output is deterministic. With a cursor over the
@@ -827,18 +840,23 @@ fn store_content<R: Read>(
     chunker: &Chunker,
     store: &mut BlobStore<'_>,
     progress: &dyn Progress,
-    reader: R,
-    mut sha: Option<&mut sha2::Sha256>,
+    input: Input<'_, R>,
     mut cursor: Option<&mut ParentCursor<'_>>,
     read_err: impl FnMut(std::io::Error) -> Error,
 ) -> Result<(u64, Content)> {
     use rayon::prelude::*;
+    let Input {
+        reader,
+        size_hint,
+        mut sha,
+    } = input;
     let key = store.key();
     let index = store.index();
     let mut builder = ContentBuilder::new();
     let mut off = 0u64;
     let read = chunker.for_each_batch(
         reader,
+        size_hint,
         |new, chunks| {
             let ids = || -> Vec<ChunkId> { chunks.par_iter().map(|c| key.chunk_id(c)).collect() };
             let ids = match sha.as_deref_mut() {

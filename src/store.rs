@@ -21,7 +21,7 @@ use crossbeam_channel::{bounded, Sender};
 use std::collections::HashSet;
 use std::thread::JoinHandle;
 
-const BATCH_BYTES: usize = 4 * 1024 * 1024;
+const BATCH_BYTES: usize = 1024 * 1024;
 const BATCH_BLOBS: usize = 256;
 /// Write an index file after this many packs, so an interrupted run's packs are reused.
 const PACKS_PER_INDEX: usize = 8;

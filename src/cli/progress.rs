@@ -48,6 +48,9 @@ impl Bar {
 }
 
 impl sopvault::progress::Progress for Bar {
+    fn shown(&self) -> bool {
+        self.bar.is_some()
+    }
     fn set_total(&self, bytes: u64, _files: u64) {
         if let Some(b) = &self.bar {
             b.set_length(bytes);
