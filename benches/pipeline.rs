@@ -396,7 +396,7 @@ fn snapshot_options(source: &str, path: &Path) -> SnapshotOptions {
 }
 
 fn snap(repo: &Repository, source: &str, path: &Path) -> snapshot::SnapshotOutcome {
-    snapshot::run(repo, &snapshot_options(source, path), &NoProgress).expect("snapshot")
+    snapshot::run(repo, &snapshot_options(source, path), &NoProgress, None).expect("snapshot")
 }
 
 struct Fixture {
@@ -521,7 +521,7 @@ fn time_snapshots(
         let dir = fx.scratch();
         let repo = prepare(dir.path());
         let t = Instant::now();
-        let out = snapshot::run(&repo, &opts, &NoProgress).expect("snapshot");
+        let out = snapshot::run(&repo, &opts, &NoProgress, None).expect("snapshot");
         total += t.elapsed();
         black_box(out);
         drop(repo);

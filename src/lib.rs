@@ -55,6 +55,7 @@ pub mod store;
 pub mod sysinfo;
 pub mod tree;
 pub mod vfs;
+pub mod walk;
 
 pub use error::{Error, ErrorKind, Result};
 pub use repo::Repository;

@@ -1,9 +1,10 @@
 //! `snapshot`: walk paths and read dump streams into one snapshot.
 //!
 //! ```text
-//! streams (in the order given) ─┐
-//! paths → walk → lstat/xattrs ──┼→ chunk → id → BlobStore (dedup, seal, pack, index)
-//!          parent tree lookup ──┘      refs → ContentBuilder → File node
+//! streams (in the order given) ──────┐
+//! paths → walk.rs: listings, lstat, ─┼→ chunk → id → BlobStore (dedup, seal, pack, index)
+//!   xattrs (read ahead, during KDF)  │      refs → ContentBuilder → File node
+//!          parent tree lookup ───────┘
 //! nodes → Tree per directory → BlobStore → root tree → manifest (written last)
 //! ```
 //! Each stream becomes a file named after it at the snapshot's root; each path
@@ -27,7 +28,7 @@ use crate::store::{BlobStore, StoreStats};
 use crate::tree::{
     ChunkList, ChunkRef, Content, ListRef, Node, NodeKind, Tree, INLINE_CHUNKS, LIST_CHUNKS,
 };
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use crate::walk::{self, Excludes, Prescan};
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -131,6 +132,58 @@ pub fn human_name(
     }
 }
 
+/// The repository directory as the walk compares paths with it (it is never backed up).
+fn repo_root_of(repo: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(repo).ok()
+}
+
+/// The given paths as a tree of the directories that lead to them.
+fn path_tree(paths: &[PathBuf]) -> Result<BTreeMap<Vec<u8>, VNode>> {
+    let mut root = BTreeMap::new();
+    for p in paths {
+        insert_path(&mut root, &absolute(p)?);
+    }
+    Ok(root)
+}
+
+/// The backed-up paths in the order the archiver visits them (`/` when the
+/// whole root is backed up): the roots of the walk.
+fn listed_roots(root: &BTreeMap<Vec<u8>, VNode>) -> Vec<PathBuf> {
+    fn visit(map: &BTreeMap<Vec<u8>, VNode>, dir: &Path, out: &mut Vec<PathBuf>) {
+        if let Some(VNode::Real) = map.get(&Vec::new()) {
+            out.push(dir.to_path_buf());
+            return;
+        }
+        for (name, child) in map {
+            let path = dir.join(std::ffi::OsStr::from_bytes(name));
+            match child {
+                VNode::Real => out.push(path),
+                VNode::Virtual(m) => visit(m, &path, out),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    visit(root, Path::new("/"), &mut out);
+    out
+}
+
+/// Starts reading the directories `opts` backs up into the repository at
+/// `repo` (a directory or an `s3://` URL), before the repository is even
+/// opened; `run` takes the result. `None` when there is nothing to walk or
+/// the options are invalid (`run` reports that).
+pub fn prescan(opts: &SnapshotOptions, repo: &Path) -> Option<Prescan> {
+    if opts.paths.is_empty() {
+        return None;
+    }
+    let root = path_tree(&opts.paths).ok()?;
+    let excludes = Excludes::new(&opts.excludes, repo_root_of(repo)).ok()?;
+    Some(Prescan::start(
+        listed_roots(&root),
+        excludes,
+        opts.one_file_system,
+    ))
+}
+
 enum VNode {
     Real,
     Virtual(BTreeMap<Vec<u8>, VNode>),
@@ -186,40 +239,14 @@ struct Archiver<'a, 'r> {
     chunker: Chunker,
     progress: &'a dyn Progress,
     names: NameCache,
-    name_excludes: GlobSet,
-    path_excludes: GlobSet,
+    excludes: Excludes,
+    /// Directory listings read ahead; dropped at the first surprise.
+    prescan: Option<Prescan>,
     one_file_system: bool,
     force: bool,
     delta: bool,
     summary: Summary,
     hardlinks: HashMap<(u64, u64), (u64, Content)>,
-    repo_root: Option<PathBuf>,
-}
-
-fn build_globs(patterns: &[String]) -> Result<(GlobSet, GlobSet)> {
-    let mut names = GlobSetBuilder::new();
-    let mut paths = GlobSetBuilder::new();
-    for p in patterns {
-        let p = p.trim();
-        if p.is_empty() || p.starts_with('#') {
-            continue;
-        }
-        let glob = GlobBuilder::new(p.trim_end_matches('/'))
-            .literal_separator(true)
-            .backslash_escape(true)
-            .build()
-            .map_err(|e| Error::Usage(format!("invalid exclude pattern {p:?}: {e}")))?;
-        if p.trim_end_matches('/').contains('/') {
-            paths.add(glob);
-        } else {
-            names.add(glob);
-        }
-    }
-    let built = |b: GlobSetBuilder| {
-        b.build()
-            .map_err(|e| Error::Usage(format!("invalid exclude patterns: {e}")))
-    };
-    Ok((built(names)?, built(paths)?))
 }
 
 /// Takes a snapshot. The manifest is written only if every stream succeeded.
@@ -227,6 +254,7 @@ pub fn run(
     repo: &Repository,
     opts: &SnapshotOptions,
     progress: &dyn Progress,
+    prescan: Option<Prescan>,
 ) -> Result<SnapshotOutcome> {
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -235,7 +263,7 @@ pub fn run(
             let stop = &stop;
             scope.spawn(move || scan(&paths, opts.one_file_system, progress, stop));
         }
-        let r = run_inner(repo, opts, progress);
+        let r = run_inner(repo, opts, progress, prescan);
         stop.store(true, Ordering::Relaxed);
         r
     })
@@ -245,6 +273,7 @@ fn run_inner(
     repo: &Repository,
     opts: &SnapshotOptions,
     progress: &dyn Progress,
+    prescan: Option<Prescan>,
 ) -> Result<SnapshotOutcome> {
     let started = Instant::now();
     validate_name("source", &opts.source)?;
@@ -306,7 +335,9 @@ fn run_inner(
         .max_by_key(|(_, s)| s.time.at)
         .cloned();
     let index = repo.index_adopting_orphans()?;
-    let (name_excludes, path_excludes) = build_globs(&opts.excludes)?;
+    let excludes = Excludes::new(&opts.excludes, repo_root_of(repo.root()))?;
+    let prescan =
+        prescan.filter(|p| p.matches(&listed_roots(&root), opts.one_file_system, &excludes));
     let mut a = Archiver {
         repo,
         index: &index,
@@ -314,8 +345,8 @@ fn run_inner(
         chunker: repo.chunker(),
         progress,
         names: NameCache::default(),
-        name_excludes,
-        path_excludes,
+        excludes,
+        prescan,
         one_file_system: opts.one_file_system,
         force: opts.force,
         // Only a repository that announces the delta codec gets deltas, so
@@ -328,7 +359,6 @@ fn run_inner(
                 .any(|f| f == crate::config::FEATURE_DELTA),
         summary: Summary::default(),
         hardlinks: HashMap::new(),
-        repo_root: std::fs::canonicalize(repo.root()).ok(),
     };
     let parent_root = match &parent {
         Some((_, p)) if !opts.force => a.repo.load_tree(a.index, &p.root, "/").ok(),
@@ -483,7 +513,7 @@ impl Archiver<'_, '_> {
             let pnode = parent.and_then(|t| t.find(&name));
             match child {
                 VNode::Real => {
-                    if let Some(n) = self.path_node(&path, &name, pnode, None)? {
+                    if let Some(n) = self.path_node(&path, &name, pnode, None, None)? {
                         tree.insert(n);
                     }
                 }
@@ -509,26 +539,25 @@ impl Archiver<'_, '_> {
         Ok(tree)
     }
 
-    /// The node for one real path (and everything below it); `None` when skipped.
+    /// The node for one real path (and everything below it); `None` when
+    /// skipped. `stat` is its `lstat` and node when a listing already read them.
     fn path_node(
         &mut self,
         path: &Path,
         name: &[u8],
         parent: Option<&Node>,
         root_dev: Option<u64>,
+        stat: Option<std::result::Result<(std::fs::Metadata, Node), String>>,
     ) -> Result<Option<Node>> {
         crate::interrupt::check()?;
-        let md = match std::fs::symlink_metadata(path) {
-            Ok(md) => md,
-            Err(e) => {
-                self.error(format!("{}: {e}", path.display()));
-                return Ok(None);
-            }
+        let stat = match stat {
+            Some(s) => s,
+            None => walk::stat_entry(path, name, &mut self.names),
         };
-        let mut node = match fsmeta::read_node(path, name, &md, &mut self.names) {
-            Ok(n) => n,
+        let (md, mut node) = match stat {
+            Ok(s) => s,
             Err(e) => {
-                self.error(e.to_string());
+                self.error(e);
                 return Ok(None);
             }
         };
@@ -570,44 +599,30 @@ impl Archiver<'_, '_> {
         Ok(Some(node))
     }
 
-    fn excluded(&self, path: &Path, name: &[u8]) -> bool {
-        if self.repo_root.as_deref() == Some(path) {
-            return true;
-        }
-        self.name_excludes
-            .is_match(std::ffi::OsStr::from_bytes(name))
-            || self.path_excludes.is_match(path)
-    }
-
     fn dir_tree(
         &mut self,
         dir: &Path,
         parent: Option<&Tree>,
         root_dev: Option<u64>,
     ) -> Result<Tree> {
-        let rd = match std::fs::read_dir(dir) {
-            Ok(rd) => rd,
-            Err(e) => {
-                self.error(format!("{}: cannot list directory: {e}", dir.display()));
-                return Ok(Tree::default());
+        let listing = match self.prescan.as_mut().map(|p| p.take(dir)) {
+            Some(Some(l)) => l,
+            Some(None) => {
+                // The tree changed under the prescan: list directly from now on.
+                self.prescan = None;
+                walk::list_dir(dir, &self.excludes, &mut self.names)
             }
+            None => walk::list_dir(dir, &self.excludes, &mut self.names),
         };
-        let mut names: Vec<Vec<u8>> = Vec::new();
-        for e in rd {
-            match e {
-                Ok(e) => names.push(e.file_name().as_bytes().to_vec()),
-                Err(e) => self.error(format!("{}: cannot list directory: {e}", dir.display())),
-            }
+        for e in listing.errors {
+            self.error(e);
         }
-        names.sort();
         let mut tree = Tree::default();
-        for name in names {
-            let path = dir.join(std::ffi::OsStr::from_bytes(&name));
-            if self.excluded(&path, &name) {
-                continue;
-            }
-            let pnode = parent.and_then(|t| t.find(&name));
-            if let Some(n) = self.path_node(&path, &name, pnode, root_dev)? {
+        for entry in listing.entries {
+            let pnode = parent.and_then(|t| t.find(&entry.name));
+            if let Some(n) =
+                self.path_node(&entry.path, &entry.name, pnode, root_dev, Some(entry.stat))?
+            {
                 tree.nodes.push(n);
             }
         }

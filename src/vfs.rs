@@ -1146,7 +1146,7 @@ mod tests {
             paths: vec![src.clone()],
             ..Default::default()
         };
-        crate::snapshot::run(&repo, &opts, &crate::progress::NoProgress).unwrap();
+        crate::snapshot::run(&repo, &opts, &crate::progress::NoProgress, None).unwrap();
         (repo, src, big)
     }
 

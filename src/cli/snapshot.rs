@@ -98,10 +98,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         no_delta: args.no_delta,
     };
     sopvault::snapshot::validate_name("source", &opts.source)?;
+    // Directories are read while the passphrase's key is being derived.
+    let prescan = sopvault::snapshot::prescan(&opts, &ctx.repo_path()?);
     let repo = ctx.open()?;
     let _lock = ctx.lock(&repo, false, "snapshot")?;
     let bar = super::progress::Bar::new(!ctx.quiet && !args.json);
-    let out = sopvault::snapshot::run(&repo, &opts, &bar);
+    let out = sopvault::snapshot::run(&repo, &opts, &bar, prescan);
     bar.finish();
     ctx.print_warnings(&repo);
     let out = out?;
