@@ -4,7 +4,7 @@
 //! the repository id `20 21 .. 3f`, fixed nonces and salts, and a 1 MiB input
 //! that is the BLAKE3 XOF of a fixed string. The expected values are frozen
 //! here and copied into `format-spec.md`; a change in any pinned dependency
-//! (fastcdc, blake3, chacha20poly1305, argon2, postcard, sha2) or in the
+//! (fastcdc, blake3, chacha20poly1305, argon2-rust, postcard, sha2) or in the
 //! layouts shows up as a failure naming the vector.
 //!
 //! After a deliberate format change, print the new values with
