@@ -7,6 +7,7 @@
 #   2. the WordPress tree of each day, staged at one stable path (rsync -a --delete, not timed) and backed up;
 #   3. restore of the last dump and the last tree, verified byte for byte against the corpus (cmp, diff -r);
 #   4. a full data check (bupstash has none: n/a);
+#   plus FIRST_EXTRA (default 2) more first snapshots of day 1 into scratch repositories, for a median;
 #   plus the passphrase KDF: a listing command on an empty twin of the repository, 3 times at the start and
 #   once a day in the rotation; the median is the KDF row.
 # Within a day the tools take turns, the order rotating by day, so background load and cache effects spread
@@ -276,7 +277,7 @@ tool_dump() {  # TOOL DAY PHASE FILE BYTES
       borg create --compression "$BORG_COMPRESSION" --stdin-name db.sql "::db-$nn" - ;;
     bupstash)
       step "$t" "$phase" "$day" "$bytes" "$f" "$WORK/logs/bupstash.id" -- \
-        "$BUPSTASH" put -q --send-log "$WORK/cache/bupstash-db.sendlog" name=db.sql -
+        "$BUPSTASH" put -q --send-log "${BUP_SENDLOG_DIR:-$WORK/cache}/bupstash-db.sendlog" name=db.sql -
       BUP_DB_ID=$(tr -d '[:space:]' <"$WORK/logs/bupstash.id")
       [ -n "$BUP_DB_ID" ] || die "bupstash: put (dump day $day) printed no id" ;;
     # rustic reuses the parent of a stdin backup unless --force (it would store nothing new).
@@ -384,8 +385,39 @@ print("Argon2id m=%s KiB t=%s p=%s" % (a["m_kib"], a["t"], a["p"]))' 2>/dev/null
   meta note "sopvault: the binary's defaults (init without options: zstd level ${zlevel:-?}; $kdf), built at the start of the run and copied to WORK/bin"
 fi
 
-# ---------- the days ----------
+# ---------- first dump: extra samples ----------
+# A first snapshot is one noisy sample on a shared machine, so each tool also snapshots day 1 into FIRST_EXTRA
+# scratch repositories of its own (created untimed, deleted after; tools taking turns); the first-dump row is
+# the median over these samples and the day-1 snapshot of the series (phase dump1x; not in the totals).
+FIRST_EXTRA=${FIRST_EXTRA:-2}
+first_dump_sample() {  # TOOL
+  local t=$1 scratch=$WORK/scratch-$1 f bytes
+  f=$(dump_file 1)
+  bytes=$(stat -c %s "$f")
+  rm -rf -- "$scratch" "$scratch.cache"
+  mkdir -p -- "$scratch.cache"
+  (
+    export SOPVAULT_REPO=$scratch RESTIC_REPOSITORY=$scratch BORG_REPO=$scratch BUPSTASH_REPOSITORY=$scratch \
+      RUSTIC_REPOSITORY=$scratch BUPSTASH_QUERY_CACHE=$scratch.cache/query.sqlite3 BUP_SENDLOG_DIR=$scratch.cache
+    case $t in
+      sopvault) "$SV" init ;;
+      restic) restic init ;;
+      borg) borg init --encryption repokey-blake2 ;;
+      bupstash) "$BUPSTASH" init ;;
+      rustic) rustic init ;;
+    esac >>"$WORK/logs/$t.log" 2>&1 || die "$t: init of a scratch repository failed"
+    cat "$f" >/dev/null
+    tool_dump "$t" 1 dump1x "$f" "$bytes"
+    log "first dump, extra sample: $(printf '%-9s' "$t") $(printf '%7.2f' "$LAST_WALL") s  $(mbps "$bytes" "$LAST_WALL")"
+  )
+  rm -rf -- "$scratch" "$scratch.cache"
+}
 NT=${#TOOLS[@]}
+for ((r = 0; r < FIRST_EXTRA; r++)); do
+  for ((i = 0; i < NT; i++)); do first_dump_sample "${TOOLS[$(((r + i) % NT))]}"; done
+done
+
+# ---------- the days ----------
 DUMP_TOTAL=0
 WEB_TOTAL=0
 for ((d = 1; d <= DAYS; d++)); do
