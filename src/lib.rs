@@ -15,6 +15,7 @@
 //! - [`lock`] — shared and exclusive repository locks.
 //! - [`repo`] — owns keys, backend and config; reads blobs, trees, snapshots.
 //! - [`store`] — the write side: dedup, parallel sealing, packs, index files.
+//! - [`walk`] — directory listings, `lstat` and xattrs for a snapshot, read ahead on a thread.
 //! - [`retention`] — the retention policy, a pure function.
 //! - [`snapshot`], [`restore`], [`check`], [`prune`], [`mirror`] — orchestration of the commands.
 //! - [`vfs`] — a read-only view of every snapshot (the FUSE adapter lives in the binary).
