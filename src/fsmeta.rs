@@ -43,12 +43,21 @@ impl NameCache {
 }
 
 /// A node for `path` with everything but the file content or subtree filled in.
+///
+/// `previous` is the same path's node in the parent snapshot. When its inode,
+/// mtime and ctime (and a file's size) are what `md` says, nothing about the
+/// entry changed since: setting an xattr or replacing a symlink changes the
+/// ctime or the inode. Its xattrs and symlink target are then taken over
+/// instead of read again, the rule that already decides that an unchanged
+/// file is not read.
 pub fn read_node(
     path: &Path,
     name: &[u8],
     md: &std::fs::Metadata,
     names: &mut NameCache,
+    previous: Option<&Node>,
 ) -> Result<Node> {
+    let previous = previous.filter(|p| unchanged(p, md));
     let ft = md.file_type();
     use std::os::unix::fs::FileTypeExt;
     let kind = if ft.is_file() {
@@ -61,10 +70,15 @@ pub fn read_node(
             tree: Default::default(),
         }
     } else if ft.is_symlink() {
-        let t = std::fs::read_link(path).map_err(|e| Error::io(path, e))?;
-        NodeKind::Symlink {
-            target: t.as_os_str().as_bytes().to_vec(),
-        }
+        let target = match previous.map(|p| &p.kind) {
+            Some(NodeKind::Symlink { target }) => target.clone(),
+            _ => std::fs::read_link(path)
+                .map_err(|e| Error::io(path, e))?
+                .as_os_str()
+                .as_bytes()
+                .to_vec(),
+        };
+        NodeKind::Symlink { target }
     } else if ft.is_fifo() {
         NodeKind::Fifo
     } else if ft.is_char_device() {
@@ -93,8 +107,32 @@ pub fn read_node(
         inode: md.ino(),
         device: md.dev(),
         links: md.nlink(),
-        xattrs: read_xattrs(path),
+        xattrs: match previous {
+            Some(p) => p.xattrs.clone(),
+            None => read_xattrs(path),
+        },
     })
+}
+
+/// Whether `md` describes the entry `node` recorded, unchanged.
+fn unchanged(node: &Node, md: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = md.file_type();
+    let same_kind = match &node.kind {
+        NodeKind::File { size, .. } => ft.is_file() && *size == md.len(),
+        NodeKind::Dir { .. } => ft.is_dir(),
+        NodeKind::Symlink { .. } => ft.is_symlink(),
+        NodeKind::Fifo => ft.is_fifo(),
+        NodeKind::CharDevice { .. } => ft.is_char_device(),
+        NodeKind::BlockDevice { .. } => ft.is_block_device(),
+        NodeKind::Socket => ft.is_socket(),
+    };
+    same_kind
+        && node.inode == md.ino()
+        && node.mtime.sec == md.mtime()
+        && node.mtime.nsec == md.mtime_nsec() as u32
+        && node.ctime.sec == md.ctime()
+        && node.ctime.nsec == md.ctime_nsec() as u32
 }
 
 /// Extended attributes of `path` (not following symlinks); unsupported file systems give none.

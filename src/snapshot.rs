@@ -525,7 +525,8 @@ impl Archiver<'_, '_> {
                             continue;
                         }
                     };
-                    let mut node = fsmeta::read_node(&path, &name, &md, &mut self.names)?;
+                    let previous = pnode.filter(|_| !self.force);
+                    let mut node = fsmeta::read_node(&path, &name, &md, &mut self.names, previous)?;
                     let ptree = self.parent_subtree(pnode, &path);
                     let sub = self.virtual_dir(&path, m, ptree.as_ref())?;
                     node.kind = NodeKind::Dir {
@@ -540,24 +541,28 @@ impl Archiver<'_, '_> {
     }
 
     /// The node for one real path (and everything below it); `None` when
-    /// skipped. `stat` is its `lstat` and node when a listing already read them.
+    /// skipped. `stat` is its `lstat` when a listing already read it.
     fn path_node(
         &mut self,
         path: &Path,
         name: &[u8],
         parent: Option<&Node>,
         root_dev: Option<u64>,
-        stat: Option<std::result::Result<(std::fs::Metadata, Node), String>>,
+        stat: Option<std::result::Result<std::fs::Metadata, String>>,
     ) -> Result<Option<Node>> {
         crate::interrupt::check()?;
-        let stat = match stat {
-            Some(s) => s,
-            None => walk::stat_entry(path, name, &mut self.names),
-        };
-        let (md, mut node) = match stat {
-            Ok(s) => s,
+        let md = match stat.unwrap_or_else(|| walk::stat_entry(path)) {
+            Ok(md) => md,
             Err(e) => {
                 self.error(e);
+                return Ok(None);
+            }
+        };
+        let previous = parent.filter(|_| !self.force);
+        let mut node = match fsmeta::read_node(path, name, &md, &mut self.names, previous) {
+            Ok(n) => n,
+            Err(e) => {
+                self.error(e.to_string());
                 return Ok(None);
             }
         };
@@ -610,9 +615,9 @@ impl Archiver<'_, '_> {
             Some(None) => {
                 // The tree changed under the prescan: list directly from now on.
                 self.prescan = None;
-                walk::list_dir(dir, &self.excludes, &mut self.names)
+                walk::list_dir(dir, &self.excludes)
             }
-            None => walk::list_dir(dir, &self.excludes, &mut self.names),
+            None => walk::list_dir(dir, &self.excludes),
         };
         for e in listing.errors {
             self.error(e);

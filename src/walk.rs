@@ -1,7 +1,8 @@
 //! Reading directories and metadata for `snapshot`, optionally ahead of it.
 //!
-//! A daily snapshot of an unchanged tree spends its time in `getdents`,
-//! `lstat`, `readlink` and `llistxattr`, none of which needs the key.
+//! A daily snapshot of an unchanged tree spends its time in `getdents` and
+//! `lstat`, neither of which needs the key (xattrs and symlink targets of
+//! unchanged entries come from the parent snapshot: `fsmeta::read_node`).
 //! [`Prescan`] does them on a thread of its own, in exactly the order the
 //! archiver asks for directories (pre-order, names sorted, the same excludes
 //! and file-system boundaries), and hands over one [`Listing`] per directory
@@ -13,8 +14,6 @@
 //! prescan and lists directly from then on, with [`list_dir`] — the same code.
 
 use crate::error::{Error, Result};
-use crate::fsmeta::{self, NameCache};
-use crate::tree::{Node, NodeKind};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::os::unix::ffi::OsStrExt;
@@ -76,12 +75,13 @@ impl Excludes {
     }
 }
 
-/// One directory entry: its `lstat` and its node (all but content or
-/// subtree), or the message of why it could not be read.
+/// One directory entry: its `lstat`, or the message of why it failed. (Its
+/// xattrs are read by the archiver, and only when the parent snapshot's
+/// node does not already hold them: see `fsmeta::read_node`.)
 pub struct Entry {
     pub name: Vec<u8>,
     pub path: PathBuf,
-    pub stat: std::result::Result<(std::fs::Metadata, Node), String>,
+    pub stat: std::result::Result<std::fs::Metadata, String>,
 }
 
 /// One directory's entries, sorted by name, with excluded names left out.
@@ -92,19 +92,13 @@ pub struct Listing {
     pub errors: Vec<String>,
 }
 
-/// `lstat` and the node of one path.
-pub fn stat_entry(
-    path: &Path,
-    name: &[u8],
-    names: &mut NameCache,
-) -> std::result::Result<(std::fs::Metadata, Node), String> {
-    let md = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let node = fsmeta::read_node(path, name, &md, names).map_err(|e| e.to_string())?;
-    Ok((md, node))
+/// `lstat` of one path, with the message the archiver reports on failure.
+pub fn stat_entry(path: &Path) -> std::result::Result<std::fs::Metadata, String> {
+    std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Lists and stats one directory.
-pub fn list_dir(dir: &Path, excludes: &Excludes, names: &mut NameCache) -> Listing {
+pub fn list_dir(dir: &Path, excludes: &Excludes) -> Listing {
     let mut listing = Listing {
         dir: dir.to_path_buf(),
         entries: Vec::new(),
@@ -134,7 +128,7 @@ pub fn list_dir(dir: &Path, excludes: &Excludes, names: &mut NameCache) -> Listi
         if excludes.excluded(&path, &name) {
             continue;
         }
-        let stat = stat_entry(&path, &name, names);
+        let stat = stat_entry(&path);
         listing.entries.push(Entry { name, path, stat });
     }
     listing
@@ -143,8 +137,8 @@ pub fn list_dir(dir: &Path, excludes: &Excludes, names: &mut NameCache) -> Listi
 /// The device that bounds the walk below an entry, and whether the archiver
 /// descends into it: a directory that `--one-file-system` does not cross.
 pub fn descends(entry: &Entry, root_dev: Option<u64>, one_file_system: bool) -> Option<u64> {
-    let (md, node) = entry.stat.as_ref().ok()?;
-    if !matches!(node.kind, NodeKind::Dir { .. }) {
+    let md = entry.stat.as_ref().ok()?;
+    if !md.is_dir() {
         return None;
     }
     let root_dev = root_dev.unwrap_or(md.dev());
@@ -189,7 +183,6 @@ impl Prescan {
                         stop,
                         excludes,
                         one_file_system,
-                        names: NameCache::default(),
                     };
                     for root in &roots {
                         let root_dev = if root.as_os_str() == "/" {
@@ -276,7 +269,6 @@ struct Walker {
     stop: Arc<AtomicBool>,
     excludes: Excludes,
     one_file_system: bool,
-    names: NameCache,
 }
 
 /// The archiver stopped listening.
@@ -287,7 +279,7 @@ impl Walker {
         if self.stop.load(Ordering::Relaxed) || crate::interrupt::check().is_err() {
             return Err(Stopped);
         }
-        let listing = list_dir(dir, &self.excludes, &mut self.names);
+        let listing = list_dir(dir, &self.excludes);
         let below: Vec<(PathBuf, u64)> = listing
             .entries
             .iter()
@@ -346,7 +338,7 @@ mod tests {
 
     /// Every directory below `dir` in the archiver's order, listed directly.
     fn direct(dir: &Path, ex: &Excludes, out: &mut Vec<(PathBuf, Vec<Vec<u8>>)>) {
-        let l = list_dir(dir, ex, &mut NameCache::default());
+        let l = list_dir(dir, ex);
         out.push((
             dir.to_path_buf(),
             l.entries.iter().map(|e| e.name.clone()).collect(),

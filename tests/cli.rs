@@ -14,7 +14,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -310,6 +310,63 @@ fn unchanged_data_adds_almost_nothing() {
             "{} added {added} bytes of known data",
             text(s, "/name")
         );
+    }
+}
+
+/// An unchanged entry's xattrs and symlink target come from the parent
+/// snapshot; any change to them (which moves the ctime or the inode) is read again.
+#[test]
+fn metadata_changes_between_snapshots_are_recorded() {
+    let sb = Sandbox::init();
+    let src = sb.path("src");
+    sb.write("src/a.txt", b"a");
+    sb.write("src/b.txt", b"b");
+    sb.write("src/sub/c.txt", b"c");
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+    let xattrs = xattr::set(src.join("a.txt"), "user.v", b"1").is_ok();
+    if xattrs {
+        xattr::set(src.join("sub"), "user.v", b"dir 1").unwrap();
+        xattr::set(src.join("b.txt"), "user.keep", b"kept").unwrap();
+    }
+    let args = ["snapshot", "--source", "meta", "--json", &path_str(&src)];
+    sb.json(&args);
+
+    // Changes without touching any content.
+    if xattrs {
+        xattr::set(src.join("a.txt"), "user.v", b"2").unwrap();
+        xattr::set(src.join("sub"), "user.v", b"dir 2").unwrap();
+    }
+    std::fs::remove_file(src.join("link")).unwrap();
+    std::os::unix::fs::symlink("sub/c.txt", src.join("link")).unwrap();
+    std::fs::set_permissions(
+        src.join("sub/c.txt"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let second = sb.json(&args);
+    // Only the entries whose ctime moved are read again (one byte each): b.txt is not.
+    let touched = if xattrs { 2 } else { 1 };
+    assert_eq!(num(&second, "/summary/bytes_read"), touched);
+    assert_eq!(num(&second, "/summary/files_unchanged"), 3 - touched);
+
+    let target = sb.path("target");
+    sb.ok(&["restore", "latest", "--target", &path_str(&target)]);
+    let restored = restored_path(&target, &src);
+    assert_same_tree(&src, &restored, is_root());
+    assert_eq!(
+        std::fs::read_link(restored.join("link")).unwrap(),
+        Path::new("sub/c.txt")
+    );
+    let mode = std::fs::symlink_metadata(restored.join("sub/c.txt"))
+        .unwrap()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o640);
+    if xattrs {
+        let get = |p: &str, n: &str| xattr::get(restored.join(p), n).unwrap();
+        assert_eq!(get("a.txt", "user.v"), Some(b"2".to_vec()));
+        assert_eq!(get("sub", "user.v"), Some(b"dir 2".to_vec()));
+        // Unchanged, so taken over from the parent snapshot: still there.
+        assert_eq!(get("b.txt", "user.keep"), Some(b"kept".to_vec()));
     }
 }
 
