@@ -106,7 +106,15 @@ pub fn open(spec: &Path) -> Result<std::sync::Arc<dyn Backend>> {
 
 pub struct LocalBackend {
     root: PathBuf,
+    /// Recently read packs, kept open: a walk reads hundreds of small trees
+    /// from a few tree packs, and `pread` on an open file is one system call
+    /// where open, seek, read and close are four. Files are immutable, and a
+    /// pack that prune removes still reads the same bytes through its handle.
+    open_packs: std::sync::Mutex<Vec<(String, std::sync::Arc<File>)>>,
 }
+
+/// Packs kept open by [`LocalBackend`].
+const OPEN_PACKS: usize = 16;
 
 pub const README_NAME: &str = "SOPVAULT.txt";
 
@@ -119,7 +127,10 @@ fn is_valid_name(name: &str) -> bool {
 
 impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
-        LocalBackend { root: root.into() }
+        LocalBackend {
+            root: root.into(),
+            open_packs: Default::default(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -134,6 +145,31 @@ impl LocalBackend {
                 .join(name.get(..2).unwrap_or("00"))
                 .join(name),
             k => self.root.join(k.dir()).join(name),
+        }
+    }
+
+    /// An open handle of a pack, from the most-recently-used cache.
+    fn open_pack(&self, name: &str, path: &Path) -> Result<std::sync::Arc<File>> {
+        let mut cache = self.open_packs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = cache.iter().position(|(n, _)| n == name) {
+            let hit = cache.remove(i);
+            let f = hit.1.clone();
+            cache.push(hit);
+            return Ok(f);
+        }
+        let f = std::sync::Arc::new(File::open(path).map_err(|e| missing_or_io(path, e))?);
+        if cache.len() >= OPEN_PACKS {
+            cache.remove(0);
+        }
+        cache.push((name.to_string(), f.clone()));
+        Ok(f)
+    }
+
+    /// Closes the cached handles of packs about to be removed, so their space is freed.
+    fn forget_open(&self, kind: FileKind, names: &[String]) {
+        if kind == FileKind::Pack {
+            let mut cache = self.open_packs.lock().unwrap_or_else(|e| e.into_inner());
+            cache.retain(|(n, _)| !names.contains(n));
         }
     }
 
@@ -182,17 +218,17 @@ impl Backend for LocalBackend {
                 }
             }
         }
-        let mut out = Vec::new();
-        for d in dirs {
-            let rd = match fs::read_dir(&d) {
+        let list_dir = |d: &PathBuf| -> Result<Vec<(String, u64)>> {
+            let rd = match fs::read_dir(d) {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && kind == FileKind::Prune => {
-                    continue
+                    return Ok(Vec::new())
                 }
-                Err(e) => return Err(Error::io(&d, e)),
+                Err(e) => return Err(Error::io(d, e)),
             };
+            let mut out = Vec::new();
             for e in rd {
-                let e = e.map_err(|e| Error::io(&d, e))?;
+                let e = e.map_err(|e| Error::io(d, e))?;
                 let name = e.file_name().to_string_lossy().into_owned();
                 if !is_valid_name(&name) {
                     continue;
@@ -202,7 +238,17 @@ impl Backend for LocalBackend {
                     out.push((name, md.len()));
                 }
             }
-        }
+            Ok(out)
+        };
+        // The 256 pack directories are listed in parallel.
+        use rayon::prelude::*;
+        let mut out: Vec<(String, u64)> = dirs
+            .par_iter()
+            .map(list_dir)
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
         out.sort();
         Ok(out)
     }
@@ -213,14 +259,29 @@ impl Backend for LocalBackend {
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
         let p = self.path_of(kind, name);
-        let mut f = File::open(&p).map_err(|e| missing_or_io(&p, e))?;
-        f.seek(SeekFrom::Start(offset))
-            .map_err(|e| Error::io(&p, e))?;
+        let pack;
+        let mut opened;
+        let f: &File = if kind == FileKind::Pack {
+            pack = self.open_pack(name, &p)?;
+            &pack
+        } else {
+            opened = File::open(&p).map_err(|e| missing_or_io(&p, e))?;
+            opened
+                .seek(SeekFrom::Start(offset))
+                .map_err(|e| Error::io(&p, e))?;
+            &opened
+        };
         let mut buf = vec![0u8; len];
         let mut got = 0;
         while got < len {
-            match f.read(&mut buf[got..]) {
+            let n = if kind == FileKind::Pack {
+                f.read_at(&mut buf[got..], offset + got as u64)
+            } else {
+                (&*f).read(&mut buf[got..])
+            };
+            match n {
                 Ok(0) => {
                     return Err(Error::damaged(
                         p.display(),
@@ -274,11 +335,13 @@ impl Backend for LocalBackend {
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         let p = self.path_of(kind, name);
+        self.forget_open(kind, std::slice::from_ref(&name.to_string()));
         fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
         sync_dir(p.parent().unwrap())
     }
 
     fn remove_many(&self, kind: FileKind, names: &[String]) -> Result<()> {
+        self.forget_open(kind, names);
         let mut dirs = std::collections::BTreeSet::new();
         for name in names {
             crate::interrupt::check()?;

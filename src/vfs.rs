@@ -1213,6 +1213,19 @@ mod tests {
                 std::fs::remove_file(&p).unwrap();
             }
         }
+        // A fresh view of a freshly opened repository: the backend keeps
+        // recently read packs open, and those would still read.
+        drop(repo);
+        let repo = Arc::new(
+            Repository::open(
+                &tmp.path().join("repo"),
+                &crate::crypto::Password::new(b"pw".to_vec()),
+                &crate::repo::OpenOptions {
+                    cache_dir: Some(tmp.path().join("cache")),
+                },
+            )
+            .unwrap(),
+        );
         let vfs = Vfs::new(repo, VfsOptions::default()).unwrap();
         let many = walk(&vfs, &format!("{base}/many"));
         let entries = vfs.readdir(many).unwrap();
