@@ -16,7 +16,7 @@
 
 use crate::error::{Error, Result};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -261,26 +261,14 @@ impl Backend for LocalBackend {
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
         let p = self.path_of(kind, name);
-        let pack;
-        let mut opened;
-        let f: &File = if kind == FileKind::Pack {
-            pack = self.open_pack(name, &p)?;
-            &pack
-        } else {
-            opened = File::open(&p).map_err(|e| missing_or_io(&p, e))?;
-            opened
-                .seek(SeekFrom::Start(offset))
-                .map_err(|e| Error::io(&p, e))?;
-            &opened
+        let f = match kind {
+            FileKind::Pack => self.open_pack(name, &p)?,
+            _ => std::sync::Arc::new(File::open(&p).map_err(|e| missing_or_io(&p, e))?),
         };
         let mut buf = vec![0u8; len];
         let mut got = 0;
         while got < len {
-            let n = if kind == FileKind::Pack {
-                f.read_at(&mut buf[got..], offset + got as u64)
-            } else {
-                (&*f).read(&mut buf[got..])
-            };
+            let n = f.read_at(&mut buf[got..], offset + got as u64);
             match n {
                 Ok(0) => {
                     return Err(Error::damaged(
