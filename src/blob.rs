@@ -236,6 +236,19 @@ fn decompress(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
     })
 }
 
+/// The raw length of a plaintext about to be sealed, within its kind's limit.
+fn raw_len(kind: BlobKind, plaintext: &[u8]) -> Result<u32> {
+    u32::try_from(plaintext.len())
+        .ok()
+        .filter(|l| *l <= kind.max_raw_len())
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "blob of {} bytes exceeds the {kind:?} limit",
+                plaintext.len()
+            ))
+        })
+}
+
 /// Compresses, seals and verifies a plaintext whose id is already known.
 pub fn seal(
     key: &MasterKey,
@@ -244,15 +257,7 @@ pub fn seal(
     plaintext: &[u8],
     level: i32,
 ) -> Result<SealedBlob> {
-    let raw_len = u32::try_from(plaintext.len())
-        .ok()
-        .filter(|l| *l <= kind.max_raw_len())
-        .ok_or_else(|| {
-            Error::Other(format!(
-                "blob of {} bytes exceeds the {kind:?} limit",
-                plaintext.len()
-            ))
-        })?;
+    let raw_len = raw_len(kind, plaintext)?;
     let compressed = compress(level, plaintext)?;
     seal_compressed(key, kind, id, plaintext, raw_len, compressed)
 }
@@ -316,15 +321,7 @@ pub fn seal_delta(
     base: &[u8],
     level: i32,
 ) -> Result<SealedBlob> {
-    let raw_len = u32::try_from(plaintext.len())
-        .ok()
-        .filter(|l| *l <= BlobKind::Data.max_raw_len())
-        .ok_or_else(|| {
-            Error::Other(format!(
-                "blob of {} bytes exceeds the Data limit",
-                plaintext.len()
-            ))
-        })?;
+    let raw_len = raw_len(BlobKind::Data, plaintext)?;
     delta.validate(&id, BlobKind::Data).map_err(Error::Other)?;
     let d = compress_with_prefix(level.max(DELTA_MIN_LEVEL), plaintext, base)?;
     if d.len() * DELTA_SURE_FRACTION > plaintext.len() {

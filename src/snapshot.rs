@@ -518,10 +518,10 @@ impl Archiver<'_, '_> {
                     }
                 }
                 VNode::Virtual(m) => {
-                    let md = match std::fs::symlink_metadata(&path) {
+                    let md = match walk::stat_entry(&path) {
                         Ok(md) => md,
                         Err(e) => {
-                            self.error(format!("{}: {e}", path.display()));
+                            self.error(e);
                             continue;
                         }
                     };
