@@ -45,6 +45,7 @@ pub mod lock;
 pub mod manifest;
 pub mod mirror;
 pub mod pack;
+pub mod parent;
 pub mod progress;
 pub mod prune;
 pub mod repo;

@@ -22,6 +22,7 @@ use crate::fsmeta::{self, NameCache};
 use crate::ids::{ChunkId, SnapshotId};
 use crate::index::Index;
 use crate::manifest::{Snapshot, SnapshotTime, StreamRecord, Summary};
+use crate::parent::{self, ParentTrees};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::store::{BlobStore, StoreStats};
@@ -242,6 +243,8 @@ struct Archiver<'a, 'r> {
     excludes: Excludes,
     /// Directory listings read ahead; dropped at the first surprise.
     prescan: Option<Prescan>,
+    /// The parent snapshot's trees read ahead.
+    parents: Option<ParentTrees>,
     one_file_system: bool,
     force: bool,
     delta: bool,
@@ -336,17 +339,91 @@ fn run_inner(
         .cloned();
     let index = repo.index_adopting_orphans()?;
     let excludes = Excludes::new(&opts.excludes, repo_root_of(repo.root()))?;
-    let prescan =
-        prescan.filter(|p| p.matches(&listed_roots(&root), opts.one_file_system, &excludes));
+    let roots = listed_roots(&root);
+    let prescan = prescan.filter(|p| p.matches(&roots, opts.one_file_system, &excludes));
+    let parent_root = match &parent {
+        Some((_, p)) if !opts.force => repo.load_tree(&index, &p.root, "/").ok(),
+        _ => None,
+    };
+    std::thread::scope(|scope| {
+        let parents = parent_root.as_ref().map(|root_tree| {
+            let excludes = excludes.clone();
+            let roots = roots.clone();
+            // The directories the archiver enters: those on the way to a
+            // backed-up path, and those under one that are not excluded.
+            let wanted = move |path: &Path, name: &[u8]| {
+                roots.iter().any(|r| {
+                    r.starts_with(path) || (path.starts_with(r) && !excludes.excluded(path, name))
+                })
+            };
+            ParentTrees::start(scope, repo, &index, root_tree, wanted)
+        });
+        archive(
+            repo,
+            opts,
+            progress,
+            ArchiveInput {
+                started,
+                time,
+                snaps: &snaps,
+                parent: parent.as_ref(),
+                parent_root: parent_root.as_ref(),
+                index: &index,
+                excludes,
+                prescan,
+                parents,
+                root,
+                abs_paths,
+            },
+        )
+    })
+}
+
+/// What `run_inner` prepared for the archiver.
+struct ArchiveInput<'x> {
+    started: Instant,
+    time: SnapshotTime,
+    snaps: &'x [(SnapshotId, Snapshot)],
+    parent: Option<&'x (SnapshotId, Snapshot)>,
+    parent_root: Option<&'x Tree>,
+    index: &'x Index,
+    excludes: Excludes,
+    prescan: Option<Prescan>,
+    parents: Option<ParentTrees>,
+    root: BTreeMap<Vec<u8>, VNode>,
+    abs_paths: Vec<Vec<u8>>,
+}
+
+/// Walks the paths and reads the streams, stores what is new, and writes the manifest.
+fn archive(
+    repo: &Repository,
+    opts: &SnapshotOptions,
+    progress: &dyn Progress,
+    input: ArchiveInput<'_>,
+) -> Result<SnapshotOutcome> {
+    let ArchiveInput {
+        started,
+        time,
+        snaps,
+        parent,
+        parent_root,
+        index,
+        excludes,
+        prescan,
+        parents,
+        root,
+        abs_paths,
+    } = input;
     let mut a = Archiver {
         repo,
-        index: &index,
-        store: BlobStore::new(repo, &index),
+        index,
+        store: BlobStore::new(repo, index),
         chunker: repo.chunker(),
         progress,
         names: NameCache::default(),
         excludes,
         prescan,
+        parents,
         one_file_system: opts.one_file_system,
         force: opts.force,
         // Only a repository that announces the delta codec gets deltas, so
@@ -360,15 +437,10 @@ fn run_inner(
         summary: Summary::default(),
         hardlinks: HashMap::new(),
     };
-    let parent_root = match &parent {
-        Some((_, p)) if !opts.force => a.repo.load_tree(a.index, &p.root, "/").ok(),
-        _ => None,
-    };
     let mut records = Vec::new();
     let mut stream_nodes = Vec::new();
     for s in &opts.streams {
         let prev = parent_root
-            .as_ref()
             .and_then(|t| t.find(s.name.as_bytes()))
             .and_then(|n| match &n.kind {
                 NodeKind::File { content, .. } => Some(content.clone()),
@@ -378,15 +450,20 @@ fn run_inner(
         stream_nodes.push(node);
         records.push(rec);
     }
-    let mut root_tree = a.virtual_dir(Path::new("/"), root, parent_root.as_ref())?;
+    let mut root_tree = a.virtual_dir(Path::new("/"), root, parent_root)?;
     for n in stream_nodes {
         root_tree.insert(n);
     }
     let (root_id, _) = a.store.add(BlobKind::Tree, &root_tree.encode())?;
     crate::interrupt::check()?;
     let Archiver {
-        store, mut summary, ..
+        store,
+        mut summary,
+        parents,
+        ..
     } = a;
+    // The walk is over: stop reading ahead while the store finishes.
+    drop(parents);
     let stats = store.finish()?;
     summary.bytes_new = stats.bytes_new;
     summary.bytes_stored = stats.bytes_stored;
@@ -395,7 +472,7 @@ fn run_inner(
     let complete = summary.errors.is_empty();
     let snapshot = Snapshot {
         time,
-        name: human_name(&snaps, &opts.source, &time),
+        name: human_name(snaps, &opts.source, &time),
         source: opts.source.clone(),
         host: crate::sysinfo::hostname(),
         user: crate::sysinfo::username(),
@@ -403,7 +480,7 @@ fn run_inner(
         paths: abs_paths,
         streams: records,
         root: root_id,
-        parent: parent.map(|(id, _)| id),
+        parent: parent.map(|(id, _)| *id),
         chunker: repo.config().chunker,
         program: format!("sopvault {}", env!("CARGO_PKG_VERSION")),
         summary,
@@ -481,14 +558,18 @@ impl Archiver<'_, '_> {
         self.summary.errors.push(msg);
     }
 
-    fn parent_subtree(&self, node: Option<&Node>, path: &Path) -> Option<Tree> {
-        match node.map(|n| &n.kind) {
-            Some(NodeKind::Dir { tree }) => self
-                .repo
-                .load_tree(self.index, tree, &path.display().to_string())
-                .ok(),
-            _ => None,
+    fn parent_subtree(&mut self, node: Option<&Node>, path: &Path) -> Option<Tree> {
+        let Some(NodeKind::Dir { tree }) = node.map(|n| &n.kind) else {
+            return None;
+        };
+        if let Some(ahead) = self.parents.as_mut() {
+            if let Some(t) = ahead.take(&parent::components(path), tree) {
+                return Some(t);
+            }
         }
+        self.repo
+            .load_tree(self.index, tree, &path.display().to_string())
+            .ok()
     }
 
     fn store_tree(&mut self, tree: &Tree) -> Result<ChunkId> {
