@@ -12,7 +12,8 @@
 //!
 //! [`LocalBackend`] is a directory: files are written under `tmp/`, fsynced,
 //! hard-linked into place (which fails rather than overwrites) and the
-//! directory is fsynced.
+//! directory is fsynced. A pack may be staged there while it is filled
+//! ([`Backend::stage_new`]) and linked under its name once complete.
 
 use crate::error::{Error, Result};
 use std::fs::{self, File, OpenOptions};
@@ -64,6 +65,13 @@ pub trait Backend: Send + Sync {
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
     fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
     fn write_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()>;
+    /// Starts a new file of `kind` whose name is known only once it is
+    /// complete (a pack is named by the hash of its bytes), so that its bytes
+    /// can go to the disk while it is still being filled. `None`: this
+    /// backend takes files whole, through `write_new`.
+    fn stage_new(&self, _kind: FileKind) -> Result<Option<Box<dyn StagedFile>>> {
+        Ok(None)
+    }
     fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
     /// Removes several files of a kind, making the removals durable once at the end.
     fn remove_many(&self, kind: FileKind, names: &[String]) -> Result<()> {
@@ -92,6 +100,19 @@ pub trait Backend: Send + Sync {
     fn stored_sha256(&self, _kind: FileKind, _name: &str) -> Result<Option<String>> {
         Ok(None)
     }
+}
+
+/// A file being written ahead of its name (see [`Backend::stage_new`]).
+/// Dropping it without `commit` deletes what was written.
+pub trait StagedFile: Send {
+    /// Appends bytes, and starts writing them out without waiting.
+    fn append(&mut self, bytes: &[u8]) -> Result<()>;
+    /// How many bytes were appended.
+    fn written(&self) -> u64;
+    /// Appends the last bytes and makes the file durable as `name`, with
+    /// `write_new`'s guarantees: it appears whole or not at all, and an
+    /// existing file of that name is kept.
+    fn commit(self: Box<Self>, name: &str, rest: &[u8]) -> Result<()>;
 }
 
 /// The backend for a `--repo` argument: `s3://BUCKET/PREFIX` or a directory.
@@ -195,6 +216,106 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_all().map_err(|e| Error::io(path, e))
 }
 
+/// Links the written (or failed) temporary file `tmp` into place as `dst`
+/// and makes the name durable; `tmp` is removed either way. Errors name
+/// the file being stored, not its temporary name.
+fn publish(tmp: &Path, dst: &Path, written: Result<()>) -> Result<()> {
+    let dir = dst.parent().expect("repository paths have a parent");
+    let result = written
+        .map_err(|e| match e {
+            Error::NoSpace { .. } => Error::NoSpace {
+                path: dst.to_path_buf(),
+            },
+            Error::Io { source, .. } => Error::Io {
+                path: dst.to_path_buf(),
+                source,
+            },
+            e => e,
+        })
+        .and_then(|()| {
+            if !dir.exists() {
+                fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            match fs::hard_link(tmp, dst) {
+                Ok(()) => Ok(()),
+                // Same name means same bytes: the file is already there.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(Error::io(dst, e)),
+            }
+        });
+    let _ = fs::remove_file(tmp);
+    result?;
+    sync_dir(dir)
+}
+
+/// A file under `tmp/` that is written, and pushed to the disk, as it grows.
+struct LocalStaged {
+    target: LocalBackend,
+    kind: FileKind,
+    tmp: PathBuf,
+    /// `None` once committed.
+    file: Option<File>,
+    len: u64,
+    /// Bytes appended since the last background sync started.
+    unsynced: u64,
+    /// The background sync in progress, if any.
+    syncing: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Sync a staged file in the background every this many bytes.
+const STAGE_SYNC_BYTES: u64 = 1 << 20;
+
+impl StagedFile for LocalStaged {
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        let f = self.file.as_mut().expect("not committed");
+        f.write_all(bytes).map_err(|e| Error::io(&self.tmp, e))?;
+        self.len += bytes.len() as u64;
+        self.unsynced += bytes.len() as u64;
+        // What a sync costs grows with the bytes written since the last one
+        // (on a VM, the host flushes them too), so most of it is paid here,
+        // on a thread of its own, and little is left for `commit`.
+        let idle = self.syncing.as_ref().is_none_or(|h| h.is_finished());
+        if self.unsynced >= STAGE_SYNC_BYTES && idle {
+            if let Ok(dup) = f.try_clone() {
+                self.syncing = std::thread::Builder::new()
+                    .name("sopvault-sync".into())
+                    .spawn(move || {
+                        let _ = dup.sync_data();
+                    })
+                    .ok();
+                self.unsynced = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn written(&self) -> u64 {
+        self.len
+    }
+
+    fn commit(mut self: Box<Self>, name: &str, rest: &[u8]) -> Result<()> {
+        let dst = self.target.path_of(self.kind, name);
+        let mut f = self.file.take().expect("committed once");
+        let written = f
+            .write_all(rest)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io(&self.tmp, e));
+        drop(f);
+        publish(&self.tmp, &dst, written)
+    }
+}
+
+impl Drop for LocalStaged {
+    fn drop(&mut self) {
+        if let Some(h) = self.syncing.take() {
+            let _ = h.join();
+        }
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|f| f.sync_all())
@@ -293,32 +414,28 @@ impl Backend for LocalBackend {
 
     fn write_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
         let dst = self.path_of(kind, name);
-        let dir = dst
-            .parent()
-            .expect("repository paths have a parent")
-            .to_path_buf();
-        if !dir.exists() {
-            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        }
         let tmp = self.tmp_path(name)?;
-        // Errors name the file being stored, not its temporary name.
-        let written = write_synced(&tmp, bytes).map_err(|e| match e {
-            Error::NoSpace { .. } => Error::NoSpace { path: dst.clone() },
-            Error::Io { source, .. } => Error::Io {
-                path: dst.clone(),
-                source,
-            },
-            e => e,
-        });
-        let result = written.and_then(|()| match fs::hard_link(&tmp, &dst) {
-            Ok(()) => Ok(()),
-            // Same name means same bytes: the file is already there.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(Error::io(&dst, e)),
-        });
-        let _ = fs::remove_file(&tmp);
-        result?;
-        sync_dir(&dir)
+        let written = write_synced(&tmp, bytes);
+        publish(&tmp, &dst, written)
+    }
+
+    fn stage_new(&self, kind: FileKind) -> Result<Option<Box<dyn StagedFile>>> {
+        let tmp = self.tmp_path(kind.dir())?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        Ok(Some(Box::new(LocalStaged {
+            target: LocalBackend::new(&self.root),
+            kind,
+            tmp,
+            file: Some(file),
+            len: 0,
+            unsynced: 0,
+            syncing: None,
+        })))
     }
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {

@@ -137,6 +137,10 @@ impl PackWriter {
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
     }
+    /// The pack's bytes so far: header and blobs (the footer comes at `finish`).
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
     pub fn add(&mut self, blob: &SealedBlob) -> BlobInfo {
         let info = BlobInfo {
             id: blob.id,

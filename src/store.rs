@@ -5,11 +5,15 @@
 //! blobs are batched and handed to a writer thread, which seals each batch in
 //! parallel (compress, encrypt, verify) and appends the results to data or
 //! tree packs in the order they were added, so output is deterministic.
-//! Full packs are written first; every few packs, and at the end, an index
-//! file lists the packs written so far. Memory is bounded by the batch size,
-//! the channel depth and two open packs, whatever the size of the input.
+//! Where the backend can (a local directory), an open pack's bytes go to a
+//! temporary file as they are added and are synced in the background, so
+//! the last fsync has little left to wait for; a full pack is then only
+//! completed, synced and linked into place. Full packs are written first;
+//! every few packs, and at the end, an index file lists the packs written
+//! so far. Memory is bounded by the batch size, the channel depth and two
+//! open packs, whatever the size of the input.
 
-use crate::backend::FileKind;
+use crate::backend::{FileKind, StagedFile};
 use crate::blob::{self, BlobKind, SealedBlob};
 use crate::delta::DeltaPlan;
 use crate::error::{Error, Result};
@@ -23,6 +27,11 @@ use std::thread::JoinHandle;
 
 const BATCH_BYTES: usize = 1024 * 1024;
 const BATCH_BLOBS: usize = 256;
+/// A batch older than this goes to the writer even if small, so that new
+/// data found early in a walk of mostly unchanged files is sealed and on
+/// its way to the disk long before the walk ends (batches only group work:
+/// the packs are the same whatever the batches).
+const BATCH_AGE: std::time::Duration = std::time::Duration::from_millis(5);
 /// Write an index file after this many packs, so an interrupted run's packs are reused.
 const PACKS_PER_INDEX: usize = 8;
 const TREE_PACK_SIZE: usize = 4 * 1024 * 1024;
@@ -55,6 +64,8 @@ pub struct BlobStore<'r> {
     added: HashSet<ChunkId>,
     pending: Batch,
     pending_bytes: usize,
+    /// When the oldest pending blob was added.
+    pending_since: Option<std::time::Instant>,
     tx: Option<Sender<Batch>>,
     worker: Option<JoinHandle<Result<StoreStats>>>,
     blobs_new: u64,
@@ -75,6 +86,7 @@ impl<'r> BlobStore<'r> {
             added: HashSet::new(),
             pending: Vec::new(),
             pending_bytes: 0,
+            pending_since: None,
             tx: Some(tx),
             worker: Some(worker),
             blobs_new: 0,
@@ -120,6 +132,9 @@ impl<'r> BlobStore<'r> {
         data: &[u8],
         delta: impl FnOnce() -> Option<DeltaPlan>,
     ) -> Result<bool> {
+        if self.pending_since.is_some_and(|t| t.elapsed() >= BATCH_AGE) {
+            self.send()?;
+        }
         if self.has(&id) {
             return Ok(false);
         }
@@ -128,6 +143,8 @@ impl<'r> BlobStore<'r> {
         self.blobs_new += 1;
         self.bytes_new += data.len() as u64;
         self.pending_bytes += data.len();
+        self.pending_since
+            .get_or_insert_with(std::time::Instant::now);
         self.pending.push(Pending {
             id,
             kind,
@@ -146,6 +163,7 @@ impl<'r> BlobStore<'r> {
         }
         let batch = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
+        self.pending_since = None;
         let tx = self.tx.as_ref().expect("store is open");
         if tx.send(batch).is_err() {
             // The writer stopped: its error is the one to report.
@@ -209,7 +227,7 @@ impl WorkerCtx {
     /// packs and index files, so sealing overlaps with disk writes and fsyncs.
     fn run(self, rx: crossbeam_channel::Receiver<Batch>) -> Result<StoreStats> {
         use rayon::prelude::*;
-        let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
+        let (pack_tx, pack_rx) = bounded::<Finished>(1);
         let io = {
             let backend = self.backend.clone();
             let key = crate::crypto::MasterKey::from_master(self.key.master().clone());
@@ -221,8 +239,8 @@ impl WorkerCtx {
         let mut blobs_delta = 0u64;
         let sealed = (|| -> Result<u64> {
             let mut bytes_stored = 0u64;
-            let mut data = PackWriter::new(PackKind::Data);
-            let mut tree = PackWriter::new(PackKind::Tree);
+            let mut data = OpenPack::new(PackKind::Data);
+            let mut tree = OpenPack::new(PackKind::Tree);
             for batch in rx.iter() {
                 let sealed: Vec<SealedBlob> = batch
                     .par_iter()
@@ -234,23 +252,24 @@ impl WorkerCtx {
                         blobs_delta += 1;
                     }
                     bytes_stored += b.bytes.len() as u64;
-                    let (w, limit) = match PackKind::for_blob(b.kind) {
+                    let (p, limit) = match PackKind::for_blob(b.kind) {
                         PackKind::Data => (&mut data, self.pack_size),
                         PackKind::Tree => (&mut tree, TREE_PACK_SIZE),
                     };
-                    w.add(b);
-                    if w.len() >= limit {
-                        let full =
-                            std::mem::replace(w, PackWriter::new(PackKind::for_blob(b.kind)));
+                    p.writer.add(b);
+                    if p.writer.len() >= limit {
+                        let full = std::mem::replace(p, OpenPack::new(PackKind::for_blob(b.kind)));
                         if pack_tx.send(full.finish(&self.key)?).is_err() {
                             // The I/O thread stopped; its error is reported below.
                             return Ok(bytes_stored);
                         }
                     }
                 }
+                data.stage(self.backend.as_ref());
+                tree.stage(self.backend.as_ref());
             }
-            for w in [data, tree] {
-                if !w.is_empty() && pack_tx.send(w.finish(&self.key)?).is_err() {
+            for p in [data, tree] {
+                if !p.writer.is_empty() && pack_tx.send(p.finish(&self.key)?).is_err() {
                     break;
                 }
             }
@@ -285,11 +304,66 @@ impl WorkerCtx {
     }
 }
 
+/// A pack being filled, and its bytes so far on their way to the disk.
+struct OpenPack {
+    writer: PackWriter,
+    staged: Option<Box<dyn StagedFile>>,
+    /// Staging failed once: the pack is written whole at the end, which
+    /// reports the error if it persists.
+    unstaged: bool,
+}
+
+/// A full pack for the I/O thread, with the part of it already written.
+struct Finished {
+    pack: FinishedPack,
+    staged: Option<Box<dyn StagedFile>>,
+}
+
+impl OpenPack {
+    fn new(kind: PackKind) -> OpenPack {
+        OpenPack {
+            writer: PackWriter::new(kind),
+            staged: None,
+            unstaged: false,
+        }
+    }
+
+    /// Writes out what was added since the last call, where the backend
+    /// can take a file before its name is known.
+    fn stage(&mut self, backend: &dyn crate::backend::Backend) {
+        if self.unstaged || self.writer.is_empty() {
+            return;
+        }
+        if self.staged.is_none() {
+            match backend.stage_new(FileKind::Pack) {
+                Ok(Some(s)) => self.staged = Some(s),
+                _ => {
+                    self.unstaged = true;
+                    return;
+                }
+            }
+        }
+        let s = self.staged.as_mut().expect("staged above");
+        let done = s.written() as usize;
+        if s.append(&self.writer.bytes()[done..]).is_err() {
+            self.staged = None;
+            self.unstaged = true;
+        }
+    }
+
+    fn finish(self, key: &crate::crypto::MasterKey) -> Result<Finished> {
+        Ok(Finished {
+            pack: self.writer.finish(key)?,
+            staged: self.staged,
+        })
+    }
+}
+
 /// Writes finished packs, and an index file every few packs and at the end.
 fn write_packs(
     backend: &dyn crate::backend::Backend,
     key: &crate::crypto::MasterKey,
-    rx: crossbeam_channel::Receiver<FinishedPack>,
+    rx: crossbeam_channel::Receiver<Finished>,
 ) -> Result<StoreStats> {
     let mut stats = StoreStats::default();
     let mut index = IndexFile::default();
@@ -303,8 +377,15 @@ fn write_packs(
         stats.index_files.push(id);
         Ok(())
     };
-    for pack in rx.iter() {
-        backend.write_new(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
+    for Finished { pack, staged } in rx.iter() {
+        let name = pack.id.to_hex();
+        match staged {
+            Some(s) => {
+                let done = s.written() as usize;
+                s.commit(&name, &pack.bytes[done..])?;
+            }
+            None => backend.write_new(FileKind::Pack, &name, &pack.bytes)?,
+        }
         let no = index.packs.len() as u32;
         index.packs.push((pack.id, pack.bytes.len() as u64));
         index.entries.extend(pack.blobs.iter().map(|b| (no, *b)));

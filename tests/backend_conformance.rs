@@ -68,6 +68,35 @@ fn conformance(b: &dyn Backend) {
     // A prune directory may be absent.
     assert!(b.list(FileKind::Prune).unwrap().is_empty());
 
+    // A staged file (where the backend has them) is invisible until
+    // committed, then reads as one; committing the same name again keeps
+    // the file; a staged file dropped unfinished leaves nothing behind.
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 5)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let big_name = sha(&big);
+    if let Some(mut st) = b.stage_new(FileKind::Pack).unwrap() {
+        for part in big[..3 * 1024 * 1024].chunks(700 * 1024) {
+            st.append(part).unwrap();
+        }
+        assert_eq!(st.written(), 3 * 1024 * 1024);
+        assert!(!b
+            .list(FileKind::Pack)
+            .unwrap()
+            .iter()
+            .any(|(n, _)| *n == big_name));
+        st.commit(&big_name, &big[3 * 1024 * 1024..]).unwrap();
+        assert_eq!(b.read(FileKind::Pack, &big_name).unwrap(), big);
+        let mut again = b.stage_new(FileKind::Pack).unwrap().unwrap();
+        again.append(&big[..10]).unwrap();
+        again.commit(&big_name, &big[10..]).unwrap();
+        assert_eq!(b.read(FileKind::Pack, &big_name).unwrap(), big);
+        let mut dropped = b.stage_new(FileKind::Pack).unwrap().unwrap();
+        dropped.append(&big[..2 * 1024 * 1024]).unwrap();
+        drop(dropped);
+        b.remove(FileKind::Pack, &big_name).unwrap();
+    }
+
     // Locks are ephemeral and never listed as repository files.
     b.write_lock("0123456789abcdef.lock", b"{}").unwrap();
     assert_eq!(b.list_locks().unwrap(), vec!["0123456789abcdef.lock"]);
