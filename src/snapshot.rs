@@ -572,7 +572,21 @@ impl Archiver<'_, '_> {
             .ok()
     }
 
-    fn store_tree(&mut self, tree: &Tree) -> Result<ChunkId> {
+    /// The id of a directory's new `tree`: the parent snapshot's, when the
+    /// tree is equal to the one read from it (`ptree`, under the parent's
+    /// node `pnode`), which saves encoding and hashing every unchanged
+    /// directory; stored as a new blob otherwise.
+    fn tree_id(
+        &mut self,
+        tree: &Tree,
+        pnode: Option<&Node>,
+        ptree: Option<&Tree>,
+    ) -> Result<ChunkId> {
+        if let (Some(NodeKind::Dir { tree: id }), Some(p)) = (pnode.map(|n| &n.kind), ptree) {
+            if p == tree {
+                return Ok(*id);
+            }
+        }
         Ok(self.store.add(BlobKind::Tree, &tree.encode())?.0)
     }
 
@@ -611,7 +625,7 @@ impl Archiver<'_, '_> {
                     let ptree = self.parent_subtree(pnode, &path);
                     let sub = self.virtual_dir(&path, m, ptree.as_ref())?;
                     node.kind = NodeKind::Dir {
-                        tree: self.store_tree(&sub)?,
+                        tree: self.tree_id(&sub, pnode, ptree.as_ref())?,
                     };
                     self.summary.dirs += 1;
                     tree.insert(node);
@@ -676,7 +690,7 @@ impl Archiver<'_, '_> {
                     self.dir_tree(path, ptree.as_ref(), Some(root_dev))?
                 };
                 node.kind = NodeKind::Dir {
-                    tree: self.store_tree(&tree)?,
+                    tree: self.tree_id(&tree, parent, ptree.as_ref())?,
                 };
                 self.summary.dirs += 1;
             }
