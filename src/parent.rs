@@ -246,37 +246,13 @@ mod tests {
     /// A repository with one snapshot of `src`: a/ (x/, y/ (z/)), b/, c
     /// (a file), and the trees of every directory in the archiver's order.
     fn fixture(dir: &Path) -> (Repository, Tree, Pending) {
-        use crate::crypto::Password;
-        use crate::keyfile::{KdfParams, MIN_M_KIB};
-        use crate::repo::{InitOptions, OpenOptions};
         let src = dir.join("src");
         for d in ["a/x", "a/y/z", "b"] {
             std::fs::create_dir_all(src.join(d)).unwrap();
             std::fs::write(src.join(d).join("f"), d).unwrap();
         }
         std::fs::write(src.join("c"), "file").unwrap();
-        let repo = Repository::init(
-            &dir.join("repo"),
-            &Password::new(b"pw".to_vec()),
-            &InitOptions {
-                kdf: KdfParams {
-                    m_kib: MIN_M_KIB,
-                    t: 1,
-                    p: 1,
-                },
-                ..InitOptions::default()
-            },
-            &OpenOptions {
-                cache_dir: Some(dir.join("cache")),
-            },
-        )
-        .unwrap();
-        let opts = crate::snapshot::SnapshotOptions {
-            source: "web".into(),
-            paths: vec![src],
-            ..Default::default()
-        };
-        crate::snapshot::run(&repo, &opts, &crate::progress::NoProgress, None).unwrap();
+        let repo = crate::repo::scratch_with_snapshot(dir, &src);
         let index = repo.index().unwrap();
         let snaps = repo.snapshots().unwrap();
         let root = repo.load_tree(&index, &snaps[0].1.root, "/").unwrap();

@@ -746,3 +746,33 @@ pub fn resolve_snapshot(
         ))),
     }
 }
+
+/// For unit tests: a repository in `dir/repo` (cache in `dir/cache`, the
+/// cheapest key derivation) holding one snapshot of `src`, source `web`.
+#[cfg(test)]
+pub(crate) fn scratch_with_snapshot(dir: &Path, src: &Path) -> Repository {
+    use crate::keyfile::{KdfParams, MIN_M_KIB};
+    let repo = Repository::init(
+        &dir.join("repo"),
+        &crate::crypto::Password::new(b"pw".to_vec()),
+        &InitOptions {
+            kdf: KdfParams {
+                m_kib: MIN_M_KIB,
+                t: 1,
+                p: 1,
+            },
+            ..InitOptions::default()
+        },
+        &OpenOptions {
+            cache_dir: Some(dir.join("cache")),
+        },
+    )
+    .unwrap();
+    let opts = crate::snapshot::SnapshotOptions {
+        source: "web".into(),
+        paths: vec![src.to_path_buf()],
+        ..Default::default()
+    };
+    crate::snapshot::run(&repo, &opts, &crate::progress::NoProgress, None).unwrap();
+    repo
+}

@@ -1108,9 +1108,6 @@ mod tests {
         dir: &std::path::Path,
         n: usize,
     ) -> (Repository, std::path::PathBuf, Vec<u8>) {
-        use crate::crypto::Password;
-        use crate::keyfile::{KdfParams, MIN_M_KIB};
-        use crate::repo::{InitOptions, OpenOptions};
         let src = dir.join("src");
         std::fs::create_dir_all(src.join("many")).unwrap();
         for i in 0..n {
@@ -1125,28 +1122,7 @@ mod tests {
             *b = (x >> 24) as u8;
         }
         std::fs::write(src.join("big.bin"), &big).unwrap();
-        let repo = Repository::init(
-            &dir.join("repo"),
-            &Password::new(b"pw".to_vec()),
-            &InitOptions {
-                kdf: KdfParams {
-                    m_kib: MIN_M_KIB,
-                    t: 1,
-                    p: 1,
-                },
-                ..InitOptions::default()
-            },
-            &OpenOptions {
-                cache_dir: Some(dir.join("cache")),
-            },
-        )
-        .unwrap();
-        let opts = crate::snapshot::SnapshotOptions {
-            source: "web".into(),
-            paths: vec![src.clone()],
-            ..Default::default()
-        };
-        crate::snapshot::run(&repo, &opts, &crate::progress::NoProgress, None).unwrap();
+        let repo = crate::repo::scratch_with_snapshot(dir, &src);
         (repo, src, big)
     }
 
