@@ -719,6 +719,7 @@ impl Archiver<'_, '_> {
         }
         let mut tree = Tree::default();
         for entry in listing.entries {
+            self.store.tick()?;
             let pnode = parent.and_then(|t| t.find(&entry.name));
             if let Some(n) =
                 self.path_node(&entry.path, &entry.name, pnode, root_dev, Some(entry.stat))?

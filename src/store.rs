@@ -132,9 +132,7 @@ impl<'r> BlobStore<'r> {
         data: &[u8],
         delta: impl FnOnce() -> Option<DeltaPlan>,
     ) -> Result<bool> {
-        if self.pending_since.is_some_and(|t| t.elapsed() >= BATCH_AGE) {
-            self.send()?;
-        }
+        self.tick()?;
         if self.has(&id) {
             return Ok(false);
         }
@@ -155,6 +153,16 @@ impl<'r> BlobStore<'r> {
             self.send()?;
         }
         Ok(true)
+    }
+
+    /// Hands a pending batch older than `BATCH_AGE` to the writer. Called on
+    /// every `add`, and by walkers while they pass over unchanged entries
+    /// that add nothing.
+    pub fn tick(&mut self) -> Result<()> {
+        if self.pending_since.is_some_and(|t| t.elapsed() >= BATCH_AGE) {
+            self.send()?;
+        }
+        Ok(())
     }
 
     fn send(&mut self) -> Result<()> {
