@@ -155,31 +155,49 @@ impl<'r> BlobStore<'r> {
         Ok(true)
     }
 
-    /// Hands a pending batch older than `BATCH_AGE` to the writer. Called on
-    /// every `add`, and by walkers while they pass over unchanged entries
-    /// that add nothing.
+    /// Hands a pending batch older than `BATCH_AGE` to the writer if it can
+    /// take one now; never waits for it. Called on every `add`, and by
+    /// walkers while they pass over unchanged entries that add nothing.
     pub fn tick(&mut self) -> Result<()> {
         if self.pending_since.is_some_and(|t| t.elapsed() >= BATCH_AGE) {
-            self.send()?;
+            self.send_now(false)?;
         }
         Ok(())
     }
 
     fn send(&mut self) -> Result<()> {
+        self.send_now(true)
+    }
+
+    /// Sends the pending batch; when `wait` is false and the writer is
+    /// busy, keeps it pending instead.
+    fn send_now(&mut self, wait: bool) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        self.pending_since = None;
         let tx = self.tx.as_ref().expect("store is open");
-        if tx.send(batch).is_err() {
+        let sent = if wait {
+            tx.send(batch).map_err(|_| ())
+        } else {
+            match tx.try_send(batch) {
+                Ok(()) => Ok(()),
+                Err(crossbeam_channel::TrySendError::Full(batch)) => {
+                    self.pending = batch;
+                    return Ok(());
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(()),
+            }
+        };
+        if sent.is_err() {
             // The writer stopped: its error is the one to report.
             return Err(self
                 .join()
                 .err()
                 .unwrap_or_else(|| Error::Other("writer thread stopped".into())));
         }
+        self.pending_bytes = 0;
+        self.pending_since = None;
         Ok(())
     }
 
