@@ -159,14 +159,7 @@ impl LocalBackend {
     }
 
     pub fn path_of(&self, kind: FileKind, name: &str) -> PathBuf {
-        match kind {
-            FileKind::Pack => self
-                .root
-                .join("packs")
-                .join(name.get(..2).unwrap_or("00"))
-                .join(name),
-            k => self.root.join(k.dir()).join(name),
-        }
+        path_in(&self.root, kind, name)
     }
 
     /// An open handle of a pack, from the most-recently-used cache.
@@ -216,6 +209,17 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_all().map_err(|e| Error::io(path, e))
 }
 
+/// Where a file of `kind` named `name` lives under the repository `root`.
+fn path_in(root: &Path, kind: FileKind, name: &str) -> PathBuf {
+    match kind {
+        FileKind::Pack => root
+            .join("packs")
+            .join(name.get(..2).unwrap_or("00"))
+            .join(name),
+        k => root.join(k.dir()).join(name),
+    }
+}
+
 /// Links the written (or failed) temporary file `tmp` into place as `dst`
 /// and makes the name durable; `tmp` is removed either way. Errors name
 /// the file being stored, not its temporary name.
@@ -250,7 +254,8 @@ fn publish(tmp: &Path, dst: &Path, written: Result<()>) -> Result<()> {
 
 /// A file under `tmp/` that is written, and pushed to the disk, as it grows.
 struct LocalStaged {
-    target: LocalBackend,
+    /// The repository's root.
+    root: PathBuf,
     kind: FileKind,
     tmp: PathBuf,
     /// `None` once committed.
@@ -294,7 +299,7 @@ impl StagedFile for LocalStaged {
     }
 
     fn commit(mut self: Box<Self>, name: &str, rest: &[u8]) -> Result<()> {
-        let dst = self.target.path_of(self.kind, name);
+        let dst = path_in(&self.root, self.kind, name);
         let mut f = self.file.take().expect("committed once");
         let written = f
             .write_all(rest)
@@ -428,7 +433,7 @@ impl Backend for LocalBackend {
             .open(&tmp)
             .map_err(|e| Error::io(&tmp, e))?;
         Ok(Some(Box::new(LocalStaged {
-            target: LocalBackend::new(&self.root),
+            root: self.root.clone(),
             kind,
             tmp,
             file: Some(file),
