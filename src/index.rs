@@ -17,6 +17,12 @@
 //! into one local file of sorted fixed-size entries with a bucket table on the
 //! first two bytes of the id, read through memmap2: a lookup touches about
 //! one page and the index never has to fit in RAM.
+//!
+//! Rewriting that file costs a write and an fsync of the whole merged index,
+//! so the few files a day's runs add are not merged into it one run at a
+//! time: up to [`OVERLAY_MAX_FILES`] files and [`OVERLAY_MAX_ENTRIES`]
+//! entries newer than the cache are held in a small sorted overlay in memory,
+//! and the cache is rewritten only once they outgrow it.
 
 use crate::blob::BlobInfo;
 use crate::crypto::{KeyPurpose, MasterKey};
@@ -204,7 +210,14 @@ pub mod filter {
     }
 }
 
-/// The merged index of a repository, read through a memory map.
+/// Index files newer than the cache are kept in memory, not merged into it,
+/// while there are at most this many of them...
+pub const OVERLAY_MAX_FILES: usize = 32;
+/// ...holding at most this many entries (about 100 bytes of RAM each).
+pub const OVERLAY_MAX_ENTRIES: usize = 1 << 16;
+
+/// The merged index of a repository: the cache file, read through a memory
+/// map, plus an overlay of entries from index files newer than the cache.
 pub struct Index {
     map: Option<memmap2::Mmap>,
     packs: Vec<(PackId, u64)>,
@@ -213,6 +226,58 @@ pub struct Index {
     count: u64,
     filter_off: usize,
     filter_blocks: u64,
+    /// (pack_no, blob) of ids the cache does not hold, sorted by id, unique;
+    /// their positions follow the cache's (`count + i`).
+    overlay: Vec<(u32, BlobInfo)>,
+}
+
+/// The pack table being built for a merge: `pack_no` is a position in `packs`.
+#[derive(Default)]
+struct PackTable {
+    no: HashMap<PackId, u32>,
+    packs: Vec<(PackId, u64)>,
+}
+
+impl PackTable {
+    fn intern(&mut self, pack: PackId, size: u64) -> u32 {
+        let packs = &mut self.packs;
+        *self.no.entry(pack).or_insert_with(|| {
+            packs.push((pack, size));
+            (packs.len() - 1) as u32
+        })
+    }
+
+    /// The entries of `files` whose pack is present, sorted by id and unique
+    /// (the first file in `files` order wins a duplicate), skipping superseded
+    /// files. Every present pack a file lists is interned, even one none of
+    /// whose entries survive: "listed by no index" then means "orphaned".
+    fn fresh_entries(
+        &mut self,
+        files: &[(IndexId, IndexFile)],
+        superseded: &HashSet<IndexId>,
+        present: &HashMap<PackId, u64>,
+    ) -> Vec<(u32, BlobInfo)> {
+        let mut fresh: Vec<(u32, BlobInfo)> = Vec::new();
+        for (id, f) in files {
+            if superseded.contains(id) {
+                continue;
+            }
+            for (pid, size) in &f.packs {
+                if present.contains_key(pid) {
+                    self.intern(*pid, *size);
+                }
+            }
+            for (p, b) in &f.entries {
+                let (pid, size) = f.packs[*p as usize];
+                if present.contains_key(&pid) {
+                    fresh.push((self.intern(pid, size), *b));
+                }
+            }
+        }
+        fresh.sort_by_key(|e| e.1.id);
+        fresh.dedup_by(|a, b| a.1.id == b.1.id);
+        fresh
+    }
 }
 
 fn set_hash(ids: &[IndexId]) -> [u8; 32] {
@@ -242,10 +307,10 @@ impl Index {
         &self.packs
     }
     pub fn len(&self) -> u64 {
-        self.count
+        self.count + self.overlay.len() as u64
     }
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.len() == 0
     }
 
     fn entry_bytes(&self, i: u64) -> &[u8] {
@@ -258,6 +323,13 @@ impl Index {
     /// (then the chunk counts as absent: a snapshot stores it again, a
     /// restore reports it missing, nothing panics).
     fn decode_at(&self, i: u64) -> Option<Location> {
+        if i >= self.count {
+            let (pack_no, blob) = *self.overlay.get((i - self.count) as usize)?;
+            return Some(Location {
+                pack: self.packs.get(pack_no as usize)?.0,
+                blob,
+            });
+        }
         let b = self.entry_bytes(i);
         let pack_no = u32::from_le_bytes(b[..4].try_into().unwrap());
         let mut r = Reader::new(&b[4..], "index cache");
@@ -286,8 +358,16 @@ impl Index {
         !filter::may_contain(word, self.filter_blocks, id)
     }
 
-    /// The entry's position in id order, for compact per-entry bitsets (prune's mark phase).
+    /// The entry's position, unique and below [`Index::len`], for compact
+    /// per-entry bitsets (prune's mark phase).
     pub fn position(&self, id: &ChunkId) -> Option<u64> {
+        self.cache_position(id).or_else(|| {
+            let i = self.overlay.binary_search_by(|e| e.1.id.cmp(id)).ok()?;
+            Some(self.count + i as u64)
+        })
+    }
+
+    fn cache_position(&self, id: &ChunkId) -> Option<u64> {
         if self.count == 0 || self.filter_says_absent(id) {
             return None;
         }
@@ -305,7 +385,15 @@ impl Index {
 
     /// Every (position, location), in id order.
     pub fn iter_positions(&self) -> impl Iterator<Item = (u64, Location)> + '_ {
-        (0..self.count).filter_map(move |i| Some((i, self.decode_at(i)?)))
+        let at = move |i: u64| Some((i, self.decode_at(i)?));
+        let mut cached = (0..self.count).filter_map(at).peekable();
+        let end = self.len();
+        let mut newer = (self.count..end).filter_map(at).peekable();
+        std::iter::from_fn(move || match (cached.peek(), newer.peek()) {
+            (Some(c), Some(n)) if n.1.blob.id < c.1.blob.id => newer.next(),
+            (Some(_), _) => cached.next(),
+            (None, _) => newer.next(),
+        })
     }
 
     pub fn lookup(&self, id: &ChunkId) -> Option<Location> {
@@ -319,17 +407,36 @@ impl Index {
 
     /// Every location, in chunk-id order.
     pub fn iter(&self) -> impl Iterator<Item = Location> + '_ {
-        (0..self.count).filter_map(move |i| self.decode_at(i))
+        self.iter_positions().map(|(_, loc)| loc)
     }
 
     /// Opens the cached merge at `path` if it covers exactly `current`;
-    /// otherwise builds it, extending the old cache when only new files were added.
+    /// otherwise builds it, extending the old cache when only new files were
+    /// added, or laying those over it in memory while they are few
+    /// ([`OVERLAY_MAX_FILES`], [`OVERLAY_MAX_ENTRIES`]).
     /// `load` decodes one index file; `present` is the set of packs that exist.
     pub fn open_or_build(
         path: &Path,
         current: &[IndexId],
         present: &HashMap<PackId, u64>,
         load: &(dyn Fn(&IndexId) -> Result<IndexFile> + Sync),
+    ) -> Result<Index> {
+        Index::open_or_build_with(
+            path,
+            current,
+            present,
+            load,
+            (OVERLAY_MAX_FILES, OVERLAY_MAX_ENTRIES),
+        )
+    }
+
+    /// [`Index::open_or_build`] with the overlay's limits (files, entries) as arguments.
+    fn open_or_build_with(
+        path: &Path,
+        current: &[IndexId],
+        present: &HashMap<PackId, u64>,
+        load: &(dyn Fn(&IndexId) -> Result<IndexFile> + Sync),
+        (max_files, max_entries): (usize, usize),
     ) -> Result<Index> {
         let mut current: Vec<IndexId> = current.to_vec();
         current.sort();
@@ -364,6 +471,28 @@ impl Index {
             Some(o) => o.included.iter().all(|i| cur_set.contains(i)) && superseded.is_empty(),
             None => false,
         };
+        let new_entries: usize = loaded.iter().map(|(_, f)| f.entries.len()).sum();
+        if let Some(o) = old.as_ref().filter(|_| incremental) {
+            if loaded.len() <= max_files && new_entries <= max_entries {
+                let mut table = PackTable {
+                    no: o
+                        .packs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| (p.0, i as u32))
+                        .collect(),
+                    packs: o.packs.clone(),
+                };
+                let mut fresh = table.fresh_entries(&loaded, &superseded, present);
+                // As in a merge, the cache wins ties.
+                fresh.retain(|e| o.cache_position(&e.1.id).is_none());
+                let mut index = old.expect("matched above");
+                index.packs = table.packs;
+                index.included = current;
+                index.overlay = fresh;
+                return Ok(index);
+            }
+        }
         if !superseded.is_empty() && to_load.len() != current.len() {
             // Something supersedes; rebuild from every file.
             let all: Vec<(IndexId, IndexFile)> = current
@@ -392,42 +521,16 @@ impl Index {
             .iter()
             .flat_map(|(_, f)| f.supersedes.iter().copied())
             .collect();
-        let mut pack_no: HashMap<PackId, u32> = HashMap::new();
-        let mut packs: Vec<(PackId, u64)> = Vec::new();
-        let mut intern = |p: PackId, size: u64, packs: &mut Vec<(PackId, u64)>| -> u32 {
-            *pack_no.entry(p).or_insert_with(|| {
-                packs.push((p, size));
-                (packs.len() - 1) as u32
-            })
-        };
-        let mut fresh: Vec<(u32, BlobInfo)> = Vec::new();
-        for (id, f) in &files {
-            if superseded.contains(id) {
-                continue;
-            }
-            // Every listed pack that exists, even one whose blobs all duplicate
-            // others: then "listed by no index" means exactly "orphaned".
-            for (pid, size) in &f.packs {
-                if present.contains_key(pid) {
-                    intern(*pid, *size, &mut packs);
-                }
-            }
-            for (p, b) in &f.entries {
-                let (pid, size) = f.packs[*p as usize];
-                if !present.contains_key(&pid) {
-                    continue;
-                }
-                fresh.push((intern(pid, size, &mut packs), *b));
-            }
-        }
-        fresh.sort_by_key(|e| e.1.id);
-        fresh.dedup_by(|a, b| a.1.id == b.1.id);
+        let mut table = PackTable::default();
+        let fresh = table.fresh_entries(&files, &superseded, present);
         let mut old_map = Vec::new();
         if let Some(o) = &old {
+            debug_assert!(o.overlay.is_empty(), "an overlay is never extended");
             for (p, size) in &o.packs {
-                old_map.push(intern(*p, *size, &mut packs));
+                old_map.push(table.intern(*p, *size));
             }
         }
+        let packs = table.packs;
         // Merge old (already sorted) and fresh into a temporary file, then rename.
         let dir = path.parent().unwrap();
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -552,6 +655,7 @@ impl Index {
             count,
             filter_off: entries_off + (count as usize) * INDEX_ENTRY_LEN,
             filter_blocks,
+            overlay: Vec::new(),
         })
     }
 }
@@ -697,6 +801,14 @@ mod tests {
             let loc = index.lookup(id).expect("present id is found");
             assert_eq!(loc.blob.id, *id);
         }
+        // Positions are unique, below len, and agree with position() (prune's bitsets).
+        let mut seen = HashSet::new();
+        for (pos, loc) in index.iter_positions() {
+            assert!(pos < index.len() && seen.insert(pos));
+            assert_eq!(index.position(&loc.blob.id), Some(pos));
+            assert!(index.packs().iter().any(|(p, _)| *p == loc.pack));
+        }
+        assert_eq!(seen.len() as u64, index.len());
         for _ in 0..500 {
             let id = ChunkId(*blake3::hash(&rng.next().to_le_bytes()).as_bytes());
             if !expected.contains_key(&id) {
@@ -707,12 +819,24 @@ mod tests {
 
     #[test]
     fn incremental_and_full_builds_agree_with_the_union_rule() {
-        let dir = std::env::temp_dir().join(format!("sopvault-index-test-{}", std::process::id()));
+        // Never an overlay, the default limits, and limits that mix overlays and merges.
+        for (n, limits) in [(0, 0), (OVERLAY_MAX_FILES, OVERLAY_MAX_ENTRIES), (3, 1000)]
+            .into_iter()
+            .enumerate()
+        {
+            builds_agree_with_the_union_rule(n, limits);
+        }
+    }
+
+    fn builds_agree_with_the_union_rule(n: usize, limits: (usize, usize)) {
+        let dir =
+            std::env::temp_dir().join(format!("sopvault-index-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("index.cache");
         let mut rng = Rng(0x9e3779b97f4a7c15);
         let mut files: BTreeMap<IndexId, IndexFile> = BTreeMap::new();
         let mut present: HashMap<PackId, u64> = HashMap::new();
+        let mut overlays = 0;
         for round in 0..12 {
             // Mostly additions (incremental path); sometimes a file that supersedes
             // others (full rebuild); sometimes a pack goes missing.
@@ -736,12 +860,21 @@ mod tests {
             files.insert(id, f);
             let ids: Vec<IndexId> = files.keys().copied().collect();
             let load = |i: &IndexId| Ok(files[i].clone());
-            let index = Index::open_or_build(&path, &ids, &present, &load).unwrap();
+            let index = Index::open_or_build_with(&path, &ids, &present, &load, limits).unwrap();
             check_against_model(&index, &model(&files, &present), &mut rng);
-            // Reopening the same set uses the cache and sees the same thing.
-            let again = Index::open_or_build(&path, &ids, &present, &load).unwrap();
+            let overlaid = !index.overlay.is_empty();
+            assert!(!overlaid || limits.0 > 0, "no overlay beyond its limits");
+            // Reopening the same set sees the same thing.
+            let again = Index::open_or_build_with(&path, &ids, &present, &load, limits).unwrap();
             assert_eq!(again.len(), index.len());
+            assert_eq!(again.overlay.len(), index.overlay.len());
+            overlays += usize::from(overlaid);
         }
+        assert_eq!(
+            overlays > 0,
+            limits.0 > 0,
+            "overlays used exactly when allowed"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
