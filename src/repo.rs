@@ -71,6 +71,27 @@ pub struct Repository {
     warnings: std::sync::Mutex<Vec<String>>,
     /// Plaintexts of delta bases recently decoded.
     bases: crate::delta::BaseCache,
+    /// Listings taken under this run's lock while the key was derived
+    /// ([`Repository::open_locked`]); the first listing of each kind uses it.
+    prelisted: std::sync::Mutex<Prelisted>,
+}
+
+/// What [`Repository::open_locked`] lists ahead, in this order, so that each
+/// listing is at least as new as the files that refer to it: every listed
+/// snapshot's index file is listed, and every listed index file's packs.
+#[derive(Default)]
+struct Prelisted {
+    snapshots: Option<Vec<(String, u64)>>,
+    index: Option<Vec<(String, u64)>>,
+    packs: Option<Vec<(String, u64)>>,
+}
+
+/// Whether [`Repository::open_locked`] lists snapshots, index files and packs
+/// ahead (for commands that load the index) or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListAhead {
+    Index,
+    Nothing,
 }
 
 /// Bytes of decoded delta bases a repository keeps for reuse.
@@ -203,6 +224,66 @@ impl Repository {
         Repository::assemble(backend, path, key, config, key_id, open)
     }
 
+    /// [`Repository::open_backend`] and [`Lock::acquire`](crate::lock::Lock::acquire)
+    /// at once: the lock is taken on a second thread while the passphrase's
+    /// key is derived on this one, and then, with [`ListAhead::Index`], the
+    /// snapshot, index and pack directories are listed there too. Listing after the
+    /// lock is what makes that safe: a prune (exclusive) either holds its lock
+    /// already, so ours fails, or sees ours and backs off. A password error
+    /// wins over a lock error; a lock taken for a wrong password is removed.
+    pub fn open_locked(
+        backend: Arc<dyn Backend>,
+        password: &Password,
+        open: &OpenOptions,
+        (exclusive, command): (bool, &str),
+        ahead: ListAhead,
+    ) -> Result<(Repository, crate::lock::Lock)> {
+        std::thread::scope(|s| {
+            let side = std::thread::Builder::new()
+                .name("sopvault-lock".into())
+                .spawn_scoped(s, || {
+                    let lock = crate::lock::Lock::acquire(backend.clone(), exclusive, command)?;
+                    // A listing that fails here is simply taken again later,
+                    // where its error is reported in context.
+                    let listed = match ahead {
+                        ListAhead::Index => Prelisted {
+                            snapshots: backend.list(FileKind::Snapshot).ok(),
+                            index: backend.list(FileKind::Index).ok(),
+                            packs: backend.list(FileKind::Pack).ok(),
+                        },
+                        ListAhead::Nothing => Prelisted::default(),
+                    };
+                    Ok((lock, listed))
+                })
+                .map_err(|e| Error::Other(format!("cannot start a thread: {e}")))?;
+            let repo = Repository::open_backend(backend.clone(), password, open);
+            let side: Result<_> = side
+                .join()
+                .unwrap_or_else(|_| Err(Error::Other("the lock thread panicked".into())));
+            let repo = repo?;
+            let (lock, listed) = side?;
+            *repo.prelisted.lock().unwrap_or_else(|e| e.into_inner()) = listed;
+            Ok((repo, lock))
+        })
+    }
+
+    /// The listing of `kind`, from [`Repository::open_locked`]'s if it is
+    /// still unused.
+    fn list_now(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        let mut pre = self.prelisted.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = match kind {
+            FileKind::Snapshot => pre.snapshots.take(),
+            FileKind::Index => pre.index.take(),
+            FileKind::Pack => pre.packs.take(),
+            _ => None,
+        };
+        drop(pre);
+        match taken {
+            Some(l) => Ok(l),
+            None => self.backend.list(kind),
+        }
+    }
+
     fn unlock(
         backend: &dyn Backend,
         path: &Path,
@@ -277,6 +358,7 @@ impl Repository {
             _tmp_cache: tmp,
             warnings: Default::default(),
             bases: crate::delta::BaseCache::new(BASE_CACHE_BYTES),
+            prelisted: Default::default(),
         })
     }
 
@@ -335,7 +417,7 @@ impl Repository {
     /// with a warning, so one bad file cannot stop new backups or restores.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         use rayon::prelude::*;
-        let names = self.backend.list(FileKind::Snapshot)?;
+        let names = self.list_now(FileKind::Snapshot)?;
         let loaded = names
             .par_iter()
             .map(|(n, _)| {
@@ -380,8 +462,7 @@ impl Repository {
 
     fn list_packs(&self) -> Result<HashMap<PackId, u64>> {
         Ok(self
-            .backend
-            .list(FileKind::Pack)?
+            .list_now(FileKind::Pack)?
             .into_iter()
             .filter_map(|(n, s)| Some((PackId::from_hex(&n)?, s)))
             .collect())
@@ -389,8 +470,7 @@ impl Repository {
 
     fn index_of(&self, present: &HashMap<PackId, u64>) -> Result<Index> {
         let ids: Vec<IndexId> = self
-            .backend
-            .list(FileKind::Index)?
+            .list_now(FileKind::Index)?
             .into_iter()
             .filter_map(|(n, _)| IndexId::from_hex(&n))
             .collect();

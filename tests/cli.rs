@@ -436,6 +436,28 @@ fn wrong_password_and_missing_repository() {
         .env("SOPVAULT_PASSWORD_COMMAND", "echo nope")
         .code(exit::WRONG_PASSWORD);
     one_line(&out);
+    // The lock is taken while the key is derived; a wrong password removes
+    // it again, and its error wins over a lock conflict.
+    let locks = || std::fs::read_dir(sb.repo.join("locks")).unwrap().count();
+    let out = sb
+        .call(&["snapshot", "--source", "s", "--stream", "a=echo a"])
+        .env("SOPVAULT_PASSWORD_FILE", &wrong)
+        .code(exit::WRONG_PASSWORD);
+    one_line(&out);
+    assert_eq!(locks(), 0, "a lock was left behind: {}", show(&out));
+    let foreign = sb.repo.join("locks/x.lock");
+    std::fs::write(
+        &foreign,
+        br#"{"exclusive":true,"host":"otherhost","pid":1,"user":"u","time":"t","command":"prune"}"#,
+    )
+    .unwrap();
+    let out = sb
+        .call(&["restore", "latest", "--target", &sb.arg("r")])
+        .env("SOPVAULT_PASSWORD_FILE", &wrong)
+        .code(exit::WRONG_PASSWORD);
+    one_line(&out);
+    assert_eq!(locks(), 1, "{}", show(&out));
+    std::fs::remove_file(&foreign).unwrap();
     sb.call(&["snapshots"])
         .env_remove("SOPVAULT_PASSWORD_FILE")
         .env(

@@ -1,6 +1,7 @@
 //! `sopvault cat`: write one file or stream of a snapshot to standard output.
 
 use super::Ctx;
+use sopvault::repo::ListAhead;
 use sopvault::restore::{find_node, write_content};
 use sopvault::tree::NodeKind;
 use sopvault::Error;
@@ -15,8 +16,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, false, "cat")?;
+    let (repo, _lock) = ctx.open_locked(false, "cat", ListAhead::Index)?;
     let (_, snap) = repo.find_snapshot(&args.snapshot)?;
     let index = repo.index()?;
     ctx.print_warnings(&repo);

@@ -2,6 +2,7 @@
 
 use super::{exit, human_bytes, print_json, Ctx};
 use sopvault::check::ReadData;
+use sopvault::repo::ListAhead;
 use sopvault::Error;
 
 #[derive(clap::Args)]
@@ -37,8 +38,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         (false, Some(s)) => ReadData::Subset(parse_share(s)?),
         _ => ReadData::None,
     };
-    let repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, false, "check")?;
+    let (repo, _lock) = ctx.open_locked(false, "check", ListAhead::Nothing)?;
     let report = sopvault::check::check(&repo, read)?;
     if args.json {
         let mut v = serde_json::to_value(&report).expect("report serialises");

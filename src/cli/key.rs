@@ -2,6 +2,7 @@
 
 use super::{password, Ctx};
 use sopvault::keyfile::KdfParams;
+use sopvault::repo::ListAhead;
 use sopvault::Error;
 
 #[derive(clap::Subcommand)]
@@ -32,8 +33,7 @@ fn default_label() -> String {
 }
 
 pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<i32, Error> {
-    let repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, false, "key")?;
+    let (repo, _lock) = ctx.open_locked(false, "key", ListAhead::Nothing)?;
     match cmd {
         KeyCommand::Add { label } => {
             let pw = password::new_password(false)?;

@@ -2,6 +2,7 @@
 
 use super::{print_json, Ctx};
 use serde_json::json;
+use sopvault::repo::ListAhead;
 use sopvault::restore::{find_node, walk};
 use sopvault::tree::{Node, NodeKind, Tree};
 use sopvault::Error;
@@ -106,8 +107,7 @@ fn print(path: &str, n: &Node, json: bool, long: bool) {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, false, "ls")?;
+    let (repo, _lock) = ctx.open_locked(false, "ls", ListAhead::Index)?;
     let (_, snap) = repo.find_snapshot(&args.snapshot)?;
     let index = repo.index()?;
     ctx.print_warnings(&repo);

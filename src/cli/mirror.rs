@@ -4,6 +4,7 @@ use super::{exit, human_bytes, print_json, Ctx};
 use serde_json::json;
 use sopvault::backend::{Backend, FileKind};
 use sopvault::mirror::{self, state, DestinationState, MirrorOptions, MirrorPlan, Sample};
+use sopvault::repo::ListAhead;
 use sopvault::{Error, Repository};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -114,8 +115,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         return verify(ctx, &args, &dest_arg);
     }
     let delete_after = parse_delete_after(&args.delete_after)?;
-    let repo = ctx.open()?;
-    let _src_lock = ctx.lock(&repo, false, "mirror")?;
+    let (repo, _src_lock) = ctx.open_locked(false, "mirror", ListAhead::Nothing)?;
     let dest = sopvault::backend::open(&dest_arg)?;
     let opts = MirrorOptions {
         init: args.init,

@@ -20,7 +20,7 @@ mod unlock;
 
 use clap::{Parser, Subcommand};
 use sopvault::lock::Lock;
-use sopvault::repo::OpenOptions;
+use sopvault::repo::{ListAhead, OpenOptions};
 use sopvault::{Error, ErrorKind, Repository};
 use std::path::PathBuf;
 
@@ -134,8 +134,24 @@ impl Ctx {
         }
     }
 
-    pub fn lock(&self, repo: &Repository, exclusive: bool, command: &str) -> Result<Lock, Error> {
-        Lock::acquire(repo.backend().clone(), exclusive, command)
+    /// Opens the repository and locks it (exclusively for prune), the lock
+    /// taken while the key is derived; see [`Repository::open_locked`].
+    pub fn open_locked(
+        &self,
+        exclusive: bool,
+        command: &str,
+        ahead: ListAhead,
+    ) -> Result<(Repository, Lock), Error> {
+        let backend = sopvault::backend::open(&self.repo_path()?)?;
+        Repository::probe(backend.as_ref())?;
+        let pw = password::current()?;
+        Repository::open_locked(
+            backend,
+            &pw,
+            &self.open_options(),
+            (exclusive, command),
+            ahead,
+        )
     }
 }
 

@@ -23,6 +23,7 @@ use fuser::{
     FileAttr, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
+use sopvault::repo::ListAhead;
 use sopvault::tree::Timestamp;
 use sopvault::vfs::{Attr, FileType, Vfs, VfsError, VfsOptions, ROOT_INO};
 use sopvault::Error;
@@ -60,8 +61,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             args.mountpoint.display()
         )));
     }
-    let repo = Arc::new(ctx.open()?);
-    let lock = ctx.lock(&repo, false, "mount")?;
+    // The mount reads the snapshot list and the index lazily, for as long as
+    // it runs: nothing is listed ahead.
+    let (repo, lock) = ctx.open_locked(false, "mount", ListAhead::Nothing)?;
+    let repo = Arc::new(repo);
     // SAFETY: getuid and getgid have no preconditions and cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let vfs = Arc::new(Vfs::new(

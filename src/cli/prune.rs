@@ -3,6 +3,7 @@
 use super::{human_bytes, print_json, Ctx};
 use serde_json::json;
 use sopvault::prune::{GroupBy, PruneOptions};
+use sopvault::repo::ListAhead;
 use sopvault::retention::{parse_count, parse_duration, Count, Policy};
 use sopvault::Error;
 
@@ -119,8 +120,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             .map(parse_size)
             .transpose()?,
     };
-    let repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, true, "prune")?;
+    let (repo, _lock) = ctx.open_locked(true, "prune", ListAhead::Index)?;
     let plan = sopvault::prune::plan(&repo, &opts)?;
     let p = &plan.packs;
     let snapshots_json: Vec<_> = plan

@@ -2,6 +2,7 @@
 
 use super::{exit, human_bytes, print_json, Ctx};
 use serde_json::json;
+use sopvault::repo::ListAhead;
 use sopvault::restore::RestoreOptions;
 use sopvault::Error;
 use std::path::PathBuf;
@@ -22,8 +23,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, false, "restore")?;
+    let (repo, _lock) = ctx.open_locked(false, "restore", ListAhead::Index)?;
     let (id, snap) = repo.find_snapshot(&args.snapshot)?;
     let index = repo.index()?;
     ctx.print_warnings(&repo);

@@ -2,6 +2,7 @@
 
 use super::{exit, human_bytes, print_json, Ctx};
 use sopvault::manifest::SnapshotTime;
+use sopvault::repo::ListAhead;
 use sopvault::snapshot::{SnapshotOptions, StreamInput, StreamSpec};
 use sopvault::Error;
 use std::path::PathBuf;
@@ -100,8 +101,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     sopvault::snapshot::validate_name("source", &opts.source)?;
     // Directories are read while the passphrase's key is being derived.
     let prescan = sopvault::snapshot::prescan(&opts, &ctx.repo_path()?);
-    let repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, false, "snapshot")?;
+    let (repo, _lock) = ctx.open_locked(false, "snapshot", ListAhead::Index)?;
     let bar = super::progress::Bar::new(!ctx.quiet && !args.json);
     let out = sopvault::snapshot::run(&repo, &opts, &bar, prescan);
     bar.finish();

@@ -4,6 +4,7 @@ use super::{human_bytes, print_json, Ctx};
 use serde_json::json;
 use sopvault::ids::SnapshotId;
 use sopvault::manifest::{Snapshot, SnapshotTime};
+use sopvault::repo::ListAhead;
 use sopvault::Error;
 
 #[derive(clap::Args)]
@@ -63,8 +64,7 @@ pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, false, "snapshots")?;
+    let (repo, _lock) = ctx.open_locked(false, "snapshots", ListAhead::Nothing)?;
     let snaps: Vec<_> = repo
         .snapshots()?
         .into_iter()
