@@ -267,8 +267,11 @@ struct LocalStaged {
     syncing: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Sync a staged file in the background every this many bytes.
-const STAGE_SYNC_BYTES: u64 = 1 << 20;
+/// Sync a staged file in the background every this many bytes. What is
+/// left for `commit` to sync is at most this plus a sync in flight: 256 KiB
+/// rather than 1 MiB shortened a day's web run by ~3 ms (medians of 15
+/// alternating runs), with dumps unchanged.
+const STAGE_SYNC_BYTES: u64 = 256 << 10;
 
 impl StagedFile for LocalStaged {
     fn append(&mut self, bytes: &[u8]) -> Result<()> {
