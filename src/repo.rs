@@ -856,3 +856,83 @@ pub(crate) fn scratch_with_snapshot(dir: &Path, src: &Path) -> Repository {
     crate::snapshot::run(&repo, &opts, &crate::progress::NoProgress, None).unwrap();
     repo
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `open_locked` lists ahead once: the first listing of each kind is the
+    /// one taken under the lock, a later one lists again; a wrong password
+    /// leaves no lock behind.
+    #[test]
+    fn listings_taken_ahead_are_used_once() {
+        let dir = std::env::temp_dir().join(format!("sopvault-prelist-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let src = dir.join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), "one").unwrap();
+        let writer = scratch_with_snapshot(&dir, &src);
+        let backend = writer.backend().clone();
+        let open = OpenOptions {
+            cache_dir: Some(dir.join("cache")),
+        };
+        let pw = Password::new(b"pw".to_vec());
+        let (repo, lock) = Repository::open_locked(
+            backend.clone(),
+            &pw,
+            &open,
+            (false, "test"),
+            ListAhead::Index,
+        )
+        .unwrap();
+        assert_eq!(backend.list_locks().unwrap().len(), 1);
+
+        // A second snapshot (new pack, index file and manifest) lands after the listings.
+        std::fs::write(src.join("g"), "two").unwrap();
+        let opts = crate::snapshot::SnapshotOptions {
+            source: "web".into(),
+            paths: vec![src.clone()],
+            ..Default::default()
+        };
+        crate::snapshot::run(&writer, &opts, &crate::progress::NoProgress, None).unwrap();
+
+        assert_eq!(
+            repo.snapshots().unwrap().len(),
+            1,
+            "first: the listing taken ahead"
+        );
+        assert_eq!(repo.snapshots().unwrap().len(), 2, "then: listed again");
+        assert_eq!(repo.index().unwrap().included().len(), 1);
+        assert_eq!(repo.index().unwrap().included().len(), 2);
+        drop(lock);
+        assert!(backend.list_locks().unwrap().is_empty());
+
+        let (repo, exclusive) = Repository::open_locked(
+            backend.clone(),
+            &pw,
+            &open,
+            (true, "test"),
+            ListAhead::Nothing,
+        )
+        .unwrap();
+        assert_eq!(repo.snapshots().unwrap().len(), 2);
+        drop(exclusive);
+
+        let wrong = Password::new(b"not it".to_vec());
+        let err = Repository::open_locked(
+            backend.clone(),
+            &wrong,
+            &open,
+            (false, "test"),
+            ListAhead::Index,
+        )
+        .err()
+        .expect("a wrong password fails");
+        assert_eq!(err.kind(), crate::ErrorKind::WrongPassword);
+        assert!(
+            backend.list_locks().unwrap().is_empty(),
+            "its lock is removed"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
