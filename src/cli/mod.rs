@@ -19,6 +19,7 @@ mod snapshots;
 mod unlock;
 
 use clap::{Parser, Subcommand};
+use sopvault::crypto::Password;
 use sopvault::lock::Lock;
 use sopvault::repo::{ListAhead, OpenOptions};
 use sopvault::{Error, ErrorKind, Repository};
@@ -120,11 +121,19 @@ impl Ctx {
 
     /// Opens the repository with the password from the environment or the terminal.
     pub fn open(&self) -> Result<Repository, Error> {
+        let (backend, pw) = self.backend_and_password()?;
+        Repository::open_backend(backend, &pw, &self.open_options())
+    }
+
+    /// The repository's backend, once it is known to hold a repository, and
+    /// the password for it.
+    fn backend_and_password(
+        &self,
+    ) -> Result<(std::sync::Arc<dyn sopvault::backend::Backend>, Password), Error> {
         let backend = sopvault::backend::open(&self.repo_path()?)?;
         // Fail fast on a missing repository before asking for a password.
         Repository::probe(backend.as_ref())?;
-        let pw = password::current()?;
-        Repository::open_backend(backend, &pw, &self.open_options())
+        Ok((backend, password::current()?))
     }
 
     /// Prints what the engine skipped as damaged.
@@ -142,9 +151,7 @@ impl Ctx {
         command: &str,
         ahead: ListAhead,
     ) -> Result<(Repository, Lock), Error> {
-        let backend = sopvault::backend::open(&self.repo_path()?)?;
-        Repository::probe(backend.as_ref())?;
-        let pw = password::current()?;
+        let (backend, pw) = self.backend_and_password()?;
         Repository::open_locked(
             backend,
             &pw,
