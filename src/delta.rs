@@ -5,15 +5,16 @@
 //! the same file's version in the parent snapshot and names, for each new
 //! chunk, the parent chunk that covers the same region of the old version:
 //! every chunk that deduplicates re-anchors the offset between the versions,
-//! and a new chunk is matched to the parent chunk it overlaps most (then the
-//! cursor continues after that chunk, so a run of changed chunks stays aligned
-//! even when no chunk in it deduplicates). [`plan`] turns that "previous
-//! version" into a base under the skip-delta rule: a region's versions are
-//! numbered by generation `g` since its last full chunk, and version `g` is
-//! compressed against its ancestor of generation `g & (g - 1)` (the lowest set
-//! bit cleared). A chain then has at most `popcount(g)` deltas — 5 for the
-//! [`RESTART_GENERATION`] of 32 — while most deltas are against yesterday's
-//! version. At generation 32 the region is stored whole again.
+//! and a new chunk is matched to the parent chunk it overlaps most. A parent
+//! cut point close to where a new chunk ends re-anchors it too, so a run of
+//! changed chunks stays aligned even when no chunk in it deduplicates.
+//! [`plan`] turns that "previous version" into a base under the skip-delta
+//! rule: a region's versions are numbered by generation `g` since its last
+//! full chunk, and version `g` is compressed against its ancestor of
+//! generation `g & (g - 1)` (the lowest set bit cleared). A chain then has
+//! at most `popcount(g)` deltas — 5 for the [`RESTART_GENERATION`] of 32 —
+//! while most deltas are against yesterday's version. At generation 32 the
+//! region is stored whole again.
 //!
 //! Read side. [`chain`] walks a delta's bases through the index down to a full
 //! chunk (or one in the [`BaseCache`]) and [`decode_chain`] decodes them
@@ -247,6 +248,12 @@ impl Segment {
     }
 }
 
+/// How far (at most an eighth of the new chunk) a parent cut point may lie
+/// from a new chunk's predicted end and still re-anchor the alignment: well
+/// under half the chunker's smallest chunk, so the nearest cut is the one
+/// that moved, not a neighbour.
+const REANCHOR_TOLERANCE: u64 = 4096;
+
 /// At most this many chunk-list segments are held at once (each up to 32 Ki refs).
 const LOADED_SEGMENTS: usize = 2;
 
@@ -371,6 +378,8 @@ impl<'r> ParentCursor<'r> {
         let start = self.predicted(off);
         let end = start + len as u64;
         let mut best: Option<(u64, u64, ChunkRef)> = None; // (overlap, parent offset, ref)
+                                                           // The parent's cut point nearest to where this chunk is predicted to end.
+        let mut nearest: Option<u64> = None;
         let mut at = start;
         while at < end {
             // Past the parent's end, or a chunk list that cannot be read: use what was found.
@@ -391,6 +400,11 @@ impl<'r> ParentCursor<'r> {
                 if best.is_none_or(|b| overlap > b.0) {
                     best = Some((overlap, o, c));
                 }
+                for cut in [o, o + c.len as u64] {
+                    if nearest.is_none_or(|n| cut.abs_diff(end) < n.abs_diff(end)) {
+                        nearest = Some(cut);
+                    }
+                }
                 k += 1;
             }
             let next = seg.start + seg.bytes;
@@ -399,15 +413,22 @@ impl<'r> ParentCursor<'r> {
             }
             at = next;
         }
-        let (overlap, o, c) = best?;
+        // Cut points are content-defined: where the new chunk ends, the
+        // parent most likely has a cut too, moved only by the edits inside
+        // this chunk. A parent cut that close re-anchors the alignment at
+        // this chunk's end. One farther away means a cut point moved (or
+        // more was inserted than the tolerance): the old alignment stays,
+        // and the next chunk that deduplicates re-anchors it exactly.
+        // (Re-anchoring on the end of the best-overlapping parent chunk
+        // instead, as before, could lock the alignment one chunk off for
+        // the rest of a stream after a single moved cut point.)
+        let tolerance = (len as u64 / 8).min(REANCHOR_TOLERANCE);
+        if let Some(cut) = nearest.filter(|c| c.abs_diff(end) <= tolerance) {
+            self.shift = cut as i64 - (off + len as u64) as i64;
+        }
+        let (overlap, _, c) = best?;
         if overlap * 2 < len as u64 {
             return None;
-        }
-        // When both chunks have about the same length, their cut points most
-        // likely match: the next new chunk starts where this parent chunk
-        // ended. Otherwise a cut point moved and the old alignment stays.
-        if (c.len as u64).abs_diff(len as u64) * 8 <= len as u64 {
-            self.shift = (o + c.len as u64) as i64 - (off + len as u64) as i64;
         }
         Some(c.id)
     }
@@ -471,6 +492,47 @@ mod tests {
         // An unchanged chunk re-anchors the alignment.
         c.known(&id(2), 0);
         assert_eq!(c.shift, 100);
+    }
+
+    #[test]
+    fn a_moved_cut_point_does_not_shift_the_alignment_by_a_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::repo::InitOptions {
+            kdf: crate::keyfile::KdfParams {
+                m_kib: 8192,
+                t: 1,
+                p: 1,
+            },
+            ..Default::default()
+        };
+        let open = crate::repo::OpenOptions {
+            cache_dir: Some(dir.path().join("cache")),
+        };
+        let pw = crate::crypto::Password::new(b"pw".to_vec());
+        let repo = Repository::init(&dir.path().join("r"), &pw, &opts, &open).unwrap();
+        let index = repo.index().unwrap();
+        let id = |b: u8| ChunkId([b; 32]);
+        let r = |b: u8, len: u32| ChunkRef { id: id(b), len };
+        // The parent: P1 [0,1000) P2 [1000,2280) P3 [2280,2830) P4 [2830,3830) P5 [3830,4830).
+        let parent = Content::Chunks(vec![
+            r(1, 1000),
+            r(2, 1280),
+            r(3, 550),
+            r(4, 1000),
+            r(5, 1000),
+        ]);
+        let mut c = ParentCursor::new(&repo, &index, &parent);
+        assert_eq!(c.previous(0, 1000), Some(id(1)));
+        // The cut between P2 and P3 moved: the same 1830 bytes are now cut
+        // 660 + 1170. Both new chunks overlap P2 most, and the second is
+        // about as long as P2, but its end matches P3's end.
+        assert_eq!(c.previous(1000, 660), Some(id(2)));
+        assert_eq!(c.previous(1660, 1170), Some(id(2)));
+        assert_eq!(c.shift, 0);
+        // So every later chunk still meets its own parent version.
+        assert_eq!(c.previous(2830, 1003), Some(id(4)));
+        assert_eq!(c.shift, -3, "a few bytes of edits re-anchor at the end");
+        assert_eq!(c.previous(3833, 1000), Some(id(5)));
     }
 
     #[test]

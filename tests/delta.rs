@@ -82,16 +82,34 @@ fn a_delta_heavy_series_restores_every_day_byte_for_byte() {
     let sb = Sandbox::init();
     let runs = series(&sb);
     let stored = |v: &serde_json::Value| num(v, "/summary/bytes_stored");
+    // Cut points depend on the repository's random chunker key, so each run
+    // samples another chunking. The bounds hold with a wide margin over 100
+    // sampled keys (worst day: 81% of new chunks as deltas, 0.26 of day 1's
+    // bytes; worst nine days together: 0.80 of day 1's bytes). A new chunk
+    // whose cut points moved so far that no parent chunk covers half of it
+    // is stored whole, which is what the margin is for. A cursor that loses
+    // the alignment for the rest of the stream fails them (it was seen at
+    // 38–56% deltas); `delta::tests` pins that case exactly.
+    let day1 = stored(&runs[0]);
     for (i, v) in runs.iter().enumerate().skip(1) {
-        assert!(num(v, "/chunks_delta") > 0, "day {}: no deltas: {v}", i + 1);
+        let (delta, added) = (num(v, "/chunks_delta"), num(v, "/summary/chunks_added"));
         assert!(
-            stored(v) * 4 < stored(&runs[0]),
-            "day {}: {} bytes stored against {} on day 1",
+            delta * 3 >= added * 2,
+            "day {}: only {delta} of {added} new chunks stored as deltas: {v}",
+            i + 1
+        );
+        assert!(
+            stored(v) * 2 < day1,
+            "day {}: {} bytes stored against {day1} on day 1",
             i + 1,
             stored(v),
-            stored(&runs[0])
         );
     }
+    let later: u64 = runs.iter().skip(1).map(stored).sum();
+    assert!(
+        later * 2 < day1 * 3,
+        "days 2–{DAYS} stored {later} bytes against {day1} on day 1"
+    );
     for (i, s) in sb.snapshots().iter().enumerate() {
         restore_day(&sb, text(s, "/name"), i as u64 + 1);
     }
