@@ -3,15 +3,17 @@
 //! [`BlobStore::add`] computes a blob's keyed id on the caller's thread and
 //! drops it at once if the repository or this run already holds it. New
 //! blobs are batched and handed to a writer thread, which seals each batch in
-//! parallel (compress, encrypt, verify) and appends the results to data or
-//! tree packs in the order they were added, so output is deterministic.
+//! parallel (compress, encrypt, verify) and passes it on to a pack thread,
+//! which appends the results to data or tree packs in the order they were
+//! added, so output is deterministic (and the next batch is sealed while the
+//! last one is appended).
 //! Where the backend can (a local directory), an open pack's bytes go to a
 //! temporary file as they are added and are synced in the background, so
 //! the last fsync has little left to wait for; a full pack is then only
 //! completed, synced and linked into place. Full packs are written first;
 //! every few packs, and at the end, an index file lists the packs written
-//! so far. Memory is bounded by the batch size, the channel depth and two
-//! open packs, whatever the size of the input.
+//! so far. Memory is bounded by the batch size, the channels' depth (one
+//! batch each) and two open packs, whatever the size of the input.
 
 use crate::backend::{FileKind, StagedFile};
 use crate::blob::{self, BlobKind, SealedBlob};
@@ -249,8 +251,11 @@ impl WorkerCtx {
         }
     }
 
-    /// Seals batches in parallel and fills packs; a second thread writes full
-    /// packs and index files, so sealing overlaps with disk writes and fsyncs.
+    /// Seals batches in parallel; a second thread appends the sealed blobs
+    /// to packs (and stages them), a third writes full packs and index
+    /// files. So the next batch is sealed on every core while the previous
+    /// one is being appended and written out, and sealing overlaps with
+    /// disk writes and fsyncs.
     fn run(self, rx: crossbeam_channel::Receiver<Batch>) -> Result<StoreStats> {
         use rayon::prelude::*;
         let (pack_tx, pack_rx) = bounded::<Finished>(1);
@@ -262,50 +267,42 @@ impl WorkerCtx {
                 .spawn(move || write_packs(backend.as_ref(), &key, pack_rx))
                 .expect("spawning the pack writer thread")
         };
-        let mut blobs_delta = 0u64;
-        let sealed = (|| -> Result<u64> {
-            let mut bytes_stored = 0u64;
-            let mut data = OpenPack::new(PackKind::Data);
-            let mut tree = OpenPack::new(PackKind::Tree);
+        let (sealed_tx, sealed_rx) = bounded::<Vec<SealedBlob>>(1);
+        let packer = {
+            let backend = self.backend.clone();
+            let key = crate::crypto::MasterKey::from_master(self.key.master().clone());
+            let pack_size = self.pack_size;
+            std::thread::Builder::new()
+                .name("sopvault-pack".into())
+                .spawn(move || fill_packs(backend.as_ref(), &key, pack_size, sealed_rx, pack_tx))
+                .expect("spawning the pack filler thread")
+        };
+        let sealed = (|| -> Result<()> {
             for batch in rx.iter() {
                 let sealed: Vec<SealedBlob> = batch
                     .par_iter()
                     .map(|p| self.seal(p))
                     .collect::<Result<Vec<_>>>()?;
                 drop(batch);
-                for b in &sealed {
-                    if b.delta.is_some() {
-                        blobs_delta += 1;
-                    }
-                    bytes_stored += b.bytes.len() as u64;
-                    let (p, limit) = match PackKind::for_blob(b.kind) {
-                        PackKind::Data => (&mut data, self.pack_size),
-                        PackKind::Tree => (&mut tree, TREE_PACK_SIZE),
-                    };
-                    p.writer.add(b);
-                    if p.writer.len() >= limit {
-                        let full = std::mem::replace(p, OpenPack::new(PackKind::for_blob(b.kind)));
-                        if pack_tx.send(full.finish(&self.key)?).is_err() {
-                            // The I/O thread stopped; its error is reported below.
-                            return Ok(bytes_stored);
-                        }
-                    }
-                }
-                data.stage(self.backend.as_ref());
-                tree.stage(self.backend.as_ref());
-            }
-            for p in [data, tree] {
-                if !p.writer.is_empty() && pack_tx.send(p.finish(&self.key)?).is_err() {
+                if sealed_tx.send(sealed).is_err() {
+                    // The packer stopped; its error is reported below.
                     break;
                 }
             }
-            Ok(bytes_stored)
+            Ok(())
         })();
-        drop(pack_tx);
-        let mut stats = io
+        drop(sealed_tx);
+        let packed = packer
             .join()
-            .unwrap_or_else(|_| Err(Error::Other("pack writer thread panicked".into())))?;
-        stats.bytes_stored = sealed?;
+            .unwrap_or_else(|_| Err(Error::Other("pack filler thread panicked".into())));
+        let written = io
+            .join()
+            .unwrap_or_else(|_| Err(Error::Other("pack writer thread panicked".into())));
+        // The earliest failure in the flow is the one to report.
+        sealed?;
+        let (bytes_stored, blobs_delta) = packed?;
+        let mut stats = written?;
+        stats.bytes_stored = bytes_stored;
         stats.blobs_delta = blobs_delta;
         Ok(stats)
     }
@@ -383,6 +380,51 @@ impl OpenPack {
             staged: self.staged,
         })
     }
+}
+
+/// Appends sealed blobs to data or tree packs in the order they come,
+/// stages each batch, and hands full packs to the I/O thread. Returns the
+/// bytes stored and the number of deltas.
+fn fill_packs(
+    backend: &dyn crate::backend::Backend,
+    key: &crate::crypto::MasterKey,
+    pack_size: usize,
+    rx: crossbeam_channel::Receiver<Vec<SealedBlob>>,
+    pack_tx: Sender<Finished>,
+) -> Result<(u64, u64)> {
+    let mut bytes_stored = 0u64;
+    let mut blobs_delta = 0u64;
+    let mut data = OpenPack::new(PackKind::Data);
+    let mut tree = OpenPack::new(PackKind::Tree);
+    for sealed in rx.iter() {
+        for b in &sealed {
+            if b.delta.is_some() {
+                blobs_delta += 1;
+            }
+            bytes_stored += b.bytes.len() as u64;
+            let (p, limit) = match PackKind::for_blob(b.kind) {
+                PackKind::Data => (&mut data, pack_size),
+                PackKind::Tree => (&mut tree, TREE_PACK_SIZE),
+            };
+            p.writer.add(b);
+            if p.writer.len() >= limit {
+                let full = std::mem::replace(p, OpenPack::new(PackKind::for_blob(b.kind)));
+                if pack_tx.send(full.finish(key)?).is_err() {
+                    // The I/O thread stopped; its error is reported by the caller.
+                    return Ok((bytes_stored, blobs_delta));
+                }
+            }
+        }
+        drop(sealed);
+        data.stage(backend);
+        tree.stage(backend);
+    }
+    for p in [data, tree] {
+        if !p.writer.is_empty() && pack_tx.send(p.finish(key)?).is_err() {
+            break;
+        }
+    }
+    Ok((bytes_stored, blobs_delta))
 }
 
 /// Writes finished packs, and an index file every few packs and at the end.
