@@ -377,8 +377,9 @@ impl<'r> ParentCursor<'r> {
     pub fn previous(&mut self, off: u64, len: u32) -> Option<ChunkId> {
         let start = self.predicted(off);
         let end = start + len as u64;
-        let mut best: Option<(u64, u64, ChunkRef)> = None; // (overlap, parent offset, ref)
-                                                           // The parent's cut point nearest to where this chunk is predicted to end.
+        // The parent chunk that overlaps most (overlap, ref), and the
+        // parent's cut point nearest to where this chunk is predicted to end.
+        let mut best: Option<(u64, ChunkRef)> = None;
         let mut nearest: Option<u64> = None;
         let mut at = start;
         while at < end {
@@ -398,7 +399,7 @@ impl<'r> ParentCursor<'r> {
                 let (o, c) = chunks[k];
                 let overlap = (o + c.len as u64).min(end) - o.max(start);
                 if best.is_none_or(|b| overlap > b.0) {
-                    best = Some((overlap, o, c));
+                    best = Some((overlap, c));
                 }
                 for cut in [o, o + c.len as u64] {
                     if nearest.is_none_or(|n| cut.abs_diff(end) < n.abs_diff(end)) {
@@ -426,7 +427,7 @@ impl<'r> ParentCursor<'r> {
         if let Some(cut) = nearest.filter(|c| c.abs_diff(end) <= tolerance) {
             self.shift = cut as i64 - (off + len as u64) as i64;
         }
-        let (overlap, _, c) = best?;
+        let (overlap, c) = best?;
         if overlap * 2 < len as u64 {
             return None;
         }
@@ -453,9 +454,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cursor_follows_the_parent_version_through_changes() {
-        let dir = tempfile::tempdir().unwrap();
+    /// An empty repository in `dir` (a cursor over an inline list reads nothing from it).
+    fn empty_repo(dir: &std::path::Path) -> Repository {
         let opts = crate::repo::InitOptions {
             kdf: crate::keyfile::KdfParams {
                 m_kib: 8192,
@@ -465,10 +465,16 @@ mod tests {
             ..Default::default()
         };
         let open = crate::repo::OpenOptions {
-            cache_dir: Some(dir.path().join("cache")),
+            cache_dir: Some(dir.join("cache")),
         };
         let pw = crate::crypto::Password::new(b"pw".to_vec());
-        let repo = Repository::init(&dir.path().join("r"), &pw, &opts, &open).unwrap();
+        Repository::init(&dir.join("r"), &pw, &opts, &open).unwrap()
+    }
+
+    #[test]
+    fn cursor_follows_the_parent_version_through_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = empty_repo(dir.path());
         let index = repo.index().unwrap();
         let id = |b: u8| ChunkId([b; 32]);
         let r = |b: u8, len: u32| ChunkRef { id: id(b), len };
@@ -497,19 +503,7 @@ mod tests {
     #[test]
     fn a_moved_cut_point_does_not_shift_the_alignment_by_a_chunk() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = crate::repo::InitOptions {
-            kdf: crate::keyfile::KdfParams {
-                m_kib: 8192,
-                t: 1,
-                p: 1,
-            },
-            ..Default::default()
-        };
-        let open = crate::repo::OpenOptions {
-            cache_dir: Some(dir.path().join("cache")),
-        };
-        let pw = crate::crypto::Password::new(b"pw".to_vec());
-        let repo = Repository::init(&dir.path().join("r"), &pw, &opts, &open).unwrap();
+        let repo = empty_repo(dir.path());
         let index = repo.index().unwrap();
         let id = |b: u8| ChunkId([b; 32]);
         let r = |b: u8, len: u32| ChunkRef { id: id(b), len };
