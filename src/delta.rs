@@ -248,12 +248,6 @@ impl Segment {
     }
 }
 
-/// How far (at most an eighth of the new chunk) a parent cut point may lie
-/// from a new chunk's predicted end and still re-anchor the alignment: well
-/// under half the chunker's smallest chunk, so the nearest cut is the one
-/// that moved, not a neighbour.
-const REANCHOR_TOLERANCE: u64 = 4096;
-
 /// At most this many chunk-list segments are held at once (each up to 32 Ki refs).
 const LOADED_SEGMENTS: usize = 2;
 
@@ -267,6 +261,12 @@ pub struct ParentCursor<'r> {
     /// Parent offset minus new offset, as last anchored.
     shift: i64,
     total: u64,
+    /// How far a parent cut point may lie from a new chunk's predicted end
+    /// (and at most an eighth of that chunk) and still re-anchor the
+    /// alignment: a quarter of the chunker's smallest chunk (4 KiB by
+    /// default), well under half, so the nearest cut is the one that moved
+    /// and not a neighbour.
+    max_drift: u64,
 }
 
 impl<'r> ParentCursor<'r> {
@@ -313,6 +313,7 @@ impl<'r> ParentCursor<'r> {
             loaded,
             shift: 0,
             total,
+            max_drift: u64::from(repo.config().chunker.min / 4),
         }
     }
 
@@ -423,7 +424,7 @@ impl<'r> ParentCursor<'r> {
         // (Re-anchoring on the end of the best-overlapping parent chunk
         // instead, as before, could lock the alignment one chunk off for
         // the rest of a stream after a single moved cut point.)
-        let tolerance = (len as u64 / 8).min(REANCHOR_TOLERANCE);
+        let tolerance = (len as u64 / 8).min(self.max_drift);
         if let Some(cut) = nearest.filter(|c| c.abs_diff(end) <= tolerance) {
             self.shift = cut as i64 - (off + len as u64) as i64;
         }
