@@ -874,7 +874,12 @@ impl Archiver<'_, '_> {
             Ok(r) => r,
             Err(e) => {
                 if let Some(c) = child.as_mut() {
-                    let _ = c.kill();
+                    // The whole process group: `sh -c` forks the command
+                    // rather than exec'ing it, and a survivor would run on
+                    // (holding our standard error) after we exit.
+                    // SAFETY: plain kill(2); the child is not reaped yet, so
+                    // its group id still names it.
+                    unsafe { libc::kill(-(c.id() as libc::pid_t), libc::SIGKILL) };
                     let _ = c.wait();
                 }
                 return Err(e);
