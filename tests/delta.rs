@@ -153,23 +153,33 @@ fn pruning_the_snapshots_that_hold_the_bases_keeps_later_days_restorable() {
 #[test]
 fn a_damaged_base_is_reported_with_every_chunk_and_file_that_depends_on_it() {
     let sb = Sandbox::init();
-    for d in 1..=3 {
+    let open = |cache: &str| {
+        Repository::open(
+            &sb.repo,
+            &Password::new(PASSWORD.as_bytes().to_vec()),
+            &OpenOptions {
+                cache_dir: Some(sb.path(cache)),
+            },
+        )
+        .unwrap()
+    };
+    for d in 1..=2 {
         snapshot_day(&sb, d, &[]);
     }
-    // Find a delta and damage its base in the middle of the base's bytes.
-    let repo = Repository::open(
-        &sb.repo,
-        &Password::new(PASSWORD.as_bytes().to_vec()),
-        &OpenOptions {
-            cache_dir: Some(sb.path("test-cache")),
-        },
-    )
-    .unwrap();
+    let before: std::collections::HashSet<_> = {
+        let repo = open("test-cache-2");
+        let index = repo.index().unwrap();
+        index.iter().map(|l| l.blob.id).collect()
+    };
+    snapshot_day(&sb, 3, &[]);
+    // Take a delta that day 3 added, so that the latest snapshot needs it,
+    // and damage its base in the middle of the base's bytes.
+    let repo = open("test-cache");
     let index = repo.index().unwrap();
     let delta = index
         .iter()
-        .find(|l| l.blob.delta.is_some())
-        .expect("the series stored deltas");
+        .find(|l| l.blob.delta.is_some() && !before.contains(&l.blob.id))
+        .expect("day 3 stored deltas");
     let base_id = delta.blob.delta.unwrap().base;
     let base = index.lookup(&base_id).unwrap();
     drop(index);
