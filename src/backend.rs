@@ -95,6 +95,16 @@ pub trait Backend: Send + Sync {
     fn local_root(&self) -> Option<&Path> {
         None
     }
+    /// Keeps `reserve` (format-spec §2) at least `bytes` long: space held
+    /// back so that prune can still run when the disk is full. A backend
+    /// without a file system of its own (S3) keeps none.
+    fn keep_reserve(&self, _bytes: u64) -> Result<()> {
+        Ok(())
+    }
+    /// Deletes the reserve; whether there was one.
+    fn release_reserve(&self) -> Result<bool> {
+        Ok(false)
+    }
     /// The hex SHA-256 of a file as the storage recorded it at upload, when it
     /// keeps one (S3's `x-amz-checksum-sha256`); `None` means: read the file.
     fn stored_sha256(&self, _kind: FileKind, _name: &str) -> Result<Option<String>> {
@@ -138,6 +148,8 @@ pub struct LocalBackend {
 const OPEN_PACKS: usize = 16;
 
 pub const README_NAME: &str = "SOPVAULT.txt";
+/// Space held back for prune on a full disk (format-spec §2); not mirrored.
+pub const RESERVE_NAME: &str = "reserve";
 
 fn is_valid_name(name: &str) -> bool {
     name.len() == 64
@@ -494,6 +506,45 @@ impl Backend for LocalBackend {
         fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
         sync_dir(&self.root)?;
         Ok(())
+    }
+
+    fn keep_reserve(&self, bytes: u64) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::io::AsRawFd;
+        let p = self.root.join(RESERVE_NAME);
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&p)
+            .map_err(|e| Error::io(&p, e))?;
+        let have = f.metadata().map_err(|e| Error::io(&p, e))?.len();
+        if have >= bytes {
+            return Ok(());
+        }
+        let len = libc::off_t::try_from(bytes)
+            .map_err(|_| Error::Other(format!("{}: reserve too large", p.display())))?;
+        // Allocates the blocks without writing them where the file system can
+        // (glibc writes one byte per block where it cannot).
+        // SAFETY: a valid open descriptor and a non-negative length.
+        let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len) };
+        if r != 0 {
+            // Give back what a partial allocation took: a reserve that fills
+            // the disk would only make the next write fail.
+            let _ = f.set_len(have);
+            return Err(Error::io(&p, std::io::Error::from_raw_os_error(r)));
+        }
+        Ok(())
+    }
+
+    fn release_reserve(&self) -> Result<bool> {
+        let p = self.root.join(RESERVE_NAME);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(&p, e)),
+        }
     }
 
     fn read_readme(&self) -> Result<Option<Vec<u8>>> {

@@ -5,6 +5,12 @@
 //! processes racing for conflicting locks both back off rather than both
 //! proceed. A lock whose process is gone (same host, no such pid) is stale:
 //! it still blocks, but the message says so and `sopvault unlock` removes it.
+//!
+//! On a full disk a lock file cannot be written. What happens then depends on
+//! the [`Access`]: a reader goes on without a lock (nothing can write to that
+//! disk, so nothing can prune under it) and says so; prune, whose job is to
+//! free space, deletes the repository's space reserve and tries again; a
+//! writer fails, as its data would not fit either.
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -44,19 +50,90 @@ impl LockInfo {
     }
 }
 
+/// What a command does to the repository, which decides its lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only (list, restore, check, mount, mirror's source): a shared
+    /// lock, or none when the disk is too full to write one.
+    Read,
+    /// Adds files (snapshot, key): a shared lock, always.
+    Write,
+    /// Deletes files (prune): the exclusive lock, using the space reserve
+    /// when the disk is full.
+    Prune,
+}
+
 /// A held lock; released on drop.
 pub struct Lock {
     backend: Arc<dyn Backend>,
-    name: String,
+    /// `None`: a reader that found no room for a lock file and holds none.
+    name: Option<String>,
+    /// Whether the space reserve was deleted to make room for this lock.
+    pub released_reserve: bool,
+    /// Why the lock is not what was asked for, to show as a warning.
+    pub note: Option<String>,
 }
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        let _ = self.backend.remove_lock(&self.name);
+        if let Some(name) = &self.name {
+            let _ = self.backend.remove_lock(name);
+        }
     }
 }
 
 impl Lock {
+    /// Takes the lock that `access` needs; see the module documentation for
+    /// what a full disk changes.
+    pub fn acquire_for(backend: Arc<dyn Backend>, access: Access, command: &str) -> Result<Lock> {
+        let exclusive = access == Access::Prune;
+        match Lock::acquire(backend.clone(), exclusive, command) {
+            Err(Error::NoSpace { path }) => match access {
+                Access::Write => Err(Error::NoSpace { path }),
+                Access::Prune => {
+                    if !backend.release_reserve()? {
+                        return Err(Error::NoSpace { path });
+                    }
+                    let mut lock = Lock::acquire(backend, true, command)?;
+                    lock.released_reserve = true;
+                    lock.note = Some(
+                        "the repository's disk is full: its space reserve was deleted to make \
+                         room for this prune"
+                            .into(),
+                    );
+                    Ok(lock)
+                }
+                Access::Read => {
+                    // Without a lock of our own, still respect a prune's.
+                    for (other, info) in list(backend.as_ref())? {
+                        if info.as_ref().is_none_or(|o| o.exclusive) {
+                            return Err(Error::Locked {
+                                mode: if info.is_some() {
+                                    "exclusively"
+                                } else {
+                                    "with an unreadable lock file"
+                                },
+                                holder: info.map_or("an unknown process".into(), |o| o.describe()),
+                                lock: other,
+                            });
+                        }
+                    }
+                    Ok(Lock {
+                        backend,
+                        name: None,
+                        released_reserve: false,
+                        note: Some(format!(
+                            "no room for a lock file ({}): reading without a lock",
+                            Error::NoSpace { path }
+                        )),
+                    })
+                }
+            },
+            r => r,
+        }
+    }
+
+    /// Writes a lock file (exclusive or shared) and checks it against the others.
     pub fn acquire(backend: Arc<dyn Backend>, exclusive: bool, command: &str) -> Result<Lock> {
         let info = LockInfo {
             exclusive,
@@ -75,10 +152,12 @@ impl Lock {
         )?;
         let lock = Lock {
             backend: backend.clone(),
-            name,
+            name: Some(name.clone()),
+            released_reserve: false,
+            note: None,
         };
         for other in backend.list_locks()? {
-            if other == lock.name {
+            if other == name {
                 continue;
             }
             let Ok(bytes) = backend.read_lock(&other) else {

@@ -25,7 +25,7 @@
 //! each file (or a daily share of them) against its name. [`state`] remembers
 //! the destinations a repository was mirrored to, for `mirror --status`.
 
-use crate::backend::{Backend, FileKind, README_NAME};
+use crate::backend::{Backend, FileKind, README_NAME, RESERVE_NAME};
 use crate::error::{Error, Result};
 use crate::ids::{sha256, PackId};
 use crate::index::IndexFile;
@@ -73,7 +73,8 @@ fn is_hash_name(name: &str) -> bool {
 }
 
 /// What a relative path is: a content-addressed repository file, the
-/// `SOPVAULT.txt`, ephemeral (`locks/`, `tmp/`), or something else.
+/// `SOPVAULT.txt`, ephemeral (`locks/`, `tmp/`, the space `reserve`), or
+/// something else.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PathClass {
     File(FileKind, String),
@@ -86,7 +87,7 @@ pub fn classify_path(rel: &str) -> PathClass {
     if rel == README_NAME {
         return PathClass::Readme;
     }
-    if rel.starts_with("locks/") || rel.starts_with("tmp/") {
+    if rel.starts_with("locks/") || rel.starts_with("tmp/") || rel == RESERVE_NAME {
         return PathClass::Ephemeral;
     }
     let parts: Vec<&str> = rel.split('/').collect();

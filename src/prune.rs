@@ -157,6 +157,10 @@ impl PrunePlan {
     fn is_live(&self, pos: u64) -> bool {
         self.live[(pos / 64) as usize] & (1 << (pos % 64)) != 0
     }
+    /// How many index entries the kept snapshots need (the compacted index's size).
+    pub fn live_entries(&self) -> u64 {
+        self.live.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
 }
 
 /// What prune did, as written in its authenticated record.

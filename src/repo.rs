@@ -69,6 +69,9 @@ pub struct Repository {
     _tmp_cache: Option<TempDir>,
     /// Damaged files that reads skipped; the command line prints them.
     warnings: std::sync::Mutex<Vec<String>>,
+    /// Notices about how this run works around its surroundings (a full
+    /// disk, an unusable cache): shown like warnings, but not damage.
+    notices: std::sync::Mutex<Vec<String>>,
     /// Plaintexts of delta bases recently decoded.
     bases: crate::delta::BaseCache,
     /// Listings taken under this run's lock while the key was derived
@@ -96,6 +99,11 @@ pub enum ListAhead {
 
 /// Bytes of decoded delta bases a repository keeps for reuse.
 const BASE_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// The smallest space reserve: a lock, a prune record and a small index.
+pub const RESERVE_MIN: u64 = 4 << 20;
+/// Reserve per indexed blob: a compacted index entry takes 92 bytes
+/// (format-spec §12), and the rest covers its packs and the prune record.
+pub const RESERVE_BYTES_PER_ENTRY: u64 = 100;
 
 /// A directory removed on drop.
 struct TempDir(PathBuf);
@@ -167,7 +175,9 @@ impl Repository {
             &ConfigId(sha256(&cbytes)).to_hex(),
             &cbytes,
         )?;
-        Repository::assemble(backend, path, key, config, key_id, open)
+        let repo = Repository::assemble(backend, path, key, config, key_id, open)?;
+        repo.keep_reserve(0);
+        Ok(repo)
     }
 
     /// Opens an existing repository (a directory or `s3://BUCKET/PREFIX`) with a password.
@@ -235,14 +245,14 @@ impl Repository {
         backend: Arc<dyn Backend>,
         password: &Password,
         open: &OpenOptions,
-        (exclusive, command): (bool, &str),
+        (access, command): (crate::lock::Access, &str),
         ahead: ListAhead,
     ) -> Result<(Repository, crate::lock::Lock)> {
         std::thread::scope(|s| {
             let side = std::thread::Builder::new()
                 .name("sopvault-lock".into())
                 .spawn_scoped(s, || {
-                    let lock = crate::lock::Lock::acquire(backend.clone(), exclusive, command)?;
+                    let lock = crate::lock::Lock::acquire_for(backend.clone(), access, command)?;
                     // A listing that fails here is simply taken again later,
                     // where its error is reported in context.
                     let listed = match ahead {
@@ -263,6 +273,9 @@ impl Repository {
             let repo = repo?;
             let (lock, listed) = side?;
             *repo.prelisted.lock().unwrap_or_else(|e| e.into_inner()) = listed;
+            if let Some(note) = &lock.note {
+                repo.notice(note.clone());
+            }
             Ok((repo, lock))
         })
     }
@@ -357,6 +370,7 @@ impl Repository {
             cache_dir,
             _tmp_cache: tmp,
             warnings: Default::default(),
+            notices: Default::default(),
             bases: crate::delta::BaseCache::new(BASE_CACHE_BYTES),
             prelisted: Default::default(),
         })
@@ -411,6 +425,34 @@ impl Repository {
     /// Warnings about damaged files skipped so far.
     pub fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut self.warnings.lock().unwrap())
+    }
+
+    fn notice(&self, message: String) {
+        self.notices.lock().unwrap().push(message);
+    }
+
+    /// Notices so far (see the field): not damage, but worth showing.
+    pub fn take_notices(&self) -> Vec<String> {
+        std::mem::take(&mut self.notices.lock().unwrap())
+    }
+
+    /// Keeps the space reserve (format-spec §2) large enough for a prune of
+    /// an index of `entries` blobs to fit on a full disk: its lock, its record
+    /// and its compacted index. A reserve that does not fit is a notice, not
+    /// an error: the data is safe, only a later prune may need room.
+    pub fn keep_reserve(&self, entries: u64) {
+        const MIB: u64 = 1 << 20;
+        let want = (entries * RESERVE_BYTES_PER_ENTRY)
+            .max(RESERVE_MIN)
+            .div_ceil(MIB)
+            * MIB;
+        if let Err(e) = self.backend.keep_reserve(want) {
+            self.notice(format!(
+                "cannot keep {} MiB of space in reserve for prune ({e}); the repository's \
+                 disk is nearly full",
+                want / MIB
+            ));
+        }
     }
 
     /// Every readable snapshot, oldest first. A damaged manifest is skipped
@@ -486,9 +528,14 @@ impl Repository {
         };
         match Index::open_or_build(&path, &ids, present, &load) {
             Ok(i) => Ok(i),
-            Err(e @ Error::Io { .. }) | Err(e @ Error::NoSpace { .. }) if open_fallback(&path) => {
-                // The cache directory is unusable: build a private one instead.
-                let _ = e;
+            Err(e @ Error::Io { .. }) | Err(e @ Error::NoSpace { .. })
+                if open_fallback(&path, &e) =>
+            {
+                // The cache directory is unusable (not writable, or its file
+                // system is full): build a private one for this run instead.
+                self.notice(format!(
+                    "the index cache is not usable ({e}); this run uses a temporary one"
+                ));
                 let tmp =
                     std::env::temp_dir().join(format!("sopvault-index-{}", std::process::id()));
                 let r = Index::open_or_build(&tmp.join("index.cache"), &ids, present, &load);
@@ -763,11 +810,14 @@ fn place_of(backend: &dyn Backend) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(backend.location()))
 }
 
-fn open_fallback(path: &Path) -> bool {
-    !path
-        .parent()
-        .map(|p| p.exists() && is_writable(p))
-        .unwrap_or(false)
+/// Whether a failure to open or build the index cache at `path` means the
+/// cache directory cannot be used (rather than that the repository is at fault).
+fn open_fallback(path: &Path, e: &Error) -> bool {
+    matches!(e, Error::NoSpace { path: p } if p.starts_with(path.parent().unwrap_or(path)))
+        || !path
+            .parent()
+            .map(|p| p.exists() && is_writable(p))
+            .unwrap_or(false)
 }
 
 fn is_writable(p: &Path) -> bool {
@@ -881,7 +931,7 @@ mod tests {
             backend.clone(),
             &pw,
             &open,
-            (false, "test"),
+            (crate::lock::Access::Read, "test"),
             ListAhead::Index,
         )
         .unwrap();
@@ -911,7 +961,7 @@ mod tests {
             backend.clone(),
             &pw,
             &open,
-            (true, "test"),
+            (crate::lock::Access::Prune, "test"),
             ListAhead::Nothing,
         )
         .unwrap();
@@ -923,7 +973,7 @@ mod tests {
             backend.clone(),
             &wrong,
             &open,
-            (false, "test"),
+            (crate::lock::Access::Read, "test"),
             ListAhead::Index,
         )
         .err()

@@ -101,19 +101,23 @@ const WINDOW: usize = 64;
 /// Writes a file's content to `out`, verifying every chunk. Chunks stored
 /// back to back in one pack are fetched with one read per run; runs are read,
 /// decrypted and decompressed in parallel, and written in order.
+///
+/// `path` is the file's path in the snapshot (named in errors about its
+/// chunks), `dest` what `out` writes to (named in errors about writing).
 pub fn write_content(
     repo: &Repository,
     index: &Index,
     chunks: &[ChunkRef],
     path: &str,
     out: &mut (dyn Write + Send),
+    dest: &Path,
 ) -> Result<u64> {
     let mut written = 0u64;
     let mut pending: Vec<Vec<Vec<u8>>> = Vec::new();
     let write = |out: &mut (dyn Write + Send), data: Vec<Vec<Vec<u8>>>| -> Result<u64> {
         let mut n = 0;
         for d in data.iter().flatten() {
-            out.write_all(d).map_err(|e| Error::io(path, e))?;
+            out.write_all(d).map_err(|e| Error::io(dest, e))?;
             n += d.len() as u64;
         }
         Ok(n)
@@ -428,7 +432,7 @@ impl Restorer<'_> {
             .open(path)
             .map_err(|e| Error::io(path, e))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        let n = write_content(self.repo, self.index, &chunks, shown, &mut w)?;
+        let n = write_content(self.repo, self.index, &chunks, shown, &mut w, path)?;
         w.into_inner()
             .map_err(|e| Error::io(path, e.into_error()))?;
         Ok(n)

@@ -414,6 +414,7 @@ fn archive(
         root,
         abs_paths,
     } = input;
+    let indexed = index.len();
     let mut a = Archiver {
         repo,
         index,
@@ -487,6 +488,8 @@ fn archive(
         complete,
     };
     let id = repo.write_snapshot(&snapshot)?;
+    // Once the snapshot is safe, keep room for the prune that will free space.
+    repo.keep_reserve(indexed + stats.blobs_new);
     Ok(SnapshotOutcome {
         id,
         snapshot,

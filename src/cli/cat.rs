@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let (repo, _lock) = ctx.open_locked(false, "cat", ListAhead::Index)?;
+    let (repo, _lock) = ctx.open_locked(sopvault::lock::Access::Read, "cat", ListAhead::Index)?;
     let (_, snap) = repo.find_snapshot(&args.snapshot)?;
     let index = repo.index()?;
     ctx.print_warnings(&repo);
@@ -28,8 +28,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     };
     let chunks = repo.content_chunks(&index, content, &args.path)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
-    let r = write_content(&repo, &index, &chunks, &args.path, &mut out)
-        .and_then(|_| out.flush().map_err(|e| Error::io("standard output", e)));
+    let stdout = std::path::Path::new("standard output");
+    let r = write_content(&repo, &index, &chunks, &args.path, &mut out, stdout)
+        .and_then(|_| out.flush().map_err(|e| Error::io(stdout, e)));
     match r {
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
             Ok(super::exit::OK)

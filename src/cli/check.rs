@@ -38,7 +38,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         (false, Some(s)) => ReadData::Subset(parse_share(s)?),
         _ => ReadData::None,
     };
-    let (repo, _lock) = ctx.open_locked(false, "check", ListAhead::Nothing)?;
+    let (repo, _lock) =
+        ctx.open_locked(sopvault::lock::Access::Read, "check", ListAhead::Nothing)?;
+    ctx.print_warnings(&repo);
     let report = sopvault::check::check(&repo, read)?;
     if args.json {
         let mut v = serde_json::to_value(&report).expect("report serialises");

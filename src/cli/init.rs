@@ -19,6 +19,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         ..InitOptions::default()
     };
     let repo = Repository::init(&path, &pw, &opts, &ctx.open_options())?;
+    ctx.print_warnings(&repo);
     if !ctx.quiet {
         println!(
             "created sopvault repository {} at {}",

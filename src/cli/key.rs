@@ -33,7 +33,8 @@ fn default_label() -> String {
 }
 
 pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<i32, Error> {
-    let (repo, _lock) = ctx.open_locked(false, "key", ListAhead::Nothing)?;
+    let (repo, _lock) =
+        ctx.open_locked(sopvault::lock::Access::Write, "key", ListAhead::Nothing)?;
     match cmd {
         KeyCommand::Add { label } => {
             let pw = password::new_password(false)?;

@@ -107,7 +107,7 @@ fn print(path: &str, n: &Node, json: bool, long: bool) {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let (repo, _lock) = ctx.open_locked(false, "ls", ListAhead::Index)?;
+    let (repo, _lock) = ctx.open_locked(sopvault::lock::Access::Read, "ls", ListAhead::Index)?;
     let (_, snap) = repo.find_snapshot(&args.snapshot)?;
     let index = repo.index()?;
     ctx.print_warnings(&repo);

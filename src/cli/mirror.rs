@@ -115,7 +115,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         return verify(ctx, &args, &dest_arg);
     }
     let delete_after = parse_delete_after(&args.delete_after)?;
-    let (repo, _src_lock) = ctx.open_locked(false, "mirror", ListAhead::Nothing)?;
+    let (repo, _src_lock) =
+        ctx.open_locked(sopvault::lock::Access::Read, "mirror", ListAhead::Nothing)?;
     let dest = sopvault::backend::open(&dest_arg)?;
     let opts = MirrorOptions {
         init: args.init,

@@ -20,7 +20,7 @@ mod unlock;
 
 use clap::{Parser, Subcommand};
 use sopvault::crypto::Password;
-use sopvault::lock::Lock;
+use sopvault::lock::{Access, Lock};
 use sopvault::repo::{ListAhead, OpenOptions};
 use sopvault::{Error, ErrorKind, Repository};
 use std::path::PathBuf;
@@ -138,27 +138,21 @@ impl Ctx {
 
     /// Prints what the engine skipped as damaged.
     pub fn print_warnings(&self, repo: &Repository) {
-        for w in repo.take_warnings() {
+        for w in repo.take_notices().into_iter().chain(repo.take_warnings()) {
             eprintln!("sopvault: warning: {w}");
         }
     }
 
-    /// Opens the repository and locks it (exclusively for prune), the lock
+    /// Opens the repository and locks it as `access` needs, the lock
     /// taken while the key is derived; see [`Repository::open_locked`].
     pub fn open_locked(
         &self,
-        exclusive: bool,
+        access: Access,
         command: &str,
         ahead: ListAhead,
     ) -> Result<(Repository, Lock), Error> {
         let (backend, pw) = self.backend_and_password()?;
-        Repository::open_locked(
-            backend,
-            &pw,
-            &self.open_options(),
-            (exclusive, command),
-            ahead,
-        )
+        Repository::open_locked(backend, &pw, &self.open_options(), (access, command), ahead)
     }
 }
 

@@ -63,7 +63,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     }
     // The mount reads the snapshot list and the index lazily, for as long as
     // it runs: nothing is listed ahead.
-    let (repo, lock) = ctx.open_locked(false, "mount", ListAhead::Nothing)?;
+    let (repo, lock) =
+        ctx.open_locked(sopvault::lock::Access::Read, "mount", ListAhead::Nothing)?;
     let repo = Arc::new(repo);
     // SAFETY: getuid and getgid have no preconditions and cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };

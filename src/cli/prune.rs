@@ -120,7 +120,16 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             .map(parse_size)
             .transpose()?,
     };
-    let (repo, _lock) = ctx.open_locked(true, "prune", ListAhead::Index)?;
+    let (repo, lock) = ctx.open_locked(sopvault::lock::Access::Prune, "prune", ListAhead::Index)?;
+    ctx.print_warnings(&repo);
+    let mut opts = opts;
+    if lock.released_reserve {
+        // Repacking writes before it frees; on a full disk, only delete.
+        opts.max_repack_size = Some(0);
+        eprintln!(
+            "sopvault: note: this prune deletes but does not repack; run prune again once there is room"
+        );
+    }
     let plan = sopvault::prune::plan(&repo, &opts)?;
     let p = &plan.packs;
     let snapshots_json: Vec<_> = plan
@@ -183,6 +192,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         return Ok(super::exit::OK);
     }
     let record = sopvault::prune::execute(&repo, &plan)?;
+    repo.keep_reserve(plan.live_entries());
+    ctx.print_warnings(&repo);
     if args.json {
         print_json(&json!({
             "dry_run": false, "snapshots": snapshots_json, "packs": packs_json,

@@ -23,7 +23,8 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let (repo, _lock) = ctx.open_locked(false, "restore", ListAhead::Index)?;
+    let (repo, _lock) =
+        ctx.open_locked(sopvault::lock::Access::Read, "restore", ListAhead::Index)?;
     let (id, snap) = repo.find_snapshot(&args.snapshot)?;
     let index = repo.index()?;
     ctx.print_warnings(&repo);

@@ -101,7 +101,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     sopvault::snapshot::validate_name("source", &opts.source)?;
     // Directories are read while the passphrase's key is being derived.
     let prescan = sopvault::snapshot::prescan(&opts, &ctx.repo_path()?);
-    let (repo, _lock) = ctx.open_locked(false, "snapshot", ListAhead::Index)?;
+    let (repo, _lock) =
+        ctx.open_locked(sopvault::lock::Access::Write, "snapshot", ListAhead::Index)?;
     let bar = super::progress::Bar::new(!ctx.quiet && !args.json);
     let out = sopvault::snapshot::run(&repo, &opts, &bar, prescan);
     bar.finish();

@@ -64,7 +64,11 @@ pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let (repo, _lock) = ctx.open_locked(false, "snapshots", ListAhead::Nothing)?;
+    let (repo, _lock) = ctx.open_locked(
+        sopvault::lock::Access::Read,
+        "snapshots",
+        ListAhead::Nothing,
+    )?;
     let snaps: Vec<_> = repo
         .snapshots()?
         .into_iter()

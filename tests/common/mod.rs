@@ -31,6 +31,7 @@ pub mod exit {
     pub const INCOMPLETE: i32 = 3;
     pub const STREAM_FAILED: i32 = 4;
     pub const DAMAGED: i32 = 5;
+    pub const NO_SPACE: i32 = 6;
     pub const NO_REPOSITORY: i32 = 10;
     pub const LOCKED: i32 = 11;
     pub const WRONG_PASSWORD: i32 = 12;
@@ -109,6 +110,7 @@ impl Sandbox {
             env: Vec::new(),
             stdin: None,
             own_group: false,
+            wrapper: Vec::new(),
         }
     }
 
@@ -171,6 +173,8 @@ pub struct Call<'a> {
     env: Vec<(OsString, Option<OsString>)>,
     stdin: Option<Vec<u8>>,
     own_group: bool,
+    /// A program (and its arguments) that runs `sopvault`, e.g. `nsenter`.
+    wrapper: Vec<OsString>,
 }
 
 impl Call<'_> {
@@ -196,9 +200,22 @@ impl Call<'_> {
         self
     }
 
+    /// Runs `sopvault` through another program: `wrapper... sopvault args...`.
+    pub fn wrapped(mut self, wrapper: &[OsString]) -> Self {
+        self.wrapper = wrapper.to_vec();
+        self
+    }
+
     fn command(&self) -> Command {
         let sb = self.sandbox;
-        let mut c = Command::new(BIN);
+        let mut c = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         c.args(&self.args)
             .env_clear()
             .env("PATH", PATH)
