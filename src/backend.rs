@@ -606,7 +606,11 @@ impl Backend for LocalBackend {
     fn write_lock(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let dir = self.root.join("locks");
         let tmp = self.tmp_path("lock")?;
-        write_synced(&tmp, bytes)?;
+        if let Err(e) = write_synced(&tmp, bytes) {
+            // On a full disk the file exists, empty: leave nothing behind.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         let dst = dir.join(name);
         fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
         sync_dir(&dir)

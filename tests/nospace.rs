@@ -247,6 +247,8 @@ fn a_full_repository_disk_fails_writers_with_exit_6_and_still_serves_readers_and
         &restored_path(&sb.path("restored"), &sb.path("site")),
         false,
     );
+    let left = files_below(&disk.outside(&sb.repo.join("tmp")));
+    assert!(left.is_empty(), "the readers left {left:?} in tmp/");
     // Prune frees space: the reserve makes room for its lock and record.
     let out = run(&["prune", "--keep-last", "1"]).ok();
     let err = stderr(&out);

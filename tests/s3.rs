@@ -111,7 +111,7 @@ fn remote(url: &str) -> String {
     format!(":s3:{}", url.strip_prefix("s3://").unwrap())
 }
 
-/// Every repository file below `dir` (not `locks/`, not `tmp/`), relative path → bytes.
+/// Every repository file below `dir` (not `locks/`, `tmp/` or `reserve`), relative path → bytes.
 fn repo_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
         for e in std::fs::read_dir(dir).unwrap() {
@@ -122,7 +122,8 @@ fn repo_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
                 .unwrap()
                 .to_string_lossy()
                 .into_owned();
-            if rel == "locks" || rel == "tmp" {
+            // Ephemeral, and the space reserve of the local disk: never mirrored.
+            if rel == "locks" || rel == "tmp" || rel == "reserve" {
                 continue;
             }
             if e.file_type().unwrap().is_dir() {
@@ -188,6 +189,8 @@ fn a_mirror_in_s3_holds_every_file_byte_for_byte_and_verifies_without_the_key() 
                 "locks/**",
                 "--exclude",
                 "tmp/**",
+                "--exclude",
+                "/reserve",
                 &sb.arg("repo"),
                 &remote(&url),
             ])
