@@ -848,15 +848,27 @@ pub fn resolve_snapshot(
     if snaps.is_empty() {
         return Err(Error::Usage("the repository holds no snapshots yet".into()));
     }
-    if spec == "latest" {
-        return Ok(snaps.into_iter().last().unwrap());
-    }
-    if let Some(source) = spec.strip_suffix(":latest") {
+    // `latest`, `latest-complete`, `SOURCE:latest`, `SOURCE:latest-complete`.
+    let (source, rest) = match spec.rsplit_once(':') {
+        Some((source, rest)) => (Some(source), rest),
+        None => (None, spec),
+    };
+    let complete = match rest {
+        "latest" => Some(false),
+        "latest-complete" => Some(true),
+        _ => None,
+    };
+    if let Some(complete) = complete {
+        let what = match (source, complete) {
+            (Some(src), false) => format!("no snapshot of source {src:?}"),
+            (Some(src), true) => format!("no complete snapshot of source {src:?}"),
+            (None, _) => "no complete snapshot".to_string(),
+        };
         return snaps
             .into_iter()
             .rev()
-            .find(|(_, s)| s.source == source)
-            .ok_or_else(|| Error::Usage(format!("no snapshot of source {source:?}")));
+            .find(|(_, s)| source.is_none_or(|src| s.source == src) && (s.complete || !complete))
+            .ok_or(Error::Usage(what));
     }
     if let Some(found) = snaps.iter().find(|(_, s)| s.name == spec) {
         return Ok(found.clone());

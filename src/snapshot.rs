@@ -80,11 +80,12 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
         || name == "."
         || name == ".."
         || name == "latest"
+        || name == "latest-complete"
         || name.len() > 200
         || name.chars().any(|c| c == '/' || c == ':' || c.is_control())
     {
         return Err(Error::Usage(format!(
-            "invalid {what} name {name:?}: use letters, digits, '.', '-', '_' (no '/', ':', not 'latest')"
+            "invalid {what} name {name:?}: use letters, digits, '.', '-', '_' (no '/', ':', not 'latest' or 'latest-complete')"
         )));
     }
     Ok(())

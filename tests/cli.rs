@@ -998,22 +998,70 @@ fn unreadable_file_gives_an_incomplete_snapshot() {
         std::os::unix::fs::lchown(&closed, Some(0), Some(0)).unwrap();
         sb.run_as(65534, 65534);
     }
+    // Day 1 reads everything; on day 2 two paths are closed.
+    let src = sb.arg("src");
+    sb.ok(&[
+        "snapshot",
+        "-q",
+        "--source",
+        "s",
+        "--time",
+        "2026-11-01T02:00:00Z",
+        &src,
+    ]);
     chmod(&secret, 0o000);
     chmod(&closed, 0o000);
 
     let out = sb.code(
-        &["snapshot", "--source", "s", &sb.arg("src")],
+        &[
+            "snapshot",
+            "--source",
+            "s",
+            "--time",
+            "2026-11-02T02:00:00Z",
+            &src,
+        ],
         exit::INCOMPLETE,
     );
     assert!(stderr(&out).contains("incomplete"), "{}", show(&out));
     let snaps = sb.snapshots();
-    assert_eq!(snaps.len(), 1);
-    assert_eq!(snaps[0]["complete"], Value::Bool(false));
-    let errors = snaps[0]["summary"]["errors"].to_string();
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps[0]["complete"], Value::Bool(true));
+    assert_eq!(snaps[1]["complete"], Value::Bool(false));
+    let errors = snaps[1]["summary"]["errors"].to_string();
     assert!(errors.contains("secret.txt"), "errors: {errors}");
     assert!(errors.contains("closed"), "errors: {errors}");
+    // Reading the incomplete one works, with a warning that names the newest complete one.
     let out = sb.ok(&["cat", "latest", &sb.arg("src/ok.txt")]);
     assert_eq!(out.stdout, b"readable\n");
+    let day1 = text(&snaps[0], "/name").to_string();
+    let warning = format!("is incomplete: 2 path(s) could not be read when it was taken; the newest complete one of its source is {day1}");
+    assert!(stderr(&out).contains(&warning), "{}", show(&out));
+    let out = sb.ok(&["restore", "s:latest", "--target", &sb.arg("t1")]);
+    assert!(stderr(&out).contains(&warning), "{}", show(&out));
+    assert!(!restored_path(&sb.path("t1"), &secret).exists());
+    // `latest-complete` picks day 1, which has every file.
+    let out = sb.ok(&["restore", "s:latest-complete", "--target", &sb.arg("t2")]);
+    assert!(!stderr(&out).contains("incomplete"), "{}", show(&out));
+    let restored = restored_path(&sb.path("t2"), &secret);
+    assert_eq!(std::fs::symlink_metadata(&restored).unwrap().len(), 21);
+    let restored_closed = restored_path(&sb.path("t2"), &closed);
+    chmod(&restored_closed, 0o755); // restored with its recorded mode, 000
+    assert!(restored_closed.join("inner.txt").exists());
+    let out = sb.code(
+        &[
+            "restore",
+            "nosuch:latest-complete",
+            "--target",
+            &sb.arg("t3"),
+        ],
+        exit::USAGE,
+    );
+    assert!(
+        stderr(&out).contains("no complete snapshot of source \"nosuch\""),
+        "{}",
+        show(&out)
+    );
     chmod(&closed, 0o755);
 }
 

@@ -17,7 +17,8 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let (repo, _lock) = ctx.open_locked(sopvault::lock::Access::Read, "cat", ListAhead::Index)?;
-    let (_, snap) = repo.find_snapshot(&args.snapshot)?;
+    let (id, snap) = repo.find_snapshot(&args.snapshot)?;
+    ctx.warn_if_incomplete(&repo, &id, &snap);
     let index = repo.index()?;
     ctx.print_warnings(&repo);
     let node = find_node(&repo, &index, &snap.root, &args.path)?.ok_or_else(|| {

@@ -143,6 +143,33 @@ impl Ctx {
         }
     }
 
+    /// Warns that a snapshot about to be read is incomplete (files could not
+    /// be read when it was taken), and names the newest complete one of its source.
+    pub fn warn_if_incomplete(
+        &self,
+        repo: &Repository,
+        id: &sopvault::ids::SnapshotId,
+        snap: &sopvault::manifest::Snapshot,
+    ) {
+        if snap.complete {
+            return;
+        }
+        let newest = match repo.find_snapshot(&format!("{}:latest-complete", snap.source)) {
+            Ok((cid, c)) => format!(
+                "the newest complete one of its source is {} ({})",
+                c.name,
+                cid.short()
+            ),
+            Err(_) => "its source has no complete snapshot".into(),
+        };
+        eprintln!(
+            "sopvault: warning: snapshot {} ({}) is incomplete: {} path(s) could not be read when it was taken; {newest}",
+            snap.name,
+            id.short(),
+            snap.summary.errors.len()
+        );
+    }
+
     /// Opens the repository and locks it as `access` needs, the lock
     /// taken while the key is derived; see [`Repository::open_locked`].
     pub fn open_locked(

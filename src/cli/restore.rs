@@ -26,6 +26,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let (repo, _lock) =
         ctx.open_locked(sopvault::lock::Access::Read, "restore", ListAhead::Index)?;
     let (id, snap) = repo.find_snapshot(&args.snapshot)?;
+    ctx.warn_if_incomplete(&repo, &id, &snap);
     let index = repo.index()?;
     ctx.print_warnings(&repo);
     let opts = RestoreOptions {
