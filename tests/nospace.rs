@@ -176,29 +176,12 @@ fn a_full_repository_disk_fails_writers_with_exit_6_and_still_serves_readers_and
     assert!(std::fs::metadata(&reserve).unwrap().len() >= 4 << 20);
 
     // Two days of a small site; the first will be pruned.
-    random_file(&sb, "site/a.bin", 1, 1 << 20);
-    run(&[
-        "snapshot",
-        "-q",
-        "--source",
-        "site",
-        "--time",
-        "2026-11-01T02:00:00Z",
-        &site,
-    ])
-    .ok();
-    std::fs::remove_file(sb.path("site/a.bin")).unwrap();
-    random_file(&sb, "site/b.bin", 2, 1 << 20);
-    run(&[
-        "snapshot",
-        "-q",
-        "--source",
-        "site",
-        "--time",
-        "2026-11-02T02:00:00Z",
-        &site,
-    ])
-    .ok();
+    for (day, file) in [(1, "a.bin"), (2, "b.bin")] {
+        let _ = std::fs::remove_dir_all(sb.path("site"));
+        random_file(&sb, &format!("site/{file}"), day, 1 << 20);
+        let time = format!("2026-11-0{day}T02:00:00Z");
+        run(&["snapshot", "-q", "--source", "site", "--time", &time, &site]).ok();
+    }
 
     // Writers that do not fit fail cleanly: a tree, standard input, a command.
     random_file(&sb, "big/big.bin", 3, 40 << 20);
