@@ -105,19 +105,7 @@ impl Lock {
                 }
                 Access::Read => {
                     // Without a lock of our own, still respect a prune's.
-                    for (other, info) in list(backend.as_ref())? {
-                        if info.as_ref().is_none_or(|o| o.exclusive) {
-                            return Err(Error::Locked {
-                                mode: if info.is_some() {
-                                    "exclusively"
-                                } else {
-                                    "with an unreadable lock file"
-                                },
-                                holder: info.map_or("an unknown process".into(), |o| o.describe()),
-                                lock: other,
-                            });
-                        }
-                    }
+                    check_others(backend.as_ref(), None, false)?;
                     Ok(Lock {
                         backend,
                         name: None,
@@ -156,30 +144,38 @@ impl Lock {
             released_reserve: false,
             note: None,
         };
-        for other in backend.list_locks()? {
-            if other == name {
-                continue;
-            }
-            let Ok(bytes) = backend.read_lock(&other) else {
-                continue;
-            };
-            let Ok(o) = serde_json::from_slice::<LockInfo>(&bytes) else {
-                return Err(Error::Locked {
-                    mode: "with an unreadable lock file",
-                    holder: "an unknown process".into(),
-                    lock: other,
-                });
-            };
-            if o.exclusive || exclusive {
-                return Err(Error::Locked {
-                    mode: if o.exclusive { "exclusively" } else { "shared" },
-                    holder: o.describe(),
-                    lock: other,
-                });
-            }
-        }
+        check_others(backend.as_ref(), Some(&name), exclusive)?;
         Ok(lock)
     }
+}
+
+/// Fails if a lock other than `own` conflicts: any exclusive one, any one
+/// when `exclusive`, and any that cannot be parsed. One that is gone by
+/// the time it is read (released meanwhile) does not count.
+fn check_others(backend: &dyn Backend, own: Option<&str>, exclusive: bool) -> Result<()> {
+    for other in backend.list_locks()? {
+        if Some(other.as_str()) == own {
+            continue;
+        }
+        let Ok(bytes) = backend.read_lock(&other) else {
+            continue;
+        };
+        let Ok(o) = serde_json::from_slice::<LockInfo>(&bytes) else {
+            return Err(Error::Locked {
+                mode: "with an unreadable lock file",
+                holder: "an unknown process".into(),
+                lock: other,
+            });
+        };
+        if o.exclusive || exclusive {
+            return Err(Error::Locked {
+                mode: if o.exclusive { "exclusively" } else { "shared" },
+                holder: o.describe(),
+                lock: other,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// All locks with their parsed contents (None when unreadable).

@@ -212,8 +212,19 @@ fn a_full_repository_disk_fails_writers_with_exit_6_and_still_serves_readers_and
     run(&["check", "--read-data"]).ok();
     assert_eq!(count(run(&["snapshots", "--json"]).ok()), 2);
 
-    // Now the disk is full to the last byte: nothing can be written.
+    // Now the disk is full to the last byte: nothing can be written. A
+    // prune's lock, taken before, still keeps the lockless readers out.
+    let foreign = disk.outside(&sb.repo.join("locks/x.lock"));
+    std::fs::write(
+        &foreign,
+        br#"{"exclusive":true,"host":"otherhost","pid":1,"user":"u","time":"t","command":"prune"}"#,
+    )
+    .unwrap();
     disk.fill();
+    let out = run(&["snapshots"]).code(exit::LOCKED);
+    assert!(stderr(&out).contains("otherhost"), "{}", show(&out));
+    std::fs::remove_file(&foreign).unwrap();
+    disk.fill(); // the lock's page was freed
     let out = run(&["snapshot", "--source", "site", &site]).code(exit::NO_SPACE);
     assert_no_space(&out, &sb.repo);
     // Readers go on without a lock, and say so.
