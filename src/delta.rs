@@ -252,7 +252,7 @@ impl Segment {
 const LOADED_SEGMENTS: usize = 2;
 
 /// Follows the parent version of one file or stream while its new version is
-/// chunked; memory stays bounded by [`LOADED_SEGMENTS`] chunk lists.
+/// chunked; memory stays bounded by `LOADED_SEGMENTS` chunk lists.
 pub struct ParentCursor<'r> {
     repo: &'r Repository,
     index: &'r Index,

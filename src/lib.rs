@@ -4,7 +4,7 @@
 //! Bottom to top, each stage of the data flow in exactly one module:
 //!
 //! - [`error`], [`ids`] — typed errors; one id type per kind of object.
-//! - [`format`] — fixed little-endian layouts and magic numbers.
+//! - [`format`](mod@format) — fixed little-endian layouts and magic numbers.
 //! - [`crypto`] — master key, subkeys, XChaCha20-Poly1305 sealing.
 //! - [`chunker`] — keyed FastCDC.
 //! - [`blob`] — compress, seal, verify a chunk; open and verify it again.

@@ -229,7 +229,7 @@ pub struct MirrorPlan {
     /// Condemned, but within the grace period (with the time it may go) or still needed.
     pub kept: Vec<Kept>,
     /// Written by a prune whose condemned files the mirror still holds: copied
-    /// once those may go (see [`defer_prune_outputs`]).
+    /// once those may go (see `defer_prune_outputs`).
     pub deferred: Vec<FileRef>,
     /// The earliest time a file now waiting for the grace period may be deleted.
     pub next_deletion: Option<i64>,
