@@ -10,7 +10,8 @@
 //! the [`Access`]: a reader goes on without a lock (nothing can write to that
 //! disk, so nothing can prune under it) and says so; prune, whose job is to
 //! free space, deletes the repository's space reserve and tries again; a
-//! writer fails, as its data would not fit either.
+//! writer fails, as its data would not fit either, and so does a prune's dry
+//! run, which must not change anything.
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -61,6 +62,9 @@ pub enum Access {
     /// Deletes files (prune): the exclusive lock, using the space reserve
     /// when the disk is full.
     Prune,
+    /// Plans a prune without running it (`prune --dry-run`): the exclusive
+    /// lock, but never the space reserve, so that a dry run changes nothing.
+    PrunePlan,
 }
 
 /// A held lock; released on drop.
@@ -86,10 +90,10 @@ impl Lock {
     /// Takes the lock that `access` needs; see the module documentation for
     /// what a full disk changes.
     pub fn acquire_for(backend: Arc<dyn Backend>, access: Access, command: &str) -> Result<Lock> {
-        let exclusive = access == Access::Prune;
+        let exclusive = matches!(access, Access::Prune | Access::PrunePlan);
         match Lock::acquire(backend.clone(), exclusive, command) {
             Err(Error::NoSpace { path }) => match access {
-                Access::Write => Err(Error::NoSpace { path }),
+                Access::Write | Access::PrunePlan => Err(Error::NoSpace { path }),
                 Access::Prune => {
                     if !backend.release_reserve()? {
                         return Err(Error::NoSpace { path });

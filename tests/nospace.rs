@@ -243,6 +243,10 @@ fn a_full_repository_disk_fails_writers_with_exit_6_and_still_serves_readers_and
     );
     let left = files_below(&disk.outside(&sb.repo.join("tmp")));
     assert!(left.is_empty(), "the readers left {left:?} in tmp/");
+    // A dry run changes nothing, so it does not touch the reserve either.
+    let out = run(&["prune", "--keep-last", "1", "--dry-run"]).code(exit::NO_SPACE);
+    assert_no_space(&out, &sb.repo);
+    assert!(std::fs::metadata(&reserve).unwrap().len() >= 4 << 20);
     // Prune frees space: the reserve makes room for its lock and record.
     let out = run(&["prune", "--keep-last", "1"]).ok();
     let err = stderr(&out);

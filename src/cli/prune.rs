@@ -120,7 +120,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             .map(parse_size)
             .transpose()?,
     };
-    let (repo, lock) = ctx.open_locked(sopvault::lock::Access::Prune, "prune", ListAhead::Index)?;
+    let access = if args.dry_run {
+        sopvault::lock::Access::PrunePlan
+    } else {
+        sopvault::lock::Access::Prune
+    };
+    let (repo, lock) = ctx.open_locked(access, "prune", ListAhead::Index)?;
     ctx.print_warnings(&repo);
     let mut opts = opts;
     if lock.released_reserve {
