@@ -136,7 +136,15 @@ impl Ctx {
         Ok((backend, password::current()?))
     }
 
-    /// Prints what the engine skipped as damaged.
+    /// Prints how the run works around its surroundings (a full disk, an
+    /// unusable cache), leaving the damage warnings for the caller to judge.
+    pub fn print_notices(&self, repo: &Repository) {
+        for n in repo.take_notices() {
+            eprintln!("sopvault: warning: {n}");
+        }
+    }
+
+    /// Prints the notices and what the engine skipped as damaged.
     pub fn print_warnings(&self, repo: &Repository) {
         for w in repo.take_notices().into_iter().chain(repo.take_warnings()) {
             eprintln!("sopvault: warning: {w}");

@@ -126,7 +126,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         sopvault::lock::Access::Prune
     };
     let (repo, lock) = ctx.open_locked(access, "prune", ListAhead::Index)?;
-    ctx.print_warnings(&repo);
+    // Only the notices: damage skipped while planning makes the plan refuse.
+    ctx.print_notices(&repo);
     let mut opts = opts;
     if lock.released_reserve {
         // Repacking writes before it frees; on a full disk, only delete.
