@@ -16,7 +16,8 @@ use crate::blob::{BlobInfo, BlobKind, Codec, DeltaRef, SealedBlob};
 use crate::crypto::{KeyPurpose, MasterKey, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::format::{write_header, Reader, HEADER_LEN, MAGIC_PACK, MAGIC_PACK_END};
-use crate::ids::{sha256, ChunkId, PackId};
+use crate::ids::{ChunkId, PackId};
+use sha2::Digest;
 
 pub const TRAILER_LEN: usize = 16;
 pub const ENTRY_LEN: usize = 88;
@@ -106,17 +107,33 @@ pub fn decode_entry(r: &mut Reader<'_>, object: &str) -> Result<BlobInfo> {
     })
 }
 
-/// Collects sealed blobs into one pack in memory.
+/// Collects sealed blobs into one pack.
+///
+/// The bytes are held in memory until [`PackWriter::drain`] hands them to a
+/// file the pack is staged in; from then on only what was added since the
+/// last drain is held, so a pack being filled costs about one batch of
+/// memory, not the whole pack. The pack's id (SHA-256 of its bytes) is
+/// hashed as they go.
 pub struct PackWriter {
     kind: PackKind,
+    /// The header: the footer's associated data.
+    header: [u8; HEADER_LEN],
+    /// The bytes after the `drained` ones.
     buf: Vec<u8>,
+    /// How many bytes were handed out by `drain`, and hashed.
+    drained: u64,
+    hasher: sha2::Sha256,
     blobs: Vec<BlobInfo>,
 }
 
-/// A finished pack: its bytes, its id and what it holds.
+/// A finished pack: its id, what it holds, and its bytes after the ones
+/// already drained.
 pub struct FinishedPack {
     pub id: PackId,
     pub kind: PackKind,
+    /// The pack's whole length.
+    pub len: u64,
+    /// The pack's last `bytes.len()` bytes: all of them if it was never drained.
     pub bytes: Vec<u8>,
     pub blobs: Vec<BlobInfo>,
 }
@@ -125,28 +142,29 @@ impl PackWriter {
     pub fn new(kind: PackKind) -> PackWriter {
         let mut buf = Vec::with_capacity(1 << 20);
         write_header(&mut buf, MAGIC_PACK, kind as u32);
+        let header = buf[..].try_into().expect("a header is HEADER_LEN bytes");
         PackWriter {
             kind,
+            header,
             buf,
+            drained: 0,
+            hasher: sha2::Sha256::new(),
             blobs: Vec::new(),
         }
     }
-    pub fn len(&self) -> usize {
-        self.buf.len()
+    /// The pack's length so far.
+    pub fn len(&self) -> u64 {
+        self.drained + self.buf.len() as u64
     }
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
-    }
-    /// The pack's bytes so far: header and blobs (the footer comes at `finish`).
-    pub fn bytes(&self) -> &[u8] {
-        &self.buf
     }
     pub fn add(&mut self, blob: &SealedBlob) -> BlobInfo {
         let info = BlobInfo {
             id: blob.id,
             kind: blob.kind,
             codec: blob.codec,
-            offset: self.buf.len() as u64,
+            offset: self.len(),
             stored_len: blob.bytes.len() as u32,
             raw_len: blob.raw_len,
             delta: blob.delta,
@@ -155,21 +173,33 @@ impl PackWriter {
         self.blobs.push(info);
         info
     }
+    /// Hands the bytes added since the last drain to `write`, and forgets
+    /// them once it succeeds. After an error the pack cannot be completed
+    /// from memory any more: the caller gives it up.
+    pub fn drain(&mut self, write: impl FnOnce(&[u8]) -> Result<()>) -> Result<()> {
+        write(&self.buf)?;
+        self.hasher.update(&self.buf);
+        self.drained += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
     pub fn finish(mut self, key: &MasterKey) -> Result<FinishedPack> {
         let mut plain = Vec::with_capacity(4 + self.blobs.len() * ENTRY_LEN);
         plain.extend_from_slice(&(self.blobs.len() as u32).to_le_bytes());
         for b in &self.blobs {
             encode_entry(&mut plain, b);
         }
-        let footer = key.seal(KeyPurpose::Meta, &self.buf[..HEADER_LEN], &plain)?;
+        let footer = key.seal(KeyPurpose::Meta, &self.header, &plain)?;
         self.buf.extend_from_slice(&footer);
         self.buf
             .extend_from_slice(&(footer.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(&0u32.to_le_bytes());
         self.buf.extend_from_slice(MAGIC_PACK_END);
+        self.hasher.update(&self.buf);
         Ok(FinishedPack {
-            id: PackId(sha256(&self.buf)),
+            id: PackId(self.hasher.finalize().into()),
             kind: self.kind,
+            len: self.drained + self.buf.len() as u64,
             bytes: self.buf,
             blobs: self.blobs,
         })

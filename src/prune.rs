@@ -449,12 +449,12 @@ pub fn execute(repo: &Repository, plan: &PrunePlan) -> Result<PruneRecord> {
         }
     }
     let mut writers: HashMap<u32, PackWriter> = HashMap::new();
-    let target = repo.config().pack_size as usize;
+    let target = u64::from(repo.config().pack_size);
     let flush = |w: PackWriter, compacted: &mut IndexFile| -> Result<()> {
         let pack = w.finish(repo.key())?;
         backend.write_new(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
         crate::faults::point("prune:during-repack");
-        compacted.packs.push((pack.id, pack.bytes.len() as u64));
+        compacted.packs.push((pack.id, pack.len));
         let no = (compacted.packs.len() - 1) as u32;
         compacted
             .entries

@@ -677,7 +677,10 @@ fn assert_repository_is_content_addressed(sb: &Sandbox) {
 fn every_repository_file_is_named_by_its_sha256() {
     let sb = Sandbox::init();
     sb.write("src/a.txt", b"a\n");
-    sb.write("src/b.bin", &random_bytes(8, 100_000));
+    // Larger than two data packs: a pack is written out (and hashed) a
+    // batch at a time while it is filled, and must still be named by the
+    // SHA-256 of its whole file.
+    sb.write("src/b.bin", &random_bytes(8, 40 << 20));
     sb.ok(&[
         "snapshot",
         "--source",
@@ -686,6 +689,10 @@ fn every_repository_file_is_named_by_its_sha256() {
         "x=seq 1 1000",
         &sb.arg("src"),
     ]);
+    assert!(
+        sb.repo_files("packs").len() >= 4,
+        "expected 3 data packs and a tree pack"
+    );
     let new = sb.write("new-password", b"another password\n");
     sb.call(&["key", "add"])
         .env("SOPVAULT_NEW_PASSWORD_FILE", &new)
