@@ -62,7 +62,7 @@ pub struct KeyEntry {
 pub struct Repository {
     backend: Arc<dyn Backend>,
     root: PathBuf,
-    key: MasterKey,
+    key: Arc<MasterKey>,
     config: Config,
     key_id: KeyId,
     cache_dir: PathBuf,
@@ -364,7 +364,7 @@ impl Repository {
         Ok(Repository {
             backend,
             root: path.to_path_buf(),
-            key,
+            key: Arc::new(key),
             config,
             key_id,
             cache_dir,
@@ -390,6 +390,11 @@ impl Repository {
     pub fn key(&self) -> &MasterKey {
         &self.key
     }
+    /// The keys, for threads that outlive a borrow of the repository: one
+    /// copy of the key material, shared.
+    pub fn shared_key(&self) -> Arc<MasterKey> {
+        self.key.clone()
+    }
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -414,12 +419,14 @@ impl Repository {
         Snapshot::decode(&self.key, &bytes, &format!("snapshots/{name}"))
     }
 
-    /// Records a damaged file that a read skipped.
+    /// Records a damaged file that a read skipped, once however often it
+    /// is read (a command may list the snapshots twice).
     fn warn_skipped(&self, e: &Error) {
-        self.warnings
-            .lock()
-            .unwrap()
-            .push(format!("skipped: {e} (run `sopvault check`)"));
+        let warning = format!("skipped: {e} (run `sopvault check`)");
+        let mut warnings = self.warnings.lock().unwrap();
+        if !warnings.contains(&warning) {
+            warnings.push(warning);
+        }
     }
 
     /// Warnings about damaged files skipped so far.

@@ -281,7 +281,7 @@ impl AddedIds {
 /// What the writer thread needs from the repository.
 struct WorkerCtx {
     backend: std::sync::Arc<dyn crate::backend::Backend>,
-    key: crate::crypto::MasterKey,
+    key: std::sync::Arc<crate::crypto::MasterKey>,
     level: i32,
     pack_size: usize,
 }
@@ -290,7 +290,7 @@ impl WorkerCtx {
     fn from(repo: &Repository) -> WorkerCtx {
         WorkerCtx {
             backend: repo.backend().clone(),
-            key: crate::crypto::MasterKey::from_master(repo.key().master().clone()),
+            key: repo.shared_key(),
             level: repo.config().compression_level,
             pack_size: repo.config().pack_size as usize,
         }
@@ -306,7 +306,7 @@ impl WorkerCtx {
         let (pack_tx, pack_rx) = bounded::<Finished>(1);
         let io = {
             let backend = self.backend.clone();
-            let key = crate::crypto::MasterKey::from_master(self.key.master().clone());
+            let key = self.key.clone();
             std::thread::Builder::new()
                 .name("sopvault-io".into())
                 .spawn(move || write_packs(backend.as_ref(), &key, pack_rx))
@@ -315,7 +315,7 @@ impl WorkerCtx {
         let (sealed_tx, sealed_rx) = bounded::<Vec<SealedBlob>>(1);
         let packer = {
             let backend = self.backend.clone();
-            let key = crate::crypto::MasterKey::from_master(self.key.master().clone());
+            let key = self.key.clone();
             let pack_size = self.pack_size;
             std::thread::Builder::new()
                 .name("sopvault-pack".into())

@@ -1069,6 +1069,20 @@ fn unreadable_file_gives_an_incomplete_snapshot() {
         "{}",
         show(&out)
     );
+    // A damaged manifest is skipped with one warning, though naming the
+    // newest complete snapshot lists the snapshots a second time.
+    let junk = b"not a manifest".to_vec();
+    let junk_path = sb.repo.join("snapshots").join(sha256_hex(&junk));
+    std::fs::write(&junk_path, &junk).unwrap();
+    let out = sb.ok(&["cat", "s:latest", &sb.arg("src/ok.txt")]);
+    assert!(stderr(&out).contains(&warning), "{}", show(&out));
+    assert_eq!(
+        stderr(&out).matches("skipped:").count(),
+        1,
+        "{}",
+        show(&out)
+    );
+    std::fs::remove_file(&junk_path).unwrap();
     chmod(&closed, 0o755);
 }
 
