@@ -162,21 +162,48 @@ fn last_err(path: &Path) -> Error {
     Error::io(path, std::io::Error::last_os_error())
 }
 
-/// Applies owner (when `owners`), xattrs, mode and mtime to an already created entry.
+/// This system's ids for the user and group names recorded in a snapshot
+/// (the recorded ids where a name is unknown), each name looked up once: a
+/// lookup reads `/etc/passwd` or `/etc/group` or asks NSS, and per file
+/// that was two file reads for every file restored.
+#[derive(Default)]
+pub struct Owners {
+    users: std::sync::Mutex<HashMap<String, Option<u32>>>,
+    groups: std::sync::Mutex<HashMap<String, Option<u32>>>,
+}
+
+impl Owners {
+    fn uid(&self, node: &Node) -> u32 {
+        if node.user.is_empty() {
+            return node.uid;
+        }
+        let mut users = self.users.lock().unwrap();
+        let found = users
+            .entry(node.user.clone())
+            .or_insert_with(|| uzers::get_user_by_name(&node.user).map(|u| u.uid()));
+        found.unwrap_or(node.uid)
+    }
+
+    fn gid(&self, node: &Node) -> u32 {
+        if node.group.is_empty() {
+            return node.gid;
+        }
+        let mut groups = self.groups.lock().unwrap();
+        let found = groups
+            .entry(node.group.clone())
+            .or_insert_with(|| uzers::get_group_by_name(&node.group).map(|g| g.gid()));
+        found.unwrap_or(node.gid)
+    }
+}
+
+/// Applies owner (with `owners`), xattrs, mode and mtime to an already created entry.
 /// Returns warnings for what could not be applied.
-pub fn apply(path: &Path, node: &Node, owners: bool) -> Result<Vec<String>> {
+pub fn apply(path: &Path, node: &Node, owners: Option<&Owners>) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
     let c = cpath(path)?;
     let is_link = matches!(node.kind, NodeKind::Symlink { .. });
-    if owners {
-        let uid = uzers::get_user_by_name(&node.user)
-            .map(|u| u.uid())
-            .filter(|_| !node.user.is_empty())
-            .unwrap_or(node.uid);
-        let gid = uzers::get_group_by_name(&node.group)
-            .map(|g| g.gid())
-            .filter(|_| !node.group.is_empty())
-            .unwrap_or(node.gid);
+    if let Some(owners) = owners {
+        let (uid, gid) = (owners.uid(node), owners.gid(node));
         // SAFETY: c is a valid NUL-terminated path.
         if unsafe { libc::lchown(c.as_ptr(), uid, gid) } != 0 {
             warnings.push(format!(

@@ -1,9 +1,11 @@
 //! The read side: find nodes in a snapshot, list them, write files out.
 //!
-//! Restore plans first (walk the trees, decide what to create) and then
-//! executes: directories are created first, file contents are fetched with
-//! parallel reads and written in order, and directory metadata is applied
-//! last so that creating children does not disturb the recorded mtimes.
+//! Restore walks the trees, creating directories, and queues plain files:
+//! they are written on every core in batches of up to 1024, whatever
+//! directories they are in, each with its metadata (owner names looked up
+//! once per name); a file's chunks are fetched with parallel reads and
+//! written in order. Directory metadata is applied last so that creating
+//! children does not disturb the recorded mtimes.
 //! Every chunk is authenticated and its id recomputed; a damaged chunk fails
 //! that one file with an error naming the pack and the file, the partial file
 //! is removed, and the restore goes on with the rest.
@@ -238,12 +240,22 @@ pub struct RestoreReport {
 struct Restorer<'a> {
     repo: &'a Repository,
     index: &'a Index,
-    opts: &'a RestoreOptions,
     includes: Vec<Vec<Vec<u8>>>,
     links: HashMap<(u64, u64), PathBuf>,
     report: RestoreReport,
     dir_meta: Vec<(PathBuf, Node)>,
+    owners: Option<fsmeta::Owners>,
+    /// Plain files found by the walk, written in parallel in batches of
+    /// [`FILE_BATCH`] whatever directories they are in.
+    files: Vec<(Node, PathBuf, String)>,
 }
+
+/// A file's bytes, and what of its metadata could not be applied.
+type Written = (u64, Vec<String>);
+
+/// Plain files written in parallel at a time: enough to keep every core
+/// busy across many small directories, few enough to bound the nodes held.
+const FILE_BATCH: usize = 1024;
 
 /// Restores the tree `root` into `opts.target`.
 pub fn restore(
@@ -256,11 +268,12 @@ pub fn restore(
     let mut r = Restorer {
         repo,
         index,
-        opts,
         includes: opts.includes.iter().map(|p| split_path(p)).collect(),
         links: HashMap::new(),
         report: RestoreReport::default(),
         dir_meta: Vec::new(),
+        owners: opts.owners.then(fsmeta::Owners::default),
+        files: Vec::new(),
     };
     for inc in &r.includes {
         if !inc.is_empty() {
@@ -269,9 +282,10 @@ pub fn restore(
     }
     let tree = repo.load_tree(index, root, "/")?;
     r.dir(&tree, &opts.target.clone(), &mut Vec::new())?;
+    r.files_in_parallel()?;
     // Directory metadata last, deepest first.
     for (path, node) in std::mem::take(&mut r.dir_meta).into_iter().rev() {
-        let w = fsmeta::apply(&path, &node, opts.owners)?;
+        let w = fsmeta::apply(&path, &node, r.owners.as_ref())?;
         r.report.warnings.extend(w);
     }
     Ok(r.report)
@@ -296,9 +310,8 @@ impl Restorer<'_> {
     }
 
     fn dir(&mut self, tree: &Tree, target: &Path, parts: &mut Vec<Vec<u8>>) -> Result<()> {
-        // Plain files of this directory are written in parallel at the end;
-        // hard-linked ones go in order, so a link always finds its first name.
-        let mut batch: Vec<(&Node, PathBuf, String)> = Vec::new();
+        // Plain files are queued and written in parallel batches; hard-linked
+        // ones go in order, so a link always finds its first name.
         for node in &tree.nodes {
             crate::interrupt::check()?;
             parts.push(node.name.clone());
@@ -315,7 +328,10 @@ impl Restorer<'_> {
                         self.dir_meta.push((path, node.clone()));
                     }
                     NodeKind::File { .. } if sel == 2 && !is_hard_linked(node) => {
-                        batch.push((node, path, shown))
+                        self.files.push((node.clone(), path, shown));
+                        if self.files.len() >= FILE_BATCH {
+                            self.files_in_parallel()?;
+                        }
                     }
                     _ if sel == 2 => self.leaf(node, &path, &shown)?,
                     _ => {}
@@ -323,25 +339,51 @@ impl Restorer<'_> {
             }
             parts.pop();
         }
-        self.files_in_parallel(batch)
+        Ok(())
     }
 
-    fn files_in_parallel(&mut self, batch: Vec<(&Node, PathBuf, String)>) -> Result<()> {
+    /// Writes the queued files on every core, each with its metadata. After
+    /// a file fails for want of space or an interruption, the files not yet
+    /// started are left alone and that error ends the restore.
+    fn files_in_parallel(&mut self) -> Result<()> {
         use rayon::prelude::*;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let batch = std::mem::take(&mut self.files);
+        let stop = AtomicBool::new(false);
         let this = &*self;
-        let results: Vec<Result<u64>> = batch
+        // Per file: None if skipped, else bytes written and metadata warnings.
+        let results: Vec<Option<Result<Written>>> = batch
             .par_iter()
             .map(|(node, path, shown)| {
-                remove_existing(path).and_then(|()| this.file_data(node, path, shown))
+                if stop.load(Ordering::Relaxed) {
+                    return None;
+                }
+                let r = remove_existing(path)
+                    .and_then(|()| this.file_data(node, path, shown))
+                    .and_then(|n| Ok((n, fsmeta::apply(path, node, this.owners.as_ref())?)));
+                if matches!(r, Err(Error::Interrupted) | Err(Error::NoSpace { .. })) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                Some(r)
             })
             .collect();
-        for ((node, path, shown), r) in batch.iter().zip(results) {
-            if self.settle(r, path, shown)? {
-                let w = fsmeta::apply(path, node, self.opts.owners)?;
-                self.report.warnings.extend(w);
+        let mut end = Ok(());
+        for ((_, path, shown), r) in batch.iter().zip(results) {
+            let Some(r) = r else { continue };
+            let (r, warnings) = match r {
+                Ok((n, w)) => (Ok(n), w),
+                Err(e) => (Err(e), Vec::new()),
+            };
+            match self.settle(r, path, shown) {
+                Ok(_) => self.report.warnings.extend(warnings),
+                Err(e) => {
+                    if end.is_ok() {
+                        end = Err(e);
+                    }
+                }
             }
         }
-        Ok(())
+        end
     }
 
     /// Writes a regular file's data into a path already cleared, and checks the size.
@@ -417,7 +459,7 @@ impl Restorer<'_> {
             NodeKind::Socket => return Ok(()),
             NodeKind::Dir { .. } => unreachable!("directories are handled by the caller"),
         }
-        let w = fsmeta::apply(path, node, self.opts.owners)?;
+        let w = fsmeta::apply(path, node, self.owners.as_ref())?;
         self.report.warnings.extend(w);
         Ok(())
     }
@@ -425,17 +467,14 @@ impl Restorer<'_> {
     fn file(&self, content: &crate::tree::Content, path: &Path, shown: &str) -> Result<u64> {
         use std::os::unix::fs::OpenOptionsExt;
         let chunks = self.repo.content_chunks(self.index, content, shown)?;
-        let f = std::fs::OpenOptions::new()
+        let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-        let n = write_content(self.repo, self.index, &chunks, shown, &mut w, path)?;
-        w.into_inner()
-            .map_err(|e| Error::io(path, e.into_error()))?;
-        Ok(n)
+        // Chunks are written whole (64 KiB on average), so no buffer.
+        write_content(self.repo, self.index, &chunks, shown, &mut f, path)
     }
 }
 
