@@ -5,7 +5,7 @@ use sopvault::repo::ListAhead;
 use sopvault::restore::{find_node, write_content};
 use sopvault::tree::NodeKind;
 use sopvault::Error;
-use std::io::Write;
+use std::os::fd::AsFd;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,10 +28,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         return Err(Error::Usage(format!("{} is not a regular file", args.path)));
     };
     let chunks = repo.content_chunks(&index, content, &args.path)?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
     let stdout = std::path::Path::new("standard output");
-    let r = write_content(&repo, &index, &chunks, &args.path, &mut out, stdout)
-        .and_then(|_| out.flush().map_err(|e| Error::io(stdout, e)));
+    // Chunks (64 KiB on average) go straight to the file descriptor: no
+    // copy through a buffer, and no scan for line ends by `Stdout`.
+    let mut out = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .map_err(|e| Error::io(stdout, e))?;
+    let r = write_content(&repo, &index, &chunks, &args.path, &mut out, stdout).map(|_| ());
     match r {
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
             Ok(super::exit::OK)
