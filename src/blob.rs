@@ -465,3 +465,36 @@ pub fn open_delta(
         .map_err(OpenError::Decompression)?;
     verify(key, info, plain)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A delta decodes against its base as raw content (a prefix), even a
+    /// base that begins with zstd's dictionary magic, which zstd's
+    /// dictionary loading would parse as a dictionary instead.
+    #[test]
+    fn deltas_decode_whatever_their_base_begins_with() {
+        let mut base: Vec<u8> = (0u32..20_000)
+            .flat_map(|i| (i * 7919).to_le_bytes())
+            .collect();
+        for magic in [false, true, false] {
+            if magic {
+                base[..4].copy_from_slice(&0xEC30_A437u32.to_le_bytes());
+            } else {
+                base[..4].copy_from_slice(b"INSE");
+            }
+            let mut data = base.clone();
+            data[1000..1010].copy_from_slice(b"0123456789");
+            data.extend_from_slice(b"a new row at the end");
+            let frame = compress_with_prefix(3, &data, &base).unwrap();
+            assert!(frame.len() < 200, "not a delta: {} bytes", frame.len());
+            assert_eq!(
+                decompress_with_prefix(&frame, &base, data.len()).unwrap(),
+                data
+            );
+            // The output is bounded by the length the index claims.
+            assert!(decompress_with_prefix(&frame, &base, data.len() - 1).is_err());
+        }
+    }
+}
