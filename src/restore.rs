@@ -358,8 +358,8 @@ impl Restorer<'_> {
                 if stop.load(Ordering::Relaxed) {
                     return None;
                 }
-                let r = remove_existing(path)
-                    .and_then(|()| this.file_data(node, path, shown))
+                let r = this
+                    .file_data(node, path, shown)
                     .and_then(|n| Ok((n, fsmeta::apply(path, node, this.owners.as_ref())?)));
                 if matches!(r, Err(Error::Interrupted) | Err(Error::NoSpace { .. })) {
                     stop.store(true, Ordering::Relaxed);
@@ -467,12 +467,23 @@ impl Restorer<'_> {
     fn file(&self, content: &crate::tree::Content, path: &Path, shown: &str) -> Result<u64> {
         use std::os::unix::fs::OpenOptionsExt;
         let chunks = self.repo.content_chunks(self.index, content, shown)?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
+        let create = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+        };
+        // `create_new` follows no symlink; whatever is in the way is
+        // removed (a directory is an error) and the file created again.
+        let mut f = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                remove_existing(path)?;
+                create()
+            }
+            r => r,
+        }
+        .map_err(|e| Error::io(path, e))?;
         // Chunks are written whole (64 KiB on average), so no buffer.
         write_content(self.repo, self.index, &chunks, shown, &mut f, path)
     }
