@@ -250,8 +250,9 @@ struct Restorer<'a> {
     files: Vec<(Node, PathBuf, String)>,
 }
 
-/// A file's bytes, and what of its metadata could not be applied.
-type Written = (u64, Vec<String>);
+/// A file's bytes, and what of its metadata could not be applied (or the
+/// error that ends the restore, as for any entry).
+type Written = (u64, Result<Vec<String>>);
 
 /// Plain files written in parallel at a time: enough to keep every core
 /// busy across many small directories, few enough to bound the nodes held.
@@ -360,7 +361,7 @@ impl Restorer<'_> {
                 }
                 let r = this
                     .file_data(node, path, shown)
-                    .and_then(|n| Ok((n, fsmeta::apply(path, node, this.owners.as_ref())?)));
+                    .map(|n| (n, fsmeta::apply(path, node, this.owners.as_ref())));
                 if matches!(r, Err(Error::Interrupted) | Err(Error::NoSpace { .. })) {
                     stop.store(true, Ordering::Relaxed);
                 }
@@ -370,12 +371,14 @@ impl Restorer<'_> {
         let mut end = Ok(());
         for ((_, path, shown), r) in batch.iter().zip(results) {
             let Some(r) = r else { continue };
-            let (r, warnings) = match r {
-                Ok((n, w)) => (Ok(n), w),
-                Err(e) => (Err(e), Vec::new()),
+            let (r, meta) = match r {
+                Ok((n, meta)) => (Ok(n), meta),
+                Err(e) => (Err(e), Ok(Vec::new())),
             };
-            match self.settle(r, path, shown) {
-                Ok(_) => self.report.warnings.extend(warnings),
+            // A file whose data is written stays, even if its metadata
+            // cannot be set: that error ends the restore, as before.
+            match self.settle(r, path, shown).and(meta) {
+                Ok(warnings) => self.report.warnings.extend(warnings),
                 Err(e) => {
                     if end.is_ok() {
                         end = Err(e);
