@@ -174,25 +174,33 @@ pub struct Owners {
 
 impl Owners {
     fn uid(&self, node: &Node) -> u32 {
-        if node.user.is_empty() {
-            return node.uid;
-        }
-        let mut users = self.users.lock().unwrap();
-        let found = users
-            .entry(node.user.clone())
-            .or_insert_with(|| uzers::get_user_by_name(&node.user).map(|u| u.uid()));
-        found.unwrap_or(node.uid)
+        Self::id(&self.users, &node.user, node.uid, |n| {
+            uzers::get_user_by_name(n).map(|u| u.uid())
+        })
     }
 
     fn gid(&self, node: &Node) -> u32 {
-        if node.group.is_empty() {
-            return node.gid;
+        Self::id(&self.groups, &node.group, node.gid, |n| {
+            uzers::get_group_by_name(n).map(|g| g.gid())
+        })
+    }
+
+    /// The id of `name` in `cache`, looked up on first use; `recorded` when
+    /// the name is empty or unknown here.
+    fn id(
+        cache: &std::sync::Mutex<HashMap<String, Option<u32>>>,
+        name: &str,
+        recorded: u32,
+        lookup: impl FnOnce(&str) -> Option<u32>,
+    ) -> u32 {
+        if name.is_empty() {
+            return recorded;
         }
-        let mut groups = self.groups.lock().unwrap();
-        let found = groups
-            .entry(node.group.clone())
-            .or_insert_with(|| uzers::get_group_by_name(&node.group).map(|g| g.gid()));
-        found.unwrap_or(node.gid)
+        let mut cache = cache.lock().unwrap();
+        let found = cache
+            .entry(name.to_string())
+            .or_insert_with(|| lookup(name));
+        found.unwrap_or(recorded)
     }
 }
 

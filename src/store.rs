@@ -240,7 +240,7 @@ impl Drop for BlobStore<'_> {
 /// Ids are keyed hashes, so their first 12 bits spread them evenly over
 /// 4096 sorted vectors. That costs about 36 bytes an id (the id and an
 /// eighth for growth), where a hash set costs ~55 and, while it doubles,
-/// holds its old and new tables at once (13 MB for 135,000 ids).
+/// holds its old and new tables at once (by its layout, 13 MB for 135,000 ids).
 struct AddedIds {
     parts: Vec<Vec<ChunkId>>,
 }
