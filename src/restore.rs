@@ -389,7 +389,7 @@ impl Restorer<'_> {
         end
     }
 
-    /// Writes a regular file's data into a path already cleared, and checks the size.
+    /// Writes a regular file's data (clearing whatever is in the way), and checks the size.
     fn file_data(&self, node: &Node, path: &Path, shown: &str) -> Result<u64> {
         let NodeKind::File { content, .. } = &node.kind else {
             unreachable!("only regular files are written as data")
