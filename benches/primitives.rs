@@ -139,6 +139,68 @@ fn blobs(c: &mut Criterion) {
     g.finish();
 }
 
+/// The AEAD alone: sopvault's XChaCha20-Poly1305 (HChaCha20 + aws-lc's
+/// ChaCha20-Poly1305) against RustCrypto's `chacha20poly1305`, same bytes.
+fn aead(c: &mut Criterion) {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use sopvault::crypto::{KeyPurpose, NONCE_LEN};
+    let key = key();
+    let raw = [5u8; 32];
+    let peer = chacha20poly1305::XChaCha20Poly1305::new(&raw.into());
+    let data = Rng(5).bytes(CHUNK);
+    let aad = [1u8; 46];
+    let nonce = [2u8; NONCE_LEN];
+    let mut g = c.benchmark_group("aead");
+    g.throughput(Throughput::Bytes(CHUNK as u64));
+    g.bench_function("seal/sopvault/64KiB", |b| {
+        b.iter(|| {
+            key.seal(KeyPurpose::Data, &aad, black_box(&data))
+                .expect("seal")
+        })
+    });
+    g.bench_function("seal/rustcrypto/64KiB", |b| {
+        b.iter(|| {
+            peer.encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: black_box(&data),
+                    aad: &aad,
+                },
+            )
+            .expect("seal")
+        })
+    });
+    let sealed = key.seal(KeyPurpose::Data, &aad, &data).expect("seal");
+    g.bench_function("open/sopvault/64KiB", |b| {
+        b.iter(|| {
+            key.open(KeyPurpose::Data, &aad, black_box(&sealed))
+                .expect("open")
+        })
+    });
+    let theirs = peer
+        .encrypt(
+            &nonce.into(),
+            Payload {
+                msg: &data,
+                aad: &aad,
+            },
+        )
+        .expect("seal");
+    g.bench_function("open/rustcrypto/64KiB", |b| {
+        b.iter(|| {
+            peer.decrypt(
+                &nonce.into(),
+                Payload {
+                    msg: black_box(&theirs),
+                    aad: &aad,
+                },
+            )
+            .expect("open")
+        })
+    });
+    g.finish();
+}
+
 fn sha(c: &mut Criterion) {
     let data = Rng(4).bytes(16 * MIB);
     let mut g = c.benchmark_group("sha256");
@@ -222,6 +284,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = chunker, chunk_id, blobs, sha, index
+    targets = chunker, chunk_id, blobs, aead, sha, index
 }
 criterion_main!(benches);

@@ -123,6 +123,18 @@ pub fn chain(index: &Index, first: &Location, cache: Option<&BaseCache>) -> Resu
     }
 }
 
+/// How much of each link [`decode_chain`] checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkCheck {
+    /// Authenticity, length and the recomputed id: the plaintext is
+    /// verified on its own. Writers and repairs need this.
+    Full,
+    /// Authenticity and length only: for a reader that verifies, in full,
+    /// the chunk decoded on top of the chain, and decodes the chain again
+    /// with [`LinkCheck::Full`] when that fails (to name the damaged link).
+    Authenticity,
+}
+
 /// Decodes `chain` bottom-up (its last element first, on top of `start` when
 /// the chain ends at a cached chunk) and returns the plaintext of `chain[0]`.
 /// Every decoded link is offered to `cache`.
@@ -132,6 +144,7 @@ pub fn decode_chain(
     chain: &[Location],
     start: Option<Arc<Vec<u8>>>,
     cache: Option<&BaseCache>,
+    check: LinkCheck,
 ) -> Result<Arc<Vec<u8>>> {
     let mut plain: Option<Arc<Vec<u8>>> = start;
     for loc in chain.iter().rev() {
@@ -141,9 +154,17 @@ pub fn decode_chain(
             loc.blob.offset,
             loc.blob.stored_len as usize,
         )?;
-        let opened = match (loc.blob.codec, &plain) {
-            (Codec::Delta, Some(base)) => blob::open_delta(key, &loc.blob, &sealed, base),
-            _ => blob::open(key, &loc.blob, &sealed),
+        let opened = match (check, loc.blob.codec, &plain) {
+            (LinkCheck::Authenticity, _, base) => blob::open_link(
+                key,
+                &loc.blob,
+                &sealed,
+                base.as_deref().map(|b| b.as_slice()),
+            ),
+            (LinkCheck::Full, Codec::Delta, Some(base)) => {
+                blob::open_delta(key, &loc.blob, &sealed, base)
+            }
+            (LinkCheck::Full, _, _) => blob::open(key, &loc.blob, &sealed),
         };
         let p = Arc::new(opened.map_err(|e| Error::BlobDamaged {
             chunk: loc.blob.id.to_hex(),
@@ -198,8 +219,11 @@ impl BaseCache {
         g.tick += 1;
         let tick = g.tick;
         let len = plain.len();
-        if let Some((_, t)) = g.map.get_mut(&id) {
+        // A plaintext decoded again (verified this time) replaces the old one.
+        if let Some((p, t)) = g.map.get_mut(&id) {
+            let old = std::mem::replace(p, plain).len();
             *t = tick;
+            g.bytes = g.bytes - old + len;
             return;
         }
         while g.bytes + len > self.budget {

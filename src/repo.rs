@@ -12,6 +12,7 @@ use crate::blob;
 use crate::chunker::{Chunker, ChunkerProfile};
 use crate::config::{Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE};
 use crate::crypto::{MasterKey, Password, Secret32};
+use crate::delta::LinkCheck;
 use crate::error::{Error, Result};
 use crate::ids::{sha256, ChunkId, ConfigId, IndexId, KeyId, PackId, SnapshotId};
 use crate::index::{Index, IndexFile, Location};
@@ -664,16 +665,37 @@ impl Repository {
         let opened = match loc.blob.delta {
             None => blob::open(&self.key, &loc.blob, sealed),
             Some(_) => {
-                let base = self.delta_base(index, loc)?;
-                blob::open_delta(&self.key, &loc.blob, sealed, &base)
+                let base = self.delta_base(index, loc, LinkCheck::Authenticity)?;
+                match blob::open_delta(&self.key, &loc.blob, sealed, &base) {
+                    // The base's links were not verified on their own: a
+                    // wrong one shows only here. Decode them again, verified,
+                    // so that the error names the damaged link (if any).
+                    Err(
+                        blob::OpenError::IdMismatch { .. }
+                        | blob::OpenError::Decompression(_)
+                        | blob::OpenError::Length { .. },
+                    ) => {
+                        let base = self.delta_base(index, loc, LinkCheck::Full)?;
+                        blob::open_delta(&self.key, &loc.blob, sealed, &base)
+                    }
+                    other => other,
+                }
             }
         };
         opened.map_err(|e| damaged(e.to_string()))
     }
 
-    /// The verified plaintext of a delta's base.
-    pub fn delta_base(&self, index: &Index, loc: &Location) -> Result<Arc<Vec<u8>>> {
-        let (mut links, start) = crate::delta::chain(index, loc, Some(&self.bases))?;
+    /// The plaintext of a delta's base: from the cache, or decoded through its
+    /// chain (every link verified in full with [`LinkCheck::Full`], which
+    /// bypasses the cache's entries and replaces them).
+    pub fn delta_base(
+        &self,
+        index: &Index,
+        loc: &Location,
+        check: LinkCheck,
+    ) -> Result<Arc<Vec<u8>>> {
+        let cached = (check == LinkCheck::Authenticity).then_some(&self.bases);
+        let (mut links, start) = crate::delta::chain(index, loc, cached)?;
         // `links[0]` is the delta itself: decode only what lies below it.
         links.remove(0);
         if links.is_empty() {
@@ -685,6 +707,7 @@ impl Repository {
             &links,
             start,
             Some(&self.bases),
+            check,
         )
         .map_err(|e| Error::BlobDamaged {
             chunk: loc.blob.id.to_hex(),
@@ -929,6 +952,100 @@ pub(crate) fn scratch_with_snapshot(dir: &Path, src: &Path) -> Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::KeyPurpose;
+
+    /// A delta's bases are decoded without recomputing their ids; when one
+    /// authenticates but holds the wrong plaintext (a writer's fault), the
+    /// delta on top fails its id check, the chain is decoded again verified,
+    /// and the error names the base, not the delta.
+    #[test]
+    fn a_wrong_base_behind_a_delta_is_named() {
+        use crate::blob::{BlobInfo, BlobKind, Codec, DeltaRef};
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let repo = scratch_with_snapshot(dir.path(), &src);
+        let key = repo.key();
+        let base: Vec<u8> = (0u32..5000)
+            .flat_map(|i| (i * 7919).to_le_bytes())
+            .collect();
+        let mut wrong = base.clone();
+        wrong[100] ^= 1;
+        let mut data = base.clone();
+        data[1000..1004].copy_from_slice(b"new!");
+        // The base is sealed under the id of `base` but holds `wrong`.
+        let base_id = key.chunk_id(&base);
+        let sealed_base = key
+            .seal(
+                KeyPurpose::Data,
+                &blob::aad(BlobKind::Data, Codec::Raw, wrong.len() as u32, &base_id),
+                &wrong,
+            )
+            .unwrap();
+        let id = key.chunk_id(&data);
+        let d = DeltaRef {
+            base: base_id,
+            depth: 1,
+            generation: 1,
+        };
+        let frame = blob::compress_with_prefix(3, &data, &base).unwrap();
+        let sealed_delta = key
+            .seal(
+                KeyPurpose::Data,
+                &blob::delta_aad(data.len() as u32, &id, &d),
+                &frame,
+            )
+            .unwrap();
+        let pack_bytes = [&sealed_base[..], &sealed_delta[..]].concat();
+        let pack = PackId(sha256(&pack_bytes));
+        repo.backend()
+            .write_new(FileKind::Pack, &pack.to_hex(), &pack_bytes)
+            .unwrap();
+        let info = |id, codec, offset: usize, stored: &[u8], raw_len: usize, delta| BlobInfo {
+            id,
+            kind: BlobKind::Data,
+            codec,
+            offset: offset as u64,
+            stored_len: stored.len() as u32,
+            raw_len: raw_len as u32,
+            delta,
+        };
+        let entries = vec![
+            (
+                0,
+                info(base_id, Codec::Raw, 0, &sealed_base, wrong.len(), None),
+            ),
+            (
+                0,
+                info(
+                    id,
+                    Codec::Delta,
+                    sealed_base.len(),
+                    &sealed_delta,
+                    data.len(),
+                    Some(d),
+                ),
+            ),
+        ];
+        repo.write_index_file(&crate::index::IndexFile {
+            supersedes: vec![],
+            packs: vec![(pack, pack_bytes.len() as u64)],
+            entries,
+        })
+        .unwrap();
+        let index = repo.index().unwrap();
+        let loc = index.lookup(&id).unwrap();
+        // Unverified, the base decodes (and is cached) ...
+        let unverified = repo
+            .delta_base(&index, &loc, LinkCheck::Authenticity)
+            .unwrap();
+        assert_eq!(&unverified[..], &wrong[..]);
+        // ... but reading the delta names the base and its id mismatch.
+        let err = repo.read_blob(&index, &loc).unwrap_err().to_string();
+        assert!(err.contains(&base_id.to_hex()), "{err}");
+        assert!(err.contains("its delta base cannot be read"), "{err}");
+        assert!(err.contains("hashes to"), "{err}");
+    }
 
     /// `open_locked` lists ahead once: the first listing of each kind is the
     /// one taken under the lock, a later one lists again; a wrong password

@@ -363,6 +363,7 @@ impl WorkerCtx {
                 &plan.chain,
                 None,
                 None,
+                crate::delta::LinkCheck::Full,
             );
             if let Ok(base) = base {
                 return blob::seal_delta(&self.key, p.id, &p.data, plan.delta, &base, self.level);
