@@ -5,7 +5,8 @@
 # Workload, per tool, each in its own fresh repository under WORK:
 #   1. the pg_dump series piped on standard input: day 1, then every later day up to DAYS;
 #   2. the WordPress tree of each day, staged at one stable path (rsync -a --delete, not timed) and backed up;
-#   3. restore of the last dump and the last tree, verified byte for byte against the corpus (cmp, diff -r);
+#   3. restore of the last dump and the last tree, verified byte for byte against the corpus (cmp, diff -r),
+#      in RESTORE_ROUNDS rounds (default 3) with the tools' order rotating; the table takes the medians;
 #   4. a full data check (bupstash has none: n/a);
 #   plus FIRST_EXTRA (default 2) more first snapshots of day 1 into scratch repositories, for a median;
 #   plus the passphrase KDF: a listing command on an empty twin of the repository, 3 times at the start and
@@ -17,7 +18,8 @@
 # Usage:   benches/compare.sh [--quick] [--days N] [--tools sopvault,restic,borg,bupstash,rustic]
 # Env:     CORPUS (default: ../corpus next to the repository; built with ../shared/corpus/make-corpus.sh if its
 #          MANIFEST.txt is missing, which needs root), PEERS (default ../peers: bupstash is cargo-installed there),
-#          WORK (default /tmp/sopvault-compare; wiped at start), DAYS (default 30; --quick = 5).
+#          WORK (default /tmp/sopvault-compare; wiped at start), DAYS (default 30; --quick = 5),
+#          RESTORE_ROUNDS (default 3).
 # Output:  the Markdown table on stdout and in WORK/results.md; raw numbers in WORK/results.json; every tool's
 #          output in WORK/logs/TOOL.log; progress on stderr.
 set -euo pipefail
@@ -40,6 +42,7 @@ usage() {
 ALL_TOOLS=(sopvault restic borg bupstash rustic)
 TOOLS_ARG=""
 DAYS=${DAYS:-30}
+RESTORE_ROUNDS=${RESTORE_ROUNDS:-3}
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) DAYS=5 ;;
@@ -53,6 +56,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 [[ $DAYS =~ ^[1-9][0-9]*$ ]] || die "DAYS must be a positive integer, got '$DAYS'"
+[[ $RESTORE_ROUNDS =~ ^[1-9][0-9]*$ ]] || die "RESTORE_ROUNDS must be a positive integer, got '$RESTORE_ROUNDS'"
 
 CORPUS=${CORPUS:-$PARENT/corpus}
 PEERS=${PEERS:-$PARENT/peers}
@@ -473,19 +477,24 @@ last_dump=$(dump_file "$DAYS")
 last_dump_bytes=$(stat -c %s "$last_dump")
 last_tree=$CORPUS/web/day-$(two "$DAYS")
 last_tree_bytes=$(tree_bytes "$last_tree")
-for t in "${TOOLS[@]}"; do
-  out=$WORK/restore/$t-db.sql
-  tool_restore_dump "$t" "$DAYS" "$out" "$last_dump_bytes"
-  cmp -- "$last_dump" "$out" >&2 || die "$t: restored dump of day $DAYS differs from $last_dump"
-  log "$t: restore dump $(printf '%.2f' "$LAST_WALL") s, identical"
-  rm -f -- "$out"
+# RESTORE_ROUNDS rounds (default 3), the tools' order rotating by round; the table takes each tool's median.
+# Restored dumps and trees all stay until the end (each round restores into fresh paths).
+for ((round = 1; round <= RESTORE_ROUNDS; round++)); do
+  n=${#TOOLS[@]}
+  for ((k = 0; k < n; k++)); do
+    t=${TOOLS[$(((k + round - 1) % n))]}
+    out=$WORK/restore/$t-db-$round.sql
+    tool_restore_dump "$t" "$DAYS" "$out" "$last_dump_bytes"
+    cmp -- "$last_dump" "$out" >&2 || die "$t: restored dump of day $DAYS differs from $last_dump"
+    log "round $round: $t: restore dump $(printf '%.2f' "$LAST_WALL") s, identical"
 
-  dir=$WORK/restore/$t-tree
-  tool_restore_tree "$t" "$DAYS" "$dir" "$last_tree_bytes"
-  [ -d "$RESTORED" ] || die "$t: restore of the tree left no $RESTORED"
-  diff -r --no-dereference -- "$last_tree" "$RESTORED" >"$WORK/logs/$t.diff" 2>&1 ||
-    { head -n 20 "$WORK/logs/$t.diff" >&2; die "$t: restored tree of day $DAYS differs from $last_tree (see $WORK/logs/$t.diff)"; }
-  log "$t: restore tree $(printf '%.2f' "$LAST_WALL") s, identical"
+    dir=$WORK/restore/$t-tree-$round
+    tool_restore_tree "$t" "$DAYS" "$dir" "$last_tree_bytes"
+    [ -d "$RESTORED" ] || die "$t: restore of the tree left no $RESTORED"
+    diff -r --no-dereference -- "$last_tree" "$RESTORED" >"$WORK/logs/$t.diff" 2>&1 ||
+      { head -n 20 "$WORK/logs/$t.diff" >&2; die "$t: restored tree of day $DAYS differs from $last_tree (see $WORK/logs/$t.diff)"; }
+    log "round $round: $t: restore tree $(printf '%.2f' "$LAST_WALL") s, identical"
+  done
 done
 
 # ---------- full data check ----------
@@ -497,8 +506,8 @@ for t in "${TOOLS[@]}"; do
   fi
 done
 
-# The restored trees, kept until every tool had restored (see above).
-rm -rf -- "$WORK"/restore/*-tree
+# The restored dumps and trees, kept until every tool had restored (see above).
+rm -rf -- "$WORK"/restore/*-tree-* "$WORK"/restore/*-db-*.sql
 el=$(($(date +%s) - T_START))
 meta load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 meta elapsed "$((el / 60)) min $((el % 60)) s (including the build and untimed staging)"
