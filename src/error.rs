@@ -42,9 +42,13 @@ pub enum Error {
     #[error("{path} already exists and is not empty; refusing to create a repository there")]
     RepositoryExists { path: PathBuf },
     #[error(
-        "no key file of repository {repo} opens with this password ({tried} key file(s) tried)"
+        "no key file of repository {repo} opens with this {what} ({tried} key file(s) of its kind tried)"
     )]
-    WrongPassword { repo: PathBuf, tried: usize },
+    WrongPassword {
+        repo: PathBuf,
+        what: &'static str,
+        tried: usize,
+    },
     #[error("repository is locked {mode} by {holder} (lock {lock}); wait for it to finish, or run `sopvault unlock` if that process is gone")]
     Locked {
         mode: &'static str,

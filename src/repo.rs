@@ -16,7 +16,7 @@ use crate::delta::LinkCheck;
 use crate::error::{Error, Result};
 use crate::ids::{sha256, ChunkId, ConfigId, IndexId, KeyId, PackId, SnapshotId};
 use crate::index::{Index, IndexFile, Location};
-use crate::keyfile::{self, KdfParams, KeyFile};
+use crate::keyfile::{self, Kdf, KdfParams, KeyFile};
 use crate::manifest::Snapshot;
 use crate::tree::{ChunkList, ChunkRef, Content, Tree};
 use std::collections::HashMap;
@@ -56,7 +56,7 @@ pub struct KeyEntry {
     pub id: KeyId,
     pub label: String,
     pub created: i64,
-    pub kdf: KdfParams,
+    pub kdf: Kdf,
     pub current: bool,
 }
 
@@ -158,7 +158,14 @@ impl Repository {
             crate::sysinfo::hostname()
         );
         let now = chrono::Utc::now().timestamp();
-        let keybytes = keyfile::create(&master, &repo_id, password, opts.kdf, &label, now)?;
+        let keybytes = keyfile::create(
+            &master,
+            &repo_id,
+            password,
+            Kdf::Argon2id(opts.kdf),
+            &label,
+            now,
+        )?;
         let key_id = KeyId(sha256(&keybytes));
         backend.write_new(FileKind::Key, &key_id.to_hex(), &keybytes)?;
         let key = MasterKey::from_master(master);
@@ -311,6 +318,7 @@ impl Repository {
                 reason: "keys/ holds no key file".into(),
             });
         }
+        let secret = keyfile::machine_secret(password)?.is_some();
         let mut tried = 0;
         let mut last_damage = None;
         for (name, _) in &keys {
@@ -325,6 +333,9 @@ impl Repository {
                     continue;
                 }
             };
+            if !kf.matches(password)? {
+                continue;
+            }
             tried += 1;
             if let Some((master, rid)) = kf.open(password)? {
                 if &rid != repo_id {
@@ -340,6 +351,7 @@ impl Repository {
             (0, Some(e)) => Err(e),
             _ => Err(Error::WrongPassword {
                 repo: path.to_path_buf(),
+                what: if secret { "machine secret" } else { "password" },
                 tried,
             }),
         }
@@ -785,7 +797,7 @@ impl Repository {
     }
 
     /// Adds a key file wrapping the master secret under a new password.
-    pub fn add_key(&self, password: &Password, kdf: KdfParams, label: &str) -> Result<KeyId> {
+    pub fn add_key(&self, password: &Password, kdf: Kdf, label: &str) -> Result<KeyId> {
         let bytes = keyfile::create(
             self.key.master(),
             &self.config.repo_id,

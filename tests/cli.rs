@@ -838,6 +838,112 @@ fn keys_can_be_added_listed_removed_and_changed() {
     assert_key_files_are_named_by_their_sha256(&sb);
 }
 
+#[test]
+fn a_machine_secret_opens_the_repository_for_unattended_jobs() {
+    let sb = Sandbox::init();
+    let src = sb.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random_file(&src.join("db.sql"), 41, 3 << 20);
+    let secret = sb.path("secret");
+
+    let out = sb
+        .call(&[
+            "key",
+            "add",
+            "--secret-file",
+            &path_str(&secret),
+            "--label",
+            "cron",
+        ])
+        .ok();
+    assert!(stdout(&out).contains("machine secret"), "{}", show(&out));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "secret file mode {mode:o}");
+    let secret_text = std::fs::read_to_string(&secret).unwrap();
+    assert!(
+        secret_text.starts_with("sopvault-secret-v1:") && secret_text.len() == 19 + 64 + 1,
+        "{secret_text:?}"
+    );
+
+    // Never overwritten: a second add into the same file fails and leaves it alone.
+    let out = sb
+        .call(&["key", "add", "--secret-file", &path_str(&secret)])
+        .run();
+    assert_eq!(out.status.code(), Some(exit::USAGE), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), secret_text);
+
+    // The secret alone backs up and restores, byte for byte.
+    sb.call(&["snapshot", "--source", "db", &path_str(&src)])
+        .env("SOPVAULT_PASSWORD_FILE", &secret)
+        .ok();
+    let target = sb.path("restored");
+    sb.call(&["restore", "latest", "--target", &path_str(&target)])
+        .env("SOPVAULT_PASSWORD_FILE", &secret)
+        .ok();
+    assert!(same_file_content(
+        &src.join("db.sql"),
+        &restored_path(&target, &src.join("db.sql"))
+    ));
+    let keys = key_list(&sb, &secret);
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let current: Vec<&Value> = keys.iter().filter(|k| k["current"] == true).collect();
+    assert_eq!(text(current[0], "/kind"), "machine-secret");
+    assert_eq!(text(current[0], "/label"), "cron");
+    assert!(current[0]["argon2id"].is_null());
+    // A secret has no password to change.
+    sb.call(&["key", "passwd"])
+        .env("SOPVAULT_PASSWORD_FILE", &secret)
+        .code(exit::USAGE);
+
+    // A readable secret file is refused; so is a cut-off one, naming it.
+    chmod(&secret, 0o644);
+    let out = sb
+        .call(&["snapshots"])
+        .env("SOPVAULT_PASSWORD_FILE", &secret)
+        .code(exit::USAGE);
+    assert!(stderr(&out).contains("chmod 600"), "{}", show(&out));
+    chmod(&secret, 0o600);
+    let cut = sb.write("secret-cut", &secret_text.as_bytes()[..40]);
+    chmod(&cut, 0o600);
+    let out = sb
+        .call(&["snapshots"])
+        .env("SOPVAULT_PASSWORD_FILE", &cut)
+        .code(exit::USAGE);
+    assert!(
+        stderr(&out).contains("malformed machine secret"),
+        "{}",
+        show(&out)
+    );
+
+    // Another secret is a wrong password; a passphrase may not look like a secret.
+    let head = &secret_text[19..23];
+    let other = secret_text.replacen(head, if head == "0000" { "1111" } else { "0000" }, 1);
+    let other = sb.write("secret-other", other.as_bytes());
+    chmod(&other, 0o600);
+    let out = sb
+        .call(&["snapshots"])
+        .env("SOPVAULT_PASSWORD_FILE", &other)
+        .code(exit::WRONG_PASSWORD);
+    assert!(
+        stderr(&out).contains("machine secret (1 key file"),
+        "{}",
+        show(&out)
+    );
+    sb.call(&["key", "add"])
+        .env("SOPVAULT_NEW_PASSWORD_FILE", &other)
+        .code(exit::USAGE);
+
+    // Revoked with `key remove`, through the password.
+    let id = text(current[0], "/id").to_string();
+    sb.call(&["key", "remove", &id[..8]]).ok();
+    sb.call(&["snapshots"])
+        .env("SOPVAULT_PASSWORD_FILE", &secret)
+        .code(exit::WRONG_PASSWORD);
+    sb.call(&["check"]).ok();
+    assert_key_files_are_named_by_their_sha256(&sb);
+}
+
 fn assert_key_files_are_named_by_their_sha256(sb: &Sandbox) {
     for f in sb.repo_files("keys") {
         let name = f.file_name().unwrap().to_str().unwrap();

@@ -22,7 +22,7 @@ use sopvault::format::{
 };
 use sopvault::ids::{sha256, ChunkId, IndexId, PackId, SnapshotId};
 use sopvault::index::IndexFile;
-use sopvault::keyfile::{self, KdfParams, KeyFile};
+use sopvault::keyfile::{self, Kdf, KdfParams, KeyFile};
 use sopvault::manifest::{Snapshot, SnapshotTime, StreamRecord, Summary};
 use sopvault::pack::{self, PackKind, PackWriter, ENTRY_LEN, TRAILER_LEN};
 use sopvault::tree::{
@@ -742,7 +742,7 @@ fn key_file() {
         &Secret32::from_bytes(master()),
         &repo_id(),
         &Password::new(PASSWORD.to_vec()),
-        kdf,
+        Kdf::Argon2id(kdf),
         KEY_LABEL,
         TIME,
         &seq(SALT_START),
@@ -764,7 +764,7 @@ fn key_file() {
         "aa9267b2bb4c85d9fccf368b9f4d7fa62444baca79fd0de6b213a7ebf8954d8b",
     );
     let kf = KeyFile::parse(&bytes, "keys/vector").unwrap();
-    assert_eq!(kf.kdf, kdf);
+    assert_eq!(kf.kdf, Kdf::Argon2id(kdf));
     assert_eq!(kf.salt, seq::<32>(SALT_START));
     assert_eq!(kf.created, TIME);
     assert_eq!(kf.label, KEY_LABEL);
@@ -790,6 +790,57 @@ fn key_file() {
     let mut weak = bytes.clone();
     weak[20..24].copy_from_slice(&4096u32.to_le_bytes());
     assert!(KeyFile::parse(&weak, "keys/weak").is_err());
+}
+
+/// The machine secret of the machine-secret key file vector: the prefix, then
+/// the hex of bytes 0x60, 0x61, …, 0x7f.
+fn machine_secret() -> Password {
+    let mut text = keyfile::SECRET_PREFIX.to_string();
+    text.push_str(&hex::encode(seq::<32>(0x60)));
+    Password::new(text.into_bytes())
+}
+
+#[test]
+fn machine_secret_key_file() {
+    let secret = machine_secret();
+    let bytes = keyfile::create_with(
+        &Secret32::from_bytes(master()),
+        &repo_id(),
+        &secret,
+        Kdf::MachineSecret,
+        "backup@server",
+        TIME,
+        &seq(SALT_START),
+        &seq(NONCE_KEYFILE),
+    )
+    .unwrap();
+    golden(
+        "machine-secret key file",
+        hex::encode(&bytes),
+        "534f50564b455900010000000000000002000000000000000000000000000000d0d1d2d3d4d5d6d7d8d9dadb\
+         dcdddedfe0e1e2e3e4e5e6e7e8e9eaebecedeeef7829026b000000000d006261636b757040736572766572b8\
+         b9babbbcbdbebfc0c1c2c3c4c5c6c7c8c9cacbcccdcecf4c806706fee9e5919ff3228d5970b815f487b5de27\
+         46ca63696867ee11349397bdd7245006ac404762e133cb6c2e24a4377d764248e33fc671c6f11e29f1dccb89\
+         56a73bb60f2be0a69ad9897b429f5f",
+    );
+    golden(
+        "machine-secret key file name",
+        sha_hex(&bytes),
+        "95e5f3e18e9cde168686b2c08806fcbaa7f83d3bbf0ec76271c87f2979d4f567",
+    );
+    let kf = KeyFile::parse(&bytes, "keys/vector").unwrap();
+    assert_eq!(kf.kdf, Kdf::MachineSecret);
+    let (m, rid) = kf.open(&secret).unwrap().expect("the secret opens it");
+    assert_eq!((m.as_bytes(), rid), (&master(), repo_id()));
+    // Neither a passphrase nor another secret opens it.
+    assert!(kf
+        .open(&Password::new(PASSWORD.to_vec()))
+        .unwrap()
+        .is_none());
+    let mut other = secret.as_bytes().to_vec();
+    assert_eq!(other.pop(), Some(b'f'));
+    other.push(b'e');
+    assert!(kf.open(&Password::new(other)).unwrap().is_none());
 }
 
 // ---------------------------------------------------------------- packs

@@ -11,7 +11,7 @@ use sopvault::crypto::{Password, Secret32};
 use sopvault::format::{encode_postcard, MAGIC_CONFIG, MAGIC_INDEX, MAGIC_SNAPSHOT};
 use sopvault::ids::{IndexId, SnapshotId};
 use sopvault::index::IndexFile;
-use sopvault::keyfile::{self, KdfParams};
+use sopvault::keyfile::{self, Kdf, KdfParams};
 use sopvault::manifest::{Snapshot, SnapshotTime, StreamRecord, Summary};
 use sopvault::pack::{encode_entry, parse_trailer, PackKind, PackWriter, TRAILER_LEN};
 use sopvault::tree::{
@@ -360,7 +360,7 @@ pub fn all() -> Vec<Seed> {
         &Secret32::from_bytes([0x5a; 32]),
         &[9; 32],
         &Password::new(b"correct horse".to_vec()),
-        kdf,
+        Kdf::Argon2id(kdf),
         "laptop",
         1_793_000_000,
         &[6; 32],
@@ -368,5 +368,19 @@ pub fn all() -> Vec<Seed> {
     )
     .expect("key file");
     add("key_file", "laptop", key_file);
+    // A machine-secret key file, under the secret the target opens it with.
+    let secret = format!("{}{}", keyfile::SECRET_PREFIX, "5a".repeat(32));
+    let key_file = keyfile::create_with(
+        &Secret32::from_bytes([0x5a; 32]),
+        &[9; 32],
+        &Password::new(secret.into_bytes()),
+        Kdf::MachineSecret,
+        "backup@server",
+        1_793_000_000,
+        &[6; 32],
+        &[7; 24],
+    )
+    .expect("machine-secret key file");
+    add("key_file", "machine-secret", key_file);
     out
 }

@@ -198,9 +198,21 @@ pub mod password {
     use std::io::IsTerminal;
 
     fn from_file(var: &str, path: &str) -> Result<Password, Error> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::Usage(format!("{var}={path}: cannot read: {e}")))?;
-        finish(bytes, var)
+        use std::os::unix::fs::MetadataExt;
+        let cannot = |e: std::io::Error| Error::Usage(format!("{var}={path}: cannot read: {e}"));
+        let f = std::fs::File::open(path).map_err(cannot)?;
+        let mode = f.metadata().map_err(cannot)?.mode();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &f, &mut bytes).map_err(cannot)?;
+        let pw = finish(bytes, var)?;
+        // Like ssh with a private key: a machine secret others can read is refused.
+        if mode & 0o077 != 0 && sopvault::keyfile::machine_secret(&pw)?.is_some() {
+            return Err(Error::Usage(format!(
+                "{var}={path} holds a machine secret but is open to group or others (mode {:04o}); run chmod 600 on it",
+                mode & 0o7777
+            )));
+        }
+        Ok(pw)
     }
 
     fn finish(mut bytes: Vec<u8>, source: &str) -> Result<Password, Error> {
