@@ -11,6 +11,9 @@
 #   plus FIRST_EXTRA (default 2) more first snapshots of day 1 into scratch repositories, for a median;
 #   plus the passphrase KDF: a listing command on an empty twin of the repository, 3 times at the start and
 #   once a day in the rotation; the median is the KDF row.
+# Keys: restic, borg and rustic open their repositories with a passphrase (their KDF is in every step);
+# bupstash with a key file, and sopvault, like it, with a machine secret (key add --secret-file) added after
+# init (so neither pays a KDF in the timed steps); sopvault's KDF row times its passphrase.
 # Within a day the tools take turns, the order rotating by day, so background load and cache effects spread
 # evenly; each input is read once (untimed) before the tools see it, so every tool reads it from the page cache.
 # Every step runs under /usr/bin/time -f '%e %U %S %M' (wall, user, sys, peak RSS KiB).
@@ -174,7 +177,7 @@ unset SOPVAULT_PASSWORD_COMMAND SOPVAULT_NEW_PASSWORD_FILE RESTIC_PASSWORD RESTI
   RESTIC_REPOSITORY_FILE BORG_PASSPHRASE BORG_PASSPHRASE_FD BORG_NEW_PASSPHRASE BORG_KEY_FILE \
   BUPSTASH_KEY_COMMAND BUPSTASH_REPOSITORY_COMMAND RUSTIC_PASSWORD RUSTIC_PASSWORD_COMMAND RUSTIC_NO_CACHE || true
 (umask 077; for t in sopvault restic borg rustic; do head -c 32 /dev/urandom | base64 >"$WORK/secrets/$t.password"; done)
-export SOPVAULT_REPO=$WORK/repo-sopvault SOPVAULT_PASSWORD_FILE=$WORK/secrets/sopvault.password \
+export SOPVAULT_REPO=$WORK/repo-sopvault SOPVAULT_PASSWORD_FILE=$WORK/secrets/sopvault.secret \
   SOPVAULT_CACHE_DIR=$WORK/cache/sopvault
 export RESTIC_REPOSITORY=$WORK/repo-restic RESTIC_PASSWORD_FILE=$WORK/secrets/restic.password \
   RESTIC_CACHE_DIR=$WORK/cache/restic
@@ -232,10 +235,23 @@ tool_version() {
   esac
 }
 
+# sopvault opens its repositories with a machine secret (key add --secret-file) after init: see tool_init.
+SV_PASSWORD=$WORK/secrets/sopvault.password
+SV_SECRET=$WORK/secrets/sopvault.secret
+sopvault_secret() {  # FILE: add a machine secret to $SOPVAULT_REPO (opened with the passphrase), write it to FILE
+  SOPVAULT_PASSWORD_FILE=$SV_PASSWORD "$SV" key add --secret-file "$1" --label compare.sh \
+    >>"$WORK/logs/sopvault.log" 2>&1 || die "sopvault: key add --secret-file failed"
+}
+
 tool_init() {
   local t=$1
   case $t in
-    sopvault) step "$t" init 0 0 /dev/null - -- "$SV" init ;;
+    sopvault)
+      # Created under its passphrase (timed, as the peers' init), then given a machine secret, the key
+      # arrangement bupstash has: every later step opens the repository with the secret and pays no KDF.
+      # The KDF row still times the passphrase (tool_kdf).
+      step "$t" init 0 0 /dev/null - -- "$SV" init
+      sopvault_secret "$SV_SECRET" ;;
     restic) step "$t" init 0 0 /dev/null - -- restic init ;;
     borg) step "$t" init 0 0 /dev/null - -- borg init --encryption repokey-blake2 ;;
     bupstash)
@@ -262,7 +278,8 @@ kdf_twin_prepare() {
 tool_kdf() {  # TOOL DAY: a listing command on the empty twin repository
   local t=$1 day=$2 twin=$WORK/kdf-$1 cache=$WORK/cache/kdf-$1
   case $t in
-    sopvault) step "$t" kdf "$day" 0 /dev/null - -- env SOPVAULT_REPO="$twin" SOPVAULT_CACHE_DIR="$cache" "$SV" snapshots ;;
+    sopvault) step "$t" kdf "$day" 0 /dev/null - -- env SOPVAULT_REPO="$twin" SOPVAULT_CACHE_DIR="$cache" \
+      SOPVAULT_PASSWORD_FILE="$SV_PASSWORD" "$SV" snapshots ;;
     restic) step "$t" kdf "$day" 0 /dev/null - -- env RESTIC_REPOSITORY="$twin" RESTIC_CACHE_DIR="$cache" restic snapshots ;;
     borg) step "$t" kdf "$day" 0 /dev/null - -- env BORG_REPO="$twin" borg list ;;
     rustic) step "$t" kdf "$day" 0 /dev/null - -- env RUSTIC_REPOSITORY="$twin" RUSTIC_CACHE_DIR="$cache" rustic snapshots ;;
@@ -385,9 +402,10 @@ if has_tool sopvault; then  # read the parameters from the binary: src/ changes 
   zlevel=$("$SV" init --help | grep -A3 -e '--compression' | grep -o '\[default: -\{0,1\}[0-9]*\]' | head -n 1 | tr -dc '0-9-' || true)
   kdf=$("$SV" key list --json 2>/dev/null | python3 -c '
 import json, sys
-a = json.load(sys.stdin)[0]["argon2id"]
+a = [k for k in json.load(sys.stdin) if k["kind"] == "password"][0]["argon2id"]
 print("Argon2id m=%s KiB t=%s p=%s" % (a["m_kib"], a["t"], a["p"]))' 2>/dev/null) || kdf="Argon2id parameters unknown"
-  meta note "sopvault: the binary's defaults (init without options: zstd level ${zlevel:-?}; $kdf), built at the start of the run and copied to WORK/bin"
+  meta note "sopvault: the binary's defaults (init without options: zstd level ${zlevel:-?}; passphrase $kdf), built at the start of the run and copied to WORK/bin"
+  meta note "sopvault: after init, a machine secret (key add --secret-file) opens the repository in every timed step, as bupstash's key file does (so no KDF); the KDF row times the passphrase on its own"
 fi
 
 # ---------- first dump: extra samples ----------
@@ -405,7 +423,8 @@ first_dump_sample() {  # TOOL
     export SOPVAULT_REPO=$scratch RESTIC_REPOSITORY=$scratch BORG_REPO=$scratch BUPSTASH_REPOSITORY=$scratch \
       RUSTIC_REPOSITORY=$scratch BUPSTASH_QUERY_CACHE=$scratch.cache/query.sqlite3 BUP_SENDLOG_DIR=$scratch.cache
     case $t in
-      sopvault) "$SV" init ;;
+      sopvault) SOPVAULT_PASSWORD_FILE=$SV_PASSWORD "$SV" init && sopvault_secret "$scratch.cache/secret" &&
+        export SOPVAULT_PASSWORD_FILE=$scratch.cache/secret ;;
       restic) restic init ;;
       borg) borg init --encryption repokey-blake2 ;;
       bupstash) "$BUPSTASH" init ;;

@@ -207,13 +207,49 @@ impl Owners {
 /// Applies owner (with `owners`), xattrs, mode and mtime to an already created entry.
 /// Returns warnings for what could not be applied.
 pub fn apply(path: &Path, node: &Node, owners: Option<&Owners>) -> Result<Vec<String>> {
-    let mut warnings = Vec::new();
     let c = cpath(path)?;
     let is_link = matches!(node.kind, NodeKind::Symlink { .. });
+    apply_to(Entry::Path(&c, is_link), path, node, owners)
+}
+
+/// [`apply`] for a regular file still open for writing: through its
+/// descriptor, so no path is resolved again (`fchown`, `fsetxattr`,
+/// `fchmod`, `futimens`). Call it after the last write: setting the mtime
+/// must come after the data.
+pub fn apply_to_file(
+    file: &std::fs::File,
+    path: &Path,
+    node: &Node,
+    owners: Option<&Owners>,
+) -> Result<Vec<String>> {
+    use std::os::fd::AsRawFd;
+    apply_to(Entry::Fd(file, file.as_raw_fd()), path, node, owners)
+}
+
+/// How [`apply_to`] reaches the entry.
+#[derive(Clone, Copy)]
+enum Entry<'a> {
+    /// A path, and whether it is a symlink (not followed; its mode is not set).
+    Path(&'a std::ffi::CStr, bool),
+    /// An open regular file.
+    Fd(&'a std::fs::File, std::os::fd::RawFd),
+}
+
+fn apply_to(
+    entry: Entry<'_>,
+    path: &Path,
+    node: &Node,
+    owners: Option<&Owners>,
+) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
     if let Some(owners) = owners {
         let (uid, gid) = (owners.uid(node), owners.gid(node));
-        // SAFETY: c is a valid NUL-terminated path.
-        if unsafe { libc::lchown(c.as_ptr(), uid, gid) } != 0 {
+        // SAFETY: a valid NUL-terminated path, or a descriptor that `entry` keeps open.
+        let r = match entry {
+            Entry::Path(c, _) => unsafe { libc::lchown(c.as_ptr(), uid, gid) },
+            Entry::Fd(_, fd) => unsafe { libc::fchown(fd, uid, gid) },
+        };
+        if r != 0 {
             warnings.push(format!(
                 "{}: cannot set owner: {}",
                 path.display(),
@@ -223,7 +259,11 @@ pub fn apply(path: &Path, node: &Node, owners: Option<&Owners>) -> Result<Vec<St
     }
     for x in &node.xattrs {
         let name = std::ffi::OsStr::from_bytes(&x.name);
-        if let Err(e) = xattr::set(path, name, &x.value) {
+        let r = match entry {
+            Entry::Path(..) => xattr::set(path, name, &x.value),
+            Entry::Fd(f, _) => xattr::FileExt::set_xattr(f, name, &x.value),
+        };
+        if let Err(e) = r {
             warnings.push(format!(
                 "{}: cannot set xattr {}: {e}",
                 path.display(),
@@ -231,27 +271,34 @@ pub fn apply(path: &Path, node: &Node, owners: Option<&Owners>) -> Result<Vec<St
             ));
         }
     }
-    if !is_link {
-        // SAFETY: c is a valid NUL-terminated path.
-        if unsafe { libc::chmod(c.as_ptr(), (node.mode & 0o7777) as libc::mode_t) } != 0 {
-            return Err(last_err(path));
-        }
+    let mode = (node.mode & 0o7777) as libc::mode_t;
+    // SAFETY: as above.
+    let r = match entry {
+        Entry::Path(_, true) => 0,
+        Entry::Path(c, false) => unsafe { libc::chmod(c.as_ptr(), mode) },
+        Entry::Fd(_, fd) => unsafe { libc::fchmod(fd, mode) },
+    };
+    if r != 0 {
+        return Err(last_err(path));
     }
     let ts = libc::timespec {
         tv_sec: node.mtime.sec as libc::time_t,
         tv_nsec: node.mtime.nsec as _,
     };
     let times = [ts, ts];
-    // SAFETY: c is valid; times points to two timespecs.
-    if unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } != 0
-    {
+    // SAFETY: as above; times points to two timespecs.
+    let r = match entry {
+        Entry::Path(c, _) => unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        },
+        Entry::Fd(_, fd) => unsafe { libc::futimens(fd, times.as_ptr()) },
+    };
+    if r != 0 {
         warnings.push(format!(
             "{}: cannot set mtime: {}",
             path.display(),

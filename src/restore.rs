@@ -359,9 +359,12 @@ impl Restorer<'_> {
                 if stop.load(Ordering::Relaxed) {
                     return None;
                 }
-                let r = this
-                    .file_data(node, path, shown)
-                    .map(|n| (n, fsmeta::apply(path, node, this.owners.as_ref())));
+                let r = this.file_data(node, path, shown).map(|(n, file)| {
+                    (
+                        n,
+                        fsmeta::apply_to_file(&file, path, node, this.owners.as_ref()),
+                    )
+                });
                 if matches!(r, Err(Error::Interrupted) | Err(Error::NoSpace { .. })) {
                     stop.store(true, Ordering::Relaxed);
                 }
@@ -389,19 +392,20 @@ impl Restorer<'_> {
         end
     }
 
-    /// Writes a regular file's data (clearing whatever is in the way), and checks the size.
-    fn file_data(&self, node: &Node, path: &Path, shown: &str) -> Result<u64> {
+    /// Writes a regular file's data (clearing whatever is in the way), and
+    /// checks the size. The file stays open for its metadata.
+    fn file_data(&self, node: &Node, path: &Path, shown: &str) -> Result<(u64, std::fs::File)> {
         let NodeKind::File { content, .. } = &node.kind else {
             unreachable!("only regular files are written as data")
         };
-        let n = self.file(content, path, shown)?;
+        let (n, file) = self.file(content, path, shown)?;
         if n != node.size() {
             return Err(Error::damaged(
                 shown,
                 format!("tree says {} bytes, chunks hold {n}", node.size()),
             ));
         }
-        Ok(n)
+        Ok((n, file))
     }
 
     /// Records a file's outcome. A damaged file is removed and reported, and
@@ -439,12 +443,20 @@ impl Restorer<'_> {
                         return Ok(());
                     }
                 }
-                let written = self.file_data(node, path, shown);
+                let (written, file) = match self.file_data(node, path, shown) {
+                    Ok((n, file)) => (Ok(n), Some(file)),
+                    Err(e) => (Err(e), None),
+                };
                 if !self.settle(written, path, shown)? {
                     return Ok(());
                 }
                 if is_hard_linked(node) {
                     self.links.insert(key, path.to_path_buf());
+                }
+                if let Some(file) = file {
+                    let w = fsmeta::apply_to_file(&file, path, node, self.owners.as_ref())?;
+                    self.report.warnings.extend(w);
+                    return Ok(());
                 }
             }
             NodeKind::Symlink { target } => {
@@ -467,7 +479,12 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    fn file(&self, content: &crate::tree::Content, path: &Path, shown: &str) -> Result<u64> {
+    fn file(
+        &self,
+        content: &crate::tree::Content,
+        path: &Path,
+        shown: &str,
+    ) -> Result<(u64, std::fs::File)> {
         use std::os::unix::fs::OpenOptionsExt;
         let chunks = self.repo.content_chunks(self.index, content, shown)?;
         let create = || {
@@ -488,7 +505,8 @@ impl Restorer<'_> {
         }
         .map_err(|e| Error::io(path, e))?;
         // Chunks are written whole (64 KiB on average), so no buffer.
-        write_content(self.repo, self.index, &chunks, shown, &mut f, path)
+        let n = write_content(self.repo, self.index, &chunks, shown, &mut f, path)?;
+        Ok((n, f))
     }
 }
 
