@@ -250,7 +250,7 @@ tool_init() {
       # Created under its passphrase (timed, as the peers' init), then given a machine secret, the key
       # arrangement bupstash has: every later step opens the repository with the secret and pays no KDF.
       # The KDF row still times the passphrase (tool_kdf).
-      step "$t" init 0 0 /dev/null - -- "$SV" init
+      step "$t" init 0 0 /dev/null - -- env SOPVAULT_PASSWORD_FILE="$SV_PASSWORD" "$SV" init
       sopvault_secret "$SV_SECRET" ;;
     restic) step "$t" init 0 0 /dev/null - -- restic init ;;
     borg) step "$t" init 0 0 /dev/null - -- borg init --encryption repokey-blake2 ;;
