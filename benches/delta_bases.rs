@@ -76,6 +76,7 @@ fn main() {
     };
     let open = OpenOptions {
         cache_dir: Some(dir.path().join("cache")),
+        base_cache_bytes: None,
     };
     let pw = Password::new(b"bench".to_vec());
     let repo = Repository::init(&repo_dir, &pw, &opts, &open).expect("init");

@@ -344,6 +344,7 @@ impl RepoDir {
     fn open_options(&self) -> OpenOptions {
         OpenOptions {
             cache_dir: Some(self.cache.clone()),
+            base_cache_bytes: None,
         }
     }
     fn init(&self) -> Repository {

@@ -491,6 +491,7 @@ mod tests {
         };
         let open = crate::repo::OpenOptions {
             cache_dir: Some(dir.join("cache")),
+            base_cache_bytes: None,
         };
         let pw = crate::crypto::Password::new(b"pw".to_vec());
         Repository::init(&dir.join("r"), &pw, &opts, &open).unwrap()

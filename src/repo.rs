@@ -28,6 +28,11 @@ use std::sync::Arc;
 pub struct OpenOptions {
     /// Where to keep the merged index; `None` uses a private temporary directory.
     pub cache_dir: Option<PathBuf>,
+    /// The budget of the cache of decoded delta bases; `None` for the
+    /// default of 32 MiB. It pays off when several versions of a file are
+    /// read (mount, check). Reading one version (cat, restore) shares no
+    /// base between chunks, so there it only holds memory: `Some(0)`.
+    pub base_cache_bytes: Option<usize>,
 }
 
 /// Settings chosen at `init`.
@@ -384,7 +389,7 @@ impl Repository {
             _tmp_cache: tmp,
             warnings: Default::default(),
             notices: Default::default(),
-            bases: crate::delta::BaseCache::new(BASE_CACHE_BYTES),
+            bases: crate::delta::BaseCache::new(open.base_cache_bytes.unwrap_or(BASE_CACHE_BYTES)),
             prelisted: Default::default(),
         })
     }
@@ -949,6 +954,7 @@ pub(crate) fn scratch_with_snapshot(dir: &Path, src: &Path) -> Repository {
         },
         &OpenOptions {
             cache_dir: Some(dir.join("cache")),
+            base_cache_bytes: None,
         },
     )
     .unwrap();
@@ -1073,6 +1079,7 @@ mod tests {
         let backend = writer.backend().clone();
         let open = OpenOptions {
             cache_dir: Some(dir.join("cache")),
+            base_cache_bytes: None,
         };
         let pw = Password::new(b"pw".to_vec());
         let (repo, lock) = Repository::open_locked(

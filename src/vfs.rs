@@ -1198,6 +1198,7 @@ mod tests {
                 &crate::crypto::Password::new(b"pw".to_vec()),
                 &crate::repo::OpenOptions {
                     cache_dir: Some(tmp.path().join("cache")),
+                    base_cache_bytes: None,
                 },
             )
             .unwrap(),

@@ -159,6 +159,7 @@ fn a_damaged_base_is_reported_with_every_chunk_and_file_that_depends_on_it() {
             &Password::new(PASSWORD.as_bytes().to_vec()),
             &OpenOptions {
                 cache_dir: Some(sb.path(cache)),
+                base_cache_bytes: None,
             },
         )
         .unwrap()

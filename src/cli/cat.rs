@@ -16,7 +16,8 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let (repo, _lock) = ctx.open_locked(sopvault::lock::Access::Read, "cat", ListAhead::Index)?;
+    let (repo, _lock) =
+        ctx.open_locked_for_one_version(sopvault::lock::Access::Read, "cat", ListAhead::Index)?;
     let (id, snap) = repo.find_snapshot(&args.snapshot)?;
     ctx.warn_if_incomplete(&repo, &id, &snap);
     let index = repo.index()?;

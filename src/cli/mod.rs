@@ -116,6 +116,7 @@ impl Ctx {
     pub fn open_options(&self) -> OpenOptions {
         OpenOptions {
             cache_dir: self.cache_dir.clone(),
+            base_cache_bytes: None,
         }
     }
 
@@ -186,8 +187,34 @@ impl Ctx {
         command: &str,
         ahead: ListAhead,
     ) -> Result<(Repository, Lock), Error> {
+        self.open_locked_with(access, command, ahead, &self.open_options())
+    }
+
+    /// [`Ctx::open_locked`] for a command that reads one version of its
+    /// files (cat, restore): no cache of delta bases, which chunks of one
+    /// version never share.
+    pub fn open_locked_for_one_version(
+        &self,
+        access: Access,
+        command: &str,
+        ahead: ListAhead,
+    ) -> Result<(Repository, Lock), Error> {
+        let open = OpenOptions {
+            base_cache_bytes: Some(0),
+            ..self.open_options()
+        };
+        self.open_locked_with(access, command, ahead, &open)
+    }
+
+    fn open_locked_with(
+        &self,
+        access: Access,
+        command: &str,
+        ahead: ListAhead,
+        open: &OpenOptions,
+    ) -> Result<(Repository, Lock), Error> {
         let (backend, pw) = self.backend_and_password()?;
-        Repository::open_locked(backend, &pw, &self.open_options(), (access, command), ahead)
+        Repository::open_locked(backend, &pw, open, (access, command), ahead)
     }
 }
 
