@@ -117,8 +117,11 @@ pub fn generate_secret() -> Result<Password> {
     fill_random(&mut raw)?;
     let mut text = Vec::with_capacity(SECRET_PREFIX.len() + 64);
     text.extend_from_slice(SECRET_PREFIX.as_bytes());
+    // Digit by digit, so that no formatted copy of the secret is left behind.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     for b in raw {
-        text.extend_from_slice(format!("{b:02x}").as_bytes());
+        text.push(HEX[usize::from(b >> 4)]);
+        text.push(HEX[usize::from(b & 0x0f)]);
     }
     raw.zeroize();
     Ok(Password::new(text))
