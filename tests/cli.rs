@@ -896,40 +896,32 @@ fn a_machine_secret_opens_the_repository_for_unattended_jobs() {
         .env("SOPVAULT_PASSWORD_FILE", &secret)
         .code(exit::USAGE);
 
+    // `snapshots` opened with the secret in `file`: exits `code`, stderr says `says`.
+    let listing_fails = |file: &Path, code: i32, says: &str| {
+        let out = sb
+            .call(&["snapshots"])
+            .env("SOPVAULT_PASSWORD_FILE", file)
+            .code(code);
+        assert!(stderr(&out).contains(says), "{}", show(&out));
+    };
+    let private_file = |name: &str, text: &str| {
+        let path = sb.write(name, text.as_bytes());
+        chmod(&path, 0o600);
+        path
+    };
+
     // A readable secret file is refused; so is a cut-off one, naming it.
     chmod(&secret, 0o644);
-    let out = sb
-        .call(&["snapshots"])
-        .env("SOPVAULT_PASSWORD_FILE", &secret)
-        .code(exit::USAGE);
-    assert!(stderr(&out).contains("chmod 600"), "{}", show(&out));
+    listing_fails(&secret, exit::USAGE, "chmod 600");
     chmod(&secret, 0o600);
-    let cut = sb.write("secret-cut", &secret_text.as_bytes()[..40]);
-    chmod(&cut, 0o600);
-    let out = sb
-        .call(&["snapshots"])
-        .env("SOPVAULT_PASSWORD_FILE", &cut)
-        .code(exit::USAGE);
-    assert!(
-        stderr(&out).contains("malformed machine secret"),
-        "{}",
-        show(&out)
-    );
+    let cut = private_file("secret-cut", &secret_text[..40]);
+    listing_fails(&cut, exit::USAGE, "malformed machine secret");
 
     // Another secret is a wrong password; a passphrase may not look like a secret.
     let head = &secret_text[19..23];
     let other = secret_text.replacen(head, if head == "0000" { "1111" } else { "0000" }, 1);
-    let other = sb.write("secret-other", other.as_bytes());
-    chmod(&other, 0o600);
-    let out = sb
-        .call(&["snapshots"])
-        .env("SOPVAULT_PASSWORD_FILE", &other)
-        .code(exit::WRONG_PASSWORD);
-    assert!(
-        stderr(&out).contains("machine secret (1 key file"),
-        "{}",
-        show(&out)
-    );
+    let other = private_file("secret-other", &other);
+    listing_fails(&other, exit::WRONG_PASSWORD, "machine secret (1 key file");
     sb.call(&["key", "add"])
         .env("SOPVAULT_NEW_PASSWORD_FILE", &other)
         .code(exit::USAGE);
