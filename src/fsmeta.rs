@@ -222,8 +222,7 @@ pub fn apply_to_file(
     node: &Node,
     owners: Option<&Owners>,
 ) -> Result<Vec<String>> {
-    use std::os::fd::AsRawFd;
-    apply_to(Entry::Fd(file, file.as_raw_fd()), path, node, owners)
+    apply_to(Entry::File(file), path, node, owners)
 }
 
 /// How [`apply_to`] reaches the entry.
@@ -232,7 +231,7 @@ enum Entry<'a> {
     /// A path, and whether it is a symlink (not followed; its mode is not set).
     Path(&'a std::ffi::CStr, bool),
     /// An open regular file.
-    Fd(&'a std::fs::File, std::os::fd::RawFd),
+    File(&'a std::fs::File),
 }
 
 fn apply_to(
@@ -241,13 +240,14 @@ fn apply_to(
     node: &Node,
     owners: Option<&Owners>,
 ) -> Result<Vec<String>> {
+    use std::os::fd::AsRawFd;
     let mut warnings = Vec::new();
     if let Some(owners) = owners {
         let (uid, gid) = (owners.uid(node), owners.gid(node));
         // SAFETY: a valid NUL-terminated path, or a descriptor that `entry` keeps open.
         let r = match entry {
             Entry::Path(c, _) => unsafe { libc::lchown(c.as_ptr(), uid, gid) },
-            Entry::Fd(_, fd) => unsafe { libc::fchown(fd, uid, gid) },
+            Entry::File(f) => unsafe { libc::fchown(f.as_raw_fd(), uid, gid) },
         };
         if r != 0 {
             warnings.push(format!(
@@ -261,7 +261,7 @@ fn apply_to(
         let name = std::ffi::OsStr::from_bytes(&x.name);
         let r = match entry {
             Entry::Path(..) => xattr::set(path, name, &x.value),
-            Entry::Fd(f, _) => xattr::FileExt::set_xattr(f, name, &x.value),
+            Entry::File(f) => xattr::FileExt::set_xattr(f, name, &x.value),
         };
         if let Err(e) = r {
             warnings.push(format!(
@@ -276,7 +276,7 @@ fn apply_to(
     let r = match entry {
         Entry::Path(_, true) => 0,
         Entry::Path(c, false) => unsafe { libc::chmod(c.as_ptr(), mode) },
-        Entry::Fd(_, fd) => unsafe { libc::fchmod(fd, mode) },
+        Entry::File(f) => unsafe { libc::fchmod(f.as_raw_fd(), mode) },
     };
     if r != 0 {
         return Err(last_err(path));
@@ -296,7 +296,7 @@ fn apply_to(
                 libc::AT_SYMLINK_NOFOLLOW,
             )
         },
-        Entry::Fd(_, fd) => unsafe { libc::futimens(fd, times.as_ptr()) },
+        Entry::File(f) => unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) },
     };
     if r != 0 {
         warnings.push(format!(

@@ -338,7 +338,8 @@ impl Repository {
                     continue;
                 }
             };
-            if !kf.matches(password)? {
+            // Only files of the password's kind: a secret never pays for Argon2id.
+            if (kf.kdf == Kdf::MachineSecret) != secret {
                 continue;
             }
             tried += 1;

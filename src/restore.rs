@@ -443,21 +443,22 @@ impl Restorer<'_> {
                         return Ok(());
                     }
                 }
-                let (written, file) = match self.file_data(node, path, shown) {
-                    Ok((n, file)) => (Ok(n), Some(file)),
-                    Err(e) => (Err(e), None),
+                let file = match self.file_data(node, path, shown) {
+                    Ok((n, file)) => {
+                        self.settle(Ok(n), path, shown)?;
+                        file
+                    }
+                    Err(e) => {
+                        self.settle(Err(e), path, shown)?;
+                        return Ok(());
+                    }
                 };
-                if !self.settle(written, path, shown)? {
-                    return Ok(());
-                }
                 if is_hard_linked(node) {
                     self.links.insert(key, path.to_path_buf());
                 }
-                if let Some(file) = file {
-                    let w = fsmeta::apply_to_file(&file, path, node, self.owners.as_ref())?;
-                    self.report.warnings.extend(w);
-                    return Ok(());
-                }
+                let w = fsmeta::apply_to_file(&file, path, node, self.owners.as_ref())?;
+                self.report.warnings.extend(w);
+                return Ok(());
             }
             NodeKind::Symlink { target } => {
                 std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)
