@@ -135,6 +135,21 @@ pub struct SealedBlob {
     pub bytes: Vec<u8>,
 }
 
+impl SealedBlob {
+    /// Its info, at offset 0.
+    pub fn info(&self) -> BlobInfo {
+        BlobInfo {
+            id: self.id,
+            kind: self.kind,
+            codec: self.codec,
+            offset: 0,
+            stored_len: self.bytes.len() as u32,
+            raw_len: self.raw_len,
+            delta: self.delta,
+        }
+    }
+}
+
 pub fn aad(kind: BlobKind, codec: Codec, raw_len: u32, id: &ChunkId) -> [u8; 46] {
     let mut a = [0u8; 46];
     a[..8].copy_from_slice(b"SOPVBLOB");
@@ -211,7 +226,11 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-fn compress(level: i32, data: &[u8]) -> Result<Vec<u8>> {
+/// Runs `f` with this thread's compressor for `level`.
+fn with_compressor<T>(
+    level: i32,
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> std::io::Result<T>,
+) -> Result<T> {
     COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().map(|(l, _)| *l) != Some(level) {
@@ -219,21 +238,43 @@ fn compress(level: i32, data: &[u8]) -> Result<Vec<u8>> {
                 .map_err(|e| Error::Other(format!("zstd level {level}: {e}")))?;
             *c = Some((level, comp));
         }
-        let (_, comp) = c.as_mut().unwrap();
-        comp.compress(data)
-            .map_err(|e| Error::Other(format!("zstd compression failed: {e}")))
+        let (_, comp) = c.as_mut().expect("set above");
+        f(comp).map_err(|e| Error::Other(format!("zstd compression failed: {e}")))
     })
 }
 
-fn decompress(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+fn compress(level: i32, data: &[u8]) -> Result<Vec<u8>> {
+    with_compressor(level, |comp| comp.compress(data))
+}
+
+/// Compresses `data` into `out` (replacing what it held), reusing its memory.
+fn compress_to(level: i32, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+    with_compressor(level, |comp| comp.compress_to_buffer(data, out)).map(|_| ())
+}
+
+/// Runs `f` with this thread's decompressor.
+fn with_decompressor<T>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
         if d.is_none() {
             *d = Some(zstd::bulk::Decompressor::new()?);
         }
-        // The capacity bounds the output: a frame that claims more fails.
-        d.as_mut().unwrap().decompress(data, raw_len)
+        f(d.as_mut().expect("set above"))
     })
+}
+
+fn decompress(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    // The capacity bounds the output: a frame that claims more fails.
+    with_decompressor(|d| d.decompress(data, raw_len))
+}
+
+/// Decompresses into `out`, whose length bounds the output; returns the length written.
+fn decompress_to(data: &[u8], out: &mut [u8]) -> std::io::Result<usize> {
+    with_decompressor(|d| d.decompress_to_buffer(data, out))
 }
 
 /// The raw length of a plaintext about to be sealed, within its kind's limit.
@@ -247,6 +288,122 @@ fn raw_len(kind: BlobKind, plaintext: &[u8]) -> Result<u32> {
                 plaintext.len()
             ))
         })
+}
+
+/// Per-thread buffers that [`seal_into`] reuses, so that sealing a long
+/// stream allocates no chunk-sized buffer per blob: freed buffers of every
+/// size are what spreads the allocator's arenas over a long run.
+#[derive(Default)]
+struct SealScratch {
+    compressed: Vec<u8>,
+    opened: Vec<u8>,
+    decoded: Vec<u8>,
+}
+
+impl SealScratch {
+    /// Larger buffers (from a chunk list or a large tree) are not kept:
+    /// they come from (and go back to) the system whole, as glibc maps them.
+    const KEEP: usize = 1024 * 1024;
+
+    fn trim(&mut self) {
+        for b in [&mut self.compressed, &mut self.opened, &mut self.decoded] {
+            if b.capacity() > Self::KEEP {
+                *b = Vec::new();
+            }
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<SealScratch> = RefCell::new(SealScratch::default());
+}
+
+/// The most bytes [`seal_into`] writes for a plaintext of `len` bytes: a
+/// blob is stored raw when compression does not make it smaller.
+pub const fn sealed_bound(len: usize) -> usize {
+    len + SEAL_OVERHEAD
+}
+
+/// Compresses, seals and verifies like [`seal`], but writes the sealed bytes
+/// to the start of `out` (at least [`sealed_bound`] bytes) and reuses this
+/// thread's buffers. Returns the blob's info, at offset 0.
+pub fn seal_into(
+    key: &MasterKey,
+    kind: BlobKind,
+    id: ChunkId,
+    plaintext: &[u8],
+    level: i32,
+    out: &mut [u8],
+) -> Result<BlobInfo> {
+    let raw_len = raw_len(kind, plaintext)?;
+    SCRATCH.with_borrow_mut(|s| {
+        let r = (|| {
+            compress_to(level, plaintext, &mut s.compressed)?;
+            let (codec, payload): (Codec, &[u8]) = if s.compressed.len() < plaintext.len() {
+                (Codec::Zstd, &s.compressed)
+            } else {
+                (Codec::Raw, plaintext)
+            };
+            let aad = aad(kind, codec, raw_len, &id);
+            let n = key.seal_to(kind.purpose(), &aad, payload, out)?;
+            let info = BlobInfo {
+                id,
+                kind,
+                codec,
+                offset: 0,
+                stored_len: n as u32,
+                raw_len,
+                delta: None,
+            };
+            verify_sealed(key, &info, &out[..n], s).map_err(|e| sealing_fault(&id, e))?;
+            Ok(info)
+        })();
+        s.trim();
+        r
+    })
+}
+
+fn sealing_fault(id: &ChunkId, e: OpenError) -> Error {
+    Error::Other(format!(
+        "blob {id} failed verification right after sealing (memory or compressor fault?): {e}"
+    ))
+}
+
+/// Opens a just-sealed plain (not delta) blob with `s`'s buffers and checks
+/// that it decodes to its id.
+fn verify_sealed(
+    key: &MasterKey,
+    info: &BlobInfo,
+    sealed: &[u8],
+    s: &mut SealScratch,
+) -> std::result::Result<(), OpenError> {
+    let aad = info_aad(info)?;
+    if !key.open_to(info.kind.purpose(), &aad, sealed, &mut s.opened) {
+        return Err(OpenError::Authentication);
+    }
+    let raw_len = info.raw_len as usize;
+    let plain: &[u8] = match info.codec {
+        Codec::Raw => &s.opened,
+        Codec::Zstd => {
+            s.decoded.resize(raw_len, 0);
+            // The slice bounds the output: a frame that decodes to more fails.
+            let n = decompress_to(&s.opened, &mut s.decoded)
+                .map_err(|e| OpenError::Decompression(e.to_string()))?;
+            &s.decoded[..n]
+        }
+        Codec::Delta => return Err(OpenError::NeedsBase),
+    };
+    if plain.len() != raw_len {
+        return Err(OpenError::Length {
+            expected: info.raw_len,
+            found: plain.len(),
+        });
+    }
+    let found = key.chunk_id(plain);
+    if found != info.id {
+        return Err(OpenError::IdMismatch { found });
+    }
+    Ok(())
 }
 
 /// Compresses, seals and verifies a plaintext whose id is already known.
@@ -285,20 +442,7 @@ fn seal_compressed(
         delta: None,
         bytes,
     };
-    let info = BlobInfo {
-        id,
-        kind,
-        codec,
-        offset: 0,
-        stored_len: blob.bytes.len() as u32,
-        raw_len,
-        delta: None,
-    };
-    open(key, &info, &blob.bytes).map_err(|e| {
-        Error::Other(format!(
-            "blob {id} failed verification right after sealing (memory or compressor fault?): {e}"
-        ))
-    })?;
+    open(key, &blob.info(), &blob.bytes).map_err(|e| sealing_fault(&id, e))?;
     Ok(blob)
 }
 
@@ -484,6 +628,51 @@ pub fn open_link(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `seal_into` writes what `open` reads, raw or compressed, within
+    /// `sealed_bound`, reusing its buffers across sizes; too little room
+    /// is an error, not a short blob.
+    #[test]
+    fn seal_into_writes_blobs_that_open() {
+        let key = MasterKey::from_master(crate::crypto::Secret32::from_bytes([7; 32]));
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect()
+        };
+        let texts = [
+            (Vec::new(), Codec::Raw),
+            (b"x".to_vec(), Codec::Raw),
+            (noise(70_000), Codec::Raw),
+            (vec![b'a'; 200_000], Codec::Zstd),
+            (noise(3000), Codec::Raw),
+            (b"row 1\nrow 2\n".repeat(5000), Codec::Zstd),
+        ];
+        for (i, (plain, codec)) in texts.iter().enumerate() {
+            let kind = [BlobKind::Data, BlobKind::Tree][i % 2];
+            let id = key.chunk_id(plain);
+            let mut out = vec![0xee; sealed_bound(plain.len()) + 5];
+            let info = seal_into(&key, kind, id, plain, 3, &mut out).unwrap();
+            let n = info.stored_len as usize;
+            assert!(n <= sealed_bound(plain.len()));
+            assert!(
+                out[n..].iter().all(|&b| b == 0xee),
+                "text {i}: wrote past its length"
+            );
+            assert_eq!(info.codec, *codec, "text {i}");
+            assert_eq!(open(&key, &info, &out[..n]).unwrap(), *plain);
+            let short = sealed_bound(plain.len()) - 1;
+            if info.codec == Codec::Raw {
+                assert!(seal_into(&key, kind, id, plain, 3, &mut out[..short]).is_err());
+            }
+        }
+    }
 
     /// A delta decodes against its base as raw content (a prefix), even a
     /// base that begins with zstd's dictionary magic, which zstd's

@@ -139,6 +139,21 @@ impl MasterKey {
         seal_with(self.cipher(p), &nonce, aad, plaintext)
     }
 
+    /// Seals `plaintext` as [`MasterKey::seal`] does, into the start of
+    /// `out` (at least `SEAL_OVERHEAD + plaintext.len()` bytes); returns the
+    /// length written. For callers that reuse their buffers.
+    pub fn seal_to(
+        &self,
+        p: KeyPurpose,
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize> {
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce)?;
+        seal_with_into(self.cipher(p), &nonce, aad, plaintext, out)
+    }
+
     /// Seals under a caller-chosen nonce. Only for test vectors: a nonce must
     /// never be used twice with one key, which is why [`MasterKey::seal`] draws it at random.
     #[doc(hidden)]
@@ -161,6 +176,12 @@ impl MasterKey {
     /// Opens a sealed object; `None` when authentication fails.
     pub fn open(&self, p: KeyPurpose, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         open_with(self.cipher(p), aad, sealed)
+    }
+
+    /// Opens a sealed object into `out` (replacing what it held), reusing
+    /// its memory; false when authentication fails.
+    pub fn open_to(&self, p: KeyPurpose, aad: &[u8], sealed: &[u8], out: &mut Vec<u8>) -> bool {
+        open_with_into(self.cipher(p), aad, sealed, out)
     }
 }
 
@@ -198,30 +219,66 @@ pub(crate) fn seal_with(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
-    let (key, ietf) = cipher.message_key(nonce);
-    let mut out = Vec::with_capacity(SEAL_OVERHEAD + plaintext.len());
-    out.extend_from_slice(nonce);
-    out.extend_from_slice(plaintext);
-    let tag = key
-        .seal_in_place_separate_tag(ietf, Aad::from(aad), &mut out[NONCE_LEN..])
-        .map_err(|_| Error::Other("encryption failed: message too long".into()))?;
-    out.extend_from_slice(tag.as_ref());
+    let mut out = vec![0u8; SEAL_OVERHEAD + plaintext.len()];
+    seal_with_into(cipher, nonce, aad, plaintext, &mut out)?;
     Ok(out)
 }
 
+/// `nonce || ciphertext || tag` into the start of `out`; returns its length.
+fn seal_with_into(
+    cipher: &Cipher,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+    out: &mut [u8],
+) -> Result<usize> {
+    let len = SEAL_OVERHEAD + plaintext.len();
+    let room = out.len();
+    let out = out.get_mut(..len).ok_or_else(|| {
+        Error::Other(format!(
+            "sealing {} bytes: expected {len} bytes of room, found {room}",
+            plaintext.len()
+        ))
+    })?;
+    let (head, rest) = out.split_at_mut(NONCE_LEN);
+    let (body, tag_out) = rest.split_at_mut(plaintext.len());
+    head.copy_from_slice(nonce);
+    body.copy_from_slice(plaintext);
+    let (key, ietf) = cipher.message_key(nonce);
+    let tag = key
+        .seal_in_place_separate_tag(ietf, Aad::from(aad), body)
+        .map_err(|_| Error::Other("encryption failed: message too long".into()))?;
+    tag_out.copy_from_slice(tag.as_ref());
+    Ok(len)
+}
+
 pub(crate) fn open_with(cipher: &Cipher, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    open_with_into(cipher, aad, sealed, &mut out).then_some(out)
+}
+
+fn open_with_into(cipher: &Cipher, aad: &[u8], sealed: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
     if sealed.len() < SEAL_OVERHEAD {
-        return None;
+        return false;
     }
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
-    let (key, ietf) = cipher.message_key(nonce.try_into().ok()?);
-    let mut buf = ct.to_vec();
-    let len = key
-        .open_in_place(ietf, Aad::from(aad), &mut buf)
-        .ok()?
-        .len();
-    buf.truncate(len);
-    Some(buf)
+    let Ok(nonce) = nonce.try_into() else {
+        return false;
+    };
+    let (key, ietf) = cipher.message_key(nonce);
+    out.extend_from_slice(ct);
+    match key.open_in_place(ietf, Aad::from(aad), out) {
+        Ok(plain) => {
+            let len = plain.len();
+            out.truncate(len);
+            true
+        }
+        Err(_) => {
+            out.clear();
+            false
+        }
+    }
 }
 
 /// A cipher from raw key bytes (used by key files, whose key comes from Argon2id).

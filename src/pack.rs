@@ -140,7 +140,12 @@ pub struct FinishedPack {
 
 impl PackWriter {
     pub fn new(kind: PackKind) -> PackWriter {
-        let mut buf = Vec::with_capacity(1 << 20);
+        PackWriter::with_buffer(kind, Vec::with_capacity(1 << 20))
+    }
+    /// A writer that fills `buf` (cleared first): a finished pack's bytes,
+    /// handed back, so that a long run reuses its buffers.
+    pub fn with_buffer(kind: PackKind, mut buf: Vec<u8>) -> PackWriter {
+        buf.clear();
         write_header(&mut buf, MAGIC_PACK, kind as u32);
         let header = buf[..].try_into().expect("a header is HEADER_LEN bytes");
         PackWriter {
@@ -160,16 +165,14 @@ impl PackWriter {
         self.blobs.is_empty()
     }
     pub fn add(&mut self, blob: &SealedBlob) -> BlobInfo {
-        let info = BlobInfo {
-            id: blob.id,
-            kind: blob.kind,
-            codec: blob.codec,
-            offset: self.len(),
-            stored_len: blob.bytes.len() as u32,
-            raw_len: blob.raw_len,
-            delta: blob.delta,
-        };
-        self.buf.extend_from_slice(&blob.bytes);
+        self.add_bytes(blob.info(), &blob.bytes)
+    }
+    /// Appends a sealed blob's `bytes`, described by `info` (whose offset
+    /// is set here); returns the info as recorded.
+    pub fn add_bytes(&mut self, mut info: BlobInfo, bytes: &[u8]) -> BlobInfo {
+        debug_assert_eq!(info.stored_len as usize, bytes.len());
+        info.offset = self.len();
+        self.buf.extend_from_slice(bytes);
         self.blobs.push(info);
         info
     }

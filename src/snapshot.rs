@@ -27,7 +27,7 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::store::{BlobStore, StoreStats};
 use crate::tree::{
-    ChunkList, ChunkRef, Content, ListRef, Node, NodeKind, Tree, INLINE_CHUNKS, LIST_CHUNKS,
+    ChunkList, ChunkRef, Content, ListRef, Node, NodeKind, Tree, INLINE_CHUNKS, LIST_CHUNKS_WRITTEN,
 };
 use crate::walk::{self, Excludes, Prescan};
 use sha2::Digest;
@@ -205,17 +205,25 @@ impl ContentBuilder {
         }
     }
     fn push(&mut self, store: &mut BlobStore<'_>, r: ChunkRef) -> Result<()> {
+        if self.refs.len() == INLINE_CHUNKS {
+            // A long file: room for a whole list, allocated once and reused.
+            self.refs.reserve_exact(LIST_CHUNKS_WRITTEN - INLINE_CHUNKS);
+        }
         self.refs.push(r);
-        if self.refs.len() >= LIST_CHUNKS {
+        if self.refs.len() >= LIST_CHUNKS_WRITTEN {
             self.spill(store)?;
         }
         Ok(())
     }
     fn spill(&mut self, store: &mut BlobStore<'_>) -> Result<()> {
-        let chunks = std::mem::take(&mut self.refs);
-        let bytes = chunks.iter().map(|c| c.len as u64).sum();
-        let n = chunks.len() as u32;
-        let (id, _) = store.add(BlobKind::ChunkList, &ChunkList { chunks }.encode())?;
+        let list = ChunkList {
+            chunks: std::mem::take(&mut self.refs),
+        };
+        let bytes = list.chunks.iter().map(|c| c.len as u64).sum();
+        let n = list.chunks.len() as u32;
+        let (id, _) = store.add(BlobKind::ChunkList, &list.encode())?;
+        self.refs = list.chunks;
+        self.refs.clear();
         self.lists.push(ListRef {
             id,
             chunks: n,

@@ -16,9 +16,16 @@
 //! channels' depth (one batch each), plus two whole packs where they cannot
 //! be staged (an object store), whatever the size of the input; what grows
 //! is the set of ids this run added (for dedup within the run).
+//!
+//! A batch keeps its blobs back to back in one buffer, is sealed into
+//! another, and each buffer goes back to the stage that fills it once the
+//! next stage is done with it, as do the packs' buffers. So a long run
+//! allocates its chunk-sized memory once: buffers of every size freed and
+//! allocated again, chunk after chunk, are what spread glibc's arenas (and
+//! the RSS) as a stream goes on.
 
 use crate::backend::{FileKind, StagedFile};
-use crate::blob::{self, BlobKind, SealedBlob};
+use crate::blob::{self, BlobInfo, BlobKind};
 use crate::delta::DeltaPlan;
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, IndexId};
@@ -51,25 +58,67 @@ pub struct StoreStats {
     pub index_files: Vec<IndexId>,
 }
 
-/// A blob waiting to be sealed, with the base to try a delta against.
+/// A blob waiting to be sealed (its plaintext is `len` bytes at `at` in
+/// its batch), with the base to try a delta against.
 struct Pending {
     id: ChunkId,
     kind: BlobKind,
-    data: Vec<u8>,
+    at: usize,
+    len: usize,
     delta: Option<DeltaPlan>,
 }
 
-type Batch = Vec<Pending>;
+/// Blobs waiting to be sealed, their plaintexts back to back.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    blobs: Vec<Pending>,
+}
+
+/// Sealed blobs, their bytes back to back (each at the offset beside it).
+#[derive(Default)]
+struct SealedBatch {
+    bytes: Vec<u8>,
+    blobs: Vec<(BlobInfo, usize)>,
+}
+
+/// What a batch's buffer is given at first: one chunk past the limit fits.
+const BATCH_ROOM: usize = BATCH_BYTES + BATCH_BYTES / 4;
+/// A buffer that grew past this (around a large tree blob) is not reused.
+const KEEP_BYTES: usize = 2 * BATCH_BYTES;
+
+/// Takes a buffer handed back by the next stage, or a new one.
+fn reuse<T: Default>(back: &crossbeam_channel::Receiver<T>) -> T {
+    back.try_recv().unwrap_or_default()
+}
+
+impl Batch {
+    /// Empties it for reuse; `None` if it grew too large to keep.
+    fn recycle(mut self) -> Option<Batch> {
+        self.bytes.clear();
+        self.blobs.clear();
+        (self.bytes.capacity() <= KEEP_BYTES).then_some(self)
+    }
+}
+
+impl SealedBatch {
+    fn recycle(mut self) -> Option<SealedBatch> {
+        self.bytes.clear();
+        self.blobs.clear();
+        (self.bytes.capacity() <= KEEP_BYTES).then_some(self)
+    }
+}
 
 pub struct BlobStore<'r> {
     repo: &'r Repository,
     index: &'r Index,
     added: AddedIds,
     pending: Batch,
-    pending_bytes: usize,
     /// When the oldest pending blob was added.
     pending_since: Option<std::time::Instant>,
     tx: Option<Sender<Batch>>,
+    /// Batches the writer has sealed, for reuse.
+    back: crossbeam_channel::Receiver<Batch>,
     worker: Option<JoinHandle<Result<StoreStats>>>,
     blobs_new: u64,
     bytes_new: u64,
@@ -78,19 +127,20 @@ pub struct BlobStore<'r> {
 impl<'r> BlobStore<'r> {
     pub fn new(repo: &'r Repository, index: &'r Index) -> BlobStore<'r> {
         let (tx, rx) = bounded::<Batch>(1);
+        let (back_tx, back) = crossbeam_channel::unbounded();
         let worker_repo = WorkerCtx::from(repo);
         let worker = std::thread::Builder::new()
             .name("sopvault-writer".into())
-            .spawn(move || worker_repo.run(rx))
+            .spawn(move || worker_repo.run(rx, back_tx))
             .expect("spawning the writer thread");
         BlobStore {
             repo,
             index,
             added: AddedIds::new(),
-            pending: Vec::new(),
-            pending_bytes: 0,
+            pending: Batch::default(),
             pending_since: None,
             tx: Some(tx),
+            back,
             worker: Some(worker),
             blobs_new: 0,
             bytes_new: 0,
@@ -143,16 +193,26 @@ impl<'r> BlobStore<'r> {
         self.added.insert(id);
         self.blobs_new += 1;
         self.bytes_new += data.len() as u64;
-        self.pending_bytes += data.len();
         self.pending_since
             .get_or_insert_with(std::time::Instant::now);
-        self.pending.push(Pending {
+        if self.pending.bytes.len() + data.len() > self.pending.bytes.capacity().max(BATCH_ROOM) {
+            // A large blob (a chunk list, a tree) starts a batch of its
+            // own rather than grow the buffers it passes through.
+            self.send()?;
+        }
+        let batch = &mut self.pending;
+        if batch.bytes.capacity() == 0 {
+            batch.bytes.reserve(BATCH_ROOM);
+        }
+        batch.blobs.push(Pending {
             id,
             kind,
-            data: data.to_vec(),
+            at: batch.bytes.len(),
+            len: data.len(),
             delta,
         });
-        if self.pending_bytes >= BATCH_BYTES || self.pending.len() >= BATCH_BLOBS {
+        batch.bytes.extend_from_slice(data);
+        if batch.bytes.len() >= BATCH_BYTES || batch.blobs.len() >= BATCH_BLOBS {
             self.send()?;
         }
         Ok(true)
@@ -175,7 +235,7 @@ impl<'r> BlobStore<'r> {
     /// Sends the pending batch; when `wait` is false and the writer is
     /// busy, keeps it pending instead.
     fn send_now(&mut self, wait: bool) -> Result<()> {
-        if self.pending.is_empty() {
+        if self.pending.blobs.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending);
@@ -199,7 +259,7 @@ impl<'r> BlobStore<'r> {
                 .err()
                 .unwrap_or_else(|| Error::Other("writer thread stopped".into())));
         }
-        self.pending_bytes = 0;
+        self.pending = reuse(&self.back);
         self.pending_since = None;
         Ok(())
     }
@@ -301,35 +361,48 @@ impl WorkerCtx {
     /// files. So the next batch is sealed on every core while the previous
     /// one is being appended and written out, and sealing overlaps with
     /// disk writes and fsyncs.
-    fn run(self, rx: crossbeam_channel::Receiver<Batch>) -> Result<StoreStats> {
-        use rayon::prelude::*;
+    fn run(
+        self,
+        rx: crossbeam_channel::Receiver<Batch>,
+        back: Sender<Batch>,
+    ) -> Result<StoreStats> {
         let (pack_tx, pack_rx) = bounded::<Finished>(1);
+        let (pack_back_tx, pack_back) = crossbeam_channel::unbounded();
         let io = {
             let backend = self.backend.clone();
             let key = self.key.clone();
             std::thread::Builder::new()
                 .name("sopvault-io".into())
-                .spawn(move || write_packs(backend.as_ref(), &key, pack_rx))
+                .spawn(move || write_packs(backend.as_ref(), &key, pack_rx, pack_back_tx))
                 .expect("spawning the pack writer thread")
         };
-        let (sealed_tx, sealed_rx) = bounded::<Vec<SealedBlob>>(1);
+        let (sealed_tx, sealed_rx) = bounded::<SealedBatch>(1);
+        let (sealed_back_tx, sealed_back) = crossbeam_channel::unbounded();
         let packer = {
             let backend = self.backend.clone();
             let key = self.key.clone();
             let pack_size = self.pack_size;
             std::thread::Builder::new()
                 .name("sopvault-pack".into())
-                .spawn(move || fill_packs(backend.as_ref(), &key, pack_size, sealed_rx, pack_tx))
+                .spawn(move || {
+                    let flow = PackFlow {
+                        rx: sealed_rx,
+                        back: sealed_back_tx,
+                        packs: pack_tx,
+                        packs_back: pack_back,
+                    };
+                    fill_packs(backend.as_ref(), &key, pack_size, flow)
+                })
                 .expect("spawning the pack filler thread")
         };
         let sealed = (|| -> Result<()> {
             for batch in rx.iter() {
-                let sealed: Vec<SealedBlob> = batch
-                    .par_iter()
-                    .map(|p| self.seal(p))
-                    .collect::<Result<Vec<_>>>()?;
-                drop(batch);
-                if sealed_tx.send(sealed).is_err() {
+                let mut out = reuse(&sealed_back);
+                self.seal_batch(&batch, &mut out)?;
+                if let Some(b) = batch.recycle() {
+                    let _ = back.send(b);
+                }
+                if sealed_tx.send(out).is_err() {
                     // The packer stopped; its error is reported below.
                     break;
                 }
@@ -352,8 +425,39 @@ impl WorkerCtx {
         Ok(stats)
     }
 
-    /// Seals one blob: as a delta when it has a base that decodes and the delta pays.
-    fn seal(&self, p: &Pending) -> Result<SealedBlob> {
+    /// Seals a batch in parallel into `out`, each blob in a slot of its
+    /// largest sealed size, in the batch's order.
+    fn seal_batch(&self, batch: &Batch, out: &mut SealedBatch) -> Result<()> {
+        use rayon::prelude::*;
+        let total = batch.blobs.iter().map(|p| blob::sealed_bound(p.len)).sum();
+        out.bytes.clear();
+        out.bytes.resize(total, 0);
+        let mut slots = Vec::with_capacity(batch.blobs.len());
+        let mut rest = &mut out.bytes[..];
+        let mut at = 0;
+        for p in &batch.blobs {
+            let (slot, tail) = rest.split_at_mut(blob::sealed_bound(p.len));
+            slots.push((at, slot));
+            at += blob::sealed_bound(p.len);
+            rest = tail;
+        }
+        let infos: Vec<(BlobInfo, usize)> = batch
+            .blobs
+            .par_iter()
+            .zip(slots)
+            .map(|(p, (at, slot))| {
+                let plain = &batch.bytes[p.at..p.at + p.len];
+                Ok((self.seal(p, plain, slot)?, at))
+            })
+            .collect::<Result<_>>()?;
+        out.blobs.clear();
+        out.blobs.extend(infos);
+        Ok(())
+    }
+
+    /// Seals one blob into `slot`: as a delta when it has a base that
+    /// decodes and the delta pays.
+    fn seal(&self, p: &Pending, plain: &[u8], slot: &mut [u8]) -> Result<BlobInfo> {
         if let Some(plan) = &p.delta {
             // A base that cannot be read only costs this chunk its delta;
             // `check` reports the damage.
@@ -366,10 +470,16 @@ impl WorkerCtx {
                 crate::delta::LinkCheck::Full,
             );
             if let Ok(base) = base {
-                return blob::seal_delta(&self.key, p.id, &p.data, plan.delta, &base, self.level);
+                let b = blob::seal_delta(&self.key, p.id, plain, plan.delta, &base, self.level)?;
+                // A delta larger than the plaintext (only possible for a
+                // tiny chunk) is not worth its base: seal it plainly.
+                if let Some(dst) = slot.get_mut(..b.bytes.len()) {
+                    dst.copy_from_slice(&b.bytes);
+                    return Ok(b.info());
+                }
             }
         }
-        blob::seal(&self.key, p.kind, p.id, &p.data, self.level)
+        blob::seal_into(&self.key, p.kind, p.id, plain, self.level, slot)
     }
 }
 
@@ -390,9 +500,9 @@ struct Finished {
 }
 
 impl OpenPack {
-    fn new(kind: PackKind) -> OpenPack {
+    fn new(kind: PackKind, buf: Vec<u8>) -> OpenPack {
         OpenPack {
-            writer: PackWriter::new(kind),
+            writer: PackWriter::with_buffer(kind, buf),
             staged: None,
             unstaged: false,
         }
@@ -426,6 +536,15 @@ impl OpenPack {
     }
 }
 
+/// The pack filler's channels: sealed batches in (and back, once
+/// appended), full packs out (and their buffers back, once written).
+struct PackFlow {
+    rx: crossbeam_channel::Receiver<SealedBatch>,
+    back: Sender<SealedBatch>,
+    packs: Sender<Finished>,
+    packs_back: crossbeam_channel::Receiver<Vec<u8>>,
+}
+
 /// Appends sealed blobs to data or tree packs in the order they come,
 /// stages each batch, and hands full packs to the I/O thread. Returns the
 /// bytes stored and the number of deltas.
@@ -433,38 +552,42 @@ fn fill_packs(
     backend: &dyn crate::backend::Backend,
     key: &crate::crypto::MasterKey,
     pack_size: usize,
-    rx: crossbeam_channel::Receiver<Vec<SealedBlob>>,
-    pack_tx: Sender<Finished>,
+    flow: PackFlow,
 ) -> Result<(u64, u64)> {
     let mut bytes_stored = 0u64;
     let mut blobs_delta = 0u64;
-    let mut data = OpenPack::new(PackKind::Data);
-    let mut tree = OpenPack::new(PackKind::Tree);
-    for sealed in rx.iter() {
-        for b in &sealed {
-            if b.delta.is_some() {
+    let open = |kind| OpenPack::new(kind, reuse(&flow.packs_back));
+    let mut data = open(PackKind::Data);
+    let mut tree = open(PackKind::Tree);
+    for sealed in flow.rx.iter() {
+        for &(info, at) in &sealed.blobs {
+            if info.delta.is_some() {
                 blobs_delta += 1;
             }
-            bytes_stored += b.bytes.len() as u64;
-            let (p, limit) = match PackKind::for_blob(b.kind) {
+            bytes_stored += u64::from(info.stored_len);
+            let kind = PackKind::for_blob(info.kind);
+            let (p, limit) = match kind {
                 PackKind::Data => (&mut data, pack_size),
                 PackKind::Tree => (&mut tree, TREE_PACK_SIZE),
             };
-            p.writer.add(b);
+            p.writer
+                .add_bytes(info, &sealed.bytes[at..at + info.stored_len as usize]);
             if p.writer.len() >= limit as u64 {
-                let full = std::mem::replace(p, OpenPack::new(PackKind::for_blob(b.kind)));
-                if pack_tx.send(full.finish(key)?).is_err() {
+                let full = std::mem::replace(p, open(kind));
+                if flow.packs.send(full.finish(key)?).is_err() {
                     // The I/O thread stopped; its error is reported by the caller.
                     return Ok((bytes_stored, blobs_delta));
                 }
             }
         }
-        drop(sealed);
+        if let Some(b) = sealed.recycle() {
+            let _ = flow.back.send(b);
+        }
         data.stage(backend)?;
         tree.stage(backend)?;
     }
     for p in [data, tree] {
-        if !p.writer.is_empty() && pack_tx.send(p.finish(key)?).is_err() {
+        if !p.writer.is_empty() && flow.packs.send(p.finish(key)?).is_err() {
             break;
         }
     }
@@ -476,6 +599,7 @@ fn write_packs(
     backend: &dyn crate::backend::Backend,
     key: &crate::crypto::MasterKey,
     rx: crossbeam_channel::Receiver<Finished>,
+    back: Sender<Vec<u8>>,
 ) -> Result<StoreStats> {
     let mut stats = StoreStats::default();
     let mut index = IndexFile::default();
@@ -497,6 +621,10 @@ fn write_packs(
                 s.commit(&name, &pack.bytes)?;
             }
             None => backend.write_new(FileKind::Pack, &name, &pack.bytes)?,
+        }
+        // A whole pack held in memory (an object store) is too large to keep.
+        if pack.bytes.capacity() <= KEEP_BYTES {
+            let _ = back.send(pack.bytes);
         }
         let no = index.packs.len() as u32;
         index.packs.push((pack.id, pack.len));
