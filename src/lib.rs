@@ -14,7 +14,8 @@
 //!   S3-compatible object store behind the same trait.
 //! - [`lock`] — shared and exclusive repository locks.
 //! - [`repo`] — owns keys, backend and config; reads blobs, trees, snapshots.
-//! - [`store`] — the write side: dedup, parallel sealing, packs, index files.
+//! - [`store`] — the write side: dedup, parallel sealing, packs, index files;
+//!   [`added`] — the ids a run added, spilled to disk as they grow.
 //! - [`walk`] — directory listings, `lstat` and xattrs for a snapshot, read ahead on a thread.
 //! - [`retention`] — the retention policy, a pure function.
 //! - [`snapshot`], [`restore`], [`check`], [`prune`], [`mirror`] — orchestration of the commands.
@@ -26,6 +27,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod added;
 pub mod backend;
 pub mod blob;
 pub mod check;

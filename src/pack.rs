@@ -167,6 +167,11 @@ impl PackWriter {
     pub fn add(&mut self, blob: &SealedBlob) -> BlobInfo {
         self.add_bytes(blob.info(), &blob.bytes)
     }
+    /// Makes room for `additional` more bytes of blobs, exactly, so that a
+    /// buffer reused pack after pack keeps the size its batches need.
+    pub fn reserve(&mut self, additional: usize) {
+        self.buf.reserve_exact(additional);
+    }
     /// Appends a sealed blob's `bytes`, described by `info` (whose offset
     /// is set here); returns the info as recorded.
     pub fn add_bytes(&mut self, mut info: BlobInfo, bytes: &[u8]) -> BlobInfo {
@@ -193,6 +198,8 @@ impl PackWriter {
             encode_entry(&mut plain, b);
         }
         let footer = key.seal(KeyPurpose::Meta, &self.header, &plain)?;
+        self.buf
+            .reserve_exact(footer.len() + 4 + 4 + MAGIC_PACK_END.len());
         self.buf.extend_from_slice(&footer);
         self.buf
             .extend_from_slice(&(footer.len() as u32).to_le_bytes());

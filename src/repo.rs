@@ -395,6 +395,11 @@ impl Repository {
         })
     }
 
+    /// The local cache directory (the index cache; a run's spilled ids).
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }

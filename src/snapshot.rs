@@ -742,10 +742,13 @@ impl Archiver<'_, '_> {
         Ok(tree)
     }
 
+    /// Whether every chunk (or list) of `content` is stored; a failed
+    /// lookup counts as missing, so the file is read again.
     fn all_present(&self, content: &Content) -> bool {
+        let has = |id| self.store.has(id).unwrap_or(false);
         match content {
-            Content::Chunks(c) => c.iter().all(|r| self.store.has(&r.id)),
-            Content::Lists(l) => l.iter().all(|r| self.store.has(&r.id)),
+            Content::Chunks(c) => c.iter().all(|r| has(&r.id)),
+            Content::Lists(l) => l.iter().all(|r| has(&r.id)),
         }
     }
 

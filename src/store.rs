@@ -15,7 +15,8 @@
 //! packs written so far. Memory is bounded by the batch size and the
 //! channels' depth (one batch each), plus two whole packs where they cannot
 //! be staged (an object store), whatever the size of the input; what grows
-//! is the set of ids this run added (for dedup within the run).
+//! is the set of ids this run added (for dedup within the run), by about
+//! two bytes an id once [`AddedIds`] spills them to disk.
 //!
 //! A batch keeps its blobs back to back in one buffer, is sealed into
 //! another, and each buffer goes back to the stage that fills it once the
@@ -24,6 +25,7 @@
 //! allocated again, chunk after chunk, are what spread glibc's arenas (and
 //! the RSS) as a stream goes on.
 
+use crate::added::AddedIds;
 use crate::backend::{FileKind, StagedFile};
 use crate::blob::{self, BlobInfo, BlobKind};
 use crate::delta::DeltaPlan;
@@ -136,7 +138,7 @@ impl<'r> BlobStore<'r> {
         BlobStore {
             repo,
             index,
-            added: AddedIds::new(),
+            added: AddedIds::new(Some(repo.cache_dir())),
             pending: Batch::default(),
             pending_since: None,
             tx: Some(tx),
@@ -162,8 +164,12 @@ impl<'r> BlobStore<'r> {
     }
 
     /// True if the repository or this run already stores `id`.
-    pub fn has(&self, id: &ChunkId) -> bool {
-        self.added.contains(id) || self.index.contains(id)
+    pub fn has(&self, id: &ChunkId) -> Result<bool> {
+        // The run's newest ids and the index are in memory (or mapped);
+        // its older ids cost a filter check, rarely a page read.
+        Ok(self.added.contains_recent(id)
+            || self.index.contains(id)
+            || self.added.contains_spilled(id)?)
     }
 
     /// Stores a blob unless it is already present; returns its id and whether it was new.
@@ -186,7 +192,7 @@ impl<'r> BlobStore<'r> {
         delta: impl FnOnce() -> Option<DeltaPlan>,
     ) -> Result<bool> {
         self.tick()?;
-        if self.has(&id) {
+        if self.has(&id)? {
             return Ok(false);
         }
         let delta = delta();
@@ -294,50 +300,6 @@ impl Drop for BlobStore<'_> {
     }
 }
 
-/// The ids a run has added, for dedup within the run: the one part of a
-/// snapshot's memory that grows with its new data.
-///
-/// Ids are keyed hashes, so their first 12 bits spread them evenly over
-/// 4096 sorted vectors. That costs about 36 bytes an id (the id and an
-/// eighth for growth), where a hash set costs ~55 and, while it doubles,
-/// holds its old and new tables at once (by its layout, 13 MB for 135,000 ids).
-struct AddedIds {
-    parts: Vec<Vec<ChunkId>>,
-}
-
-impl AddedIds {
-    const PART_BITS: u32 = 12;
-
-    fn new() -> AddedIds {
-        AddedIds {
-            parts: (0..1 << Self::PART_BITS).map(|_| Vec::new()).collect(),
-        }
-    }
-
-    fn part(id: &ChunkId) -> usize {
-        usize::from(u16::from_be_bytes([id.0[0], id.0[1]]) >> (16 - Self::PART_BITS))
-    }
-
-    fn contains(&self, id: &ChunkId) -> bool {
-        self.parts[Self::part(id)].binary_search(id).is_ok()
-    }
-
-    /// Adds `id`; false if it was there.
-    fn insert(&mut self, id: ChunkId) -> bool {
-        let part = &mut self.parts[Self::part(&id)];
-        match part.binary_search(&id) {
-            Ok(_) => false,
-            Err(at) => {
-                if part.len() == part.capacity() {
-                    part.reserve_exact((part.len() / 8).max(4));
-                }
-                part.insert(at, id);
-                true
-            }
-        }
-    }
-}
-
 /// What the writer thread needs from the repository.
 struct WorkerCtx {
     backend: std::sync::Arc<dyn crate::backend::Backend>,
@@ -431,6 +393,8 @@ impl WorkerCtx {
         use rayon::prelude::*;
         let total = batch.blobs.iter().map(|p| blob::sealed_bound(p.len)).sum();
         out.bytes.clear();
+        // Exactly: a doubled buffer would outgrow `KEEP_BYTES` and not come back.
+        out.bytes.reserve_exact(total);
         out.bytes.resize(total, 0);
         let mut slots = Vec::with_capacity(batch.blobs.len());
         let mut rest = &mut out.bytes[..];
@@ -560,20 +524,32 @@ fn fill_packs(
     let mut data = open(PackKind::Data);
     let mut tree = open(PackKind::Tree);
     for sealed in flow.rx.iter() {
+        // Room for the whole batch at once, exactly (see `seal_batch`).
+        let (mut for_data, mut for_tree) = (0, 0);
+        for (info, _) in &sealed.blobs {
+            match PackKind::for_blob(info.kind) {
+                PackKind::Data => for_data += info.stored_len as usize,
+                PackKind::Tree => for_tree += info.stored_len as usize,
+            }
+        }
+        data.writer.reserve(for_data);
+        tree.writer.reserve(for_tree);
         for &(info, at) in &sealed.blobs {
             if info.delta.is_some() {
                 blobs_delta += 1;
             }
             bytes_stored += u64::from(info.stored_len);
             let kind = PackKind::for_blob(info.kind);
-            let (p, limit) = match kind {
-                PackKind::Data => (&mut data, pack_size),
-                PackKind::Tree => (&mut tree, TREE_PACK_SIZE),
+            let (p, limit, rest) = match kind {
+                PackKind::Data => (&mut data, pack_size, &mut for_data),
+                PackKind::Tree => (&mut tree, TREE_PACK_SIZE, &mut for_tree),
             };
             p.writer
                 .add_bytes(info, &sealed.bytes[at..at + info.stored_len as usize]);
+            *rest -= info.stored_len as usize;
             if p.writer.len() >= limit as u64 {
                 let full = std::mem::replace(p, open(kind));
+                p.writer.reserve(*rest);
                 if flow.packs.send(full.finish(key)?).is_err() {
                     // The I/O thread stopped; its error is reported by the caller.
                     return Ok((bytes_stored, blobs_delta));
@@ -636,37 +612,4 @@ fn write_packs(
     }
     write_index(&mut index, &mut stats)?;
     Ok(stats)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn added_ids_finds_exactly_what_was_inserted() {
-        let mut set = AddedIds::new();
-        let ids: Vec<ChunkId> = (0u32..20_000)
-            .map(|i| ChunkId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
-            .collect();
-        for id in &ids[..10_000] {
-            assert!(set.insert(*id));
-        }
-        for id in &ids[..10_000] {
-            assert!(set.contains(id));
-            assert!(!set.insert(*id), "inserted twice");
-        }
-        for id in &ids[10_000..] {
-            assert!(!set.contains(id));
-        }
-        // Ids that share a part, and the first and last parts.
-        let mut a = ChunkId([0; 32]);
-        let mut b = ChunkId([0xff; 32]);
-        assert!(set.insert(a) && set.insert(b));
-        a.0[31] = 1;
-        b.0[31] = 0xfe;
-        assert!(!set.contains(&a) && !set.contains(&b));
-        assert!(set.insert(a) && set.insert(b) && set.contains(&a) && set.contains(&b));
-        let stored: usize = set.parts.iter().map(Vec::len).sum();
-        assert_eq!(stored, 10_004);
-    }
 }

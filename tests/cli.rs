@@ -1338,3 +1338,70 @@ fn restore_does_not_write_through_a_symlink_in_the_target() {
         );
     }
 }
+
+/// A stream with more new chunks than a snapshot keeps in memory: the ids
+/// it added spill to unnamed files in the cache directory, and the second
+/// copy of its data, which comes after the spill, is found there and stored
+/// no second time. (Small chunks, from a repository made through the
+/// library, give the 16384+ chunks from a few MB.)
+#[test]
+fn ids_spilled_to_disk_still_deduplicate_the_rest_of_the_run() {
+    use sopvault::chunker::ChunkerProfile;
+    use sopvault::crypto::Password;
+    use sopvault::keyfile::KdfParams;
+    use sopvault::repo::{InitOptions, OpenOptions, Repository};
+    let sb = Sandbox::new();
+    let opts = InitOptions {
+        chunker: ChunkerProfile {
+            min: 64,
+            avg: 256,
+            max: 1024,
+        },
+        kdf: KdfParams {
+            m_kib: 8192,
+            t: 1,
+            p: 1,
+        },
+        ..InitOptions::default()
+    };
+    let open = OpenOptions {
+        cache_dir: Some(sb.cache.clone()),
+        ..OpenOptions::default()
+    };
+    Repository::init(&sb.repo, &Password::new(PASSWORD.into()), &opts, &open).unwrap();
+    let half = random_bytes(11, 8 << 20);
+    let dump = sb.write("dump.bin", &[&half[..], &half[..]].concat());
+
+    let snap = sb.json(&[
+        "snapshot",
+        "--source",
+        "db",
+        "--json",
+        "--stream",
+        &format!("db.bin=cat '{}'", path_str(&dump)),
+    ]);
+    let chunks = snap["summary"]["chunks_added"].as_u64().unwrap();
+    let bytes = snap["summary"]["bytes_added"].as_u64().unwrap();
+    // The first half alone spills: 16384 ids are about 5 MB of it.
+    assert!(chunks > 20_000, "too few chunks to spill: {snap}");
+    // New bytes: the first half, its chunk lists (35 bytes a chunk) and
+    // the few chunks that straddle the seam; a second copy would double it.
+    assert!(
+        bytes < half.len() as u64 * 3 / 2,
+        "the second copy was stored again: {bytes} new bytes for a {} byte half",
+        half.len()
+    );
+    // The spill files had no name: nothing is left beside the index cache.
+    let left: Vec<_> = std::fs::read_dir(&sb.cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "left in the cache directory: {left:?}");
+    let out = sb.ok(&["cat", "latest", "db.bin"]);
+    assert!(
+        out.stdout == std::fs::read(&dump).unwrap(),
+        "cat: the stream differs"
+    );
+    sb.ok(&["check", "--read-data"]);
+}
