@@ -6,7 +6,9 @@
 #   1. the pg_dump series piped on standard input: day 1, then every later day up to DAYS;
 #   2. the WordPress tree of each day, staged at one stable path (rsync -a --delete, not timed) and backed up;
 #   3. restore of the last dump and the last tree, verified byte for byte against the corpus (cmp, diff -r),
-#      in RESTORE_ROUNDS rounds (default 3) with the tools' order rotating; the table takes the medians;
+#      in RESTORE_ROUNDS rounds (default: one per tool) in a balanced order (a Williams design: each tool
+#      restores first once and, for an even number of tools, right after each other tool once); the table
+#      takes the medians;
 #   4. a full data check (bupstash has none: n/a);
 #   plus FIRST_EXTRA (default 2) more first snapshots of day 1 into scratch repositories, for a median;
 #   plus the passphrase KDF: a listing command on an empty twin of the repository, 3 times at the start and
@@ -22,7 +24,7 @@
 # Env:     CORPUS (default: ../corpus next to the repository; built with ../shared/corpus/make-corpus.sh if its
 #          MANIFEST.txt is missing, which needs root), PEERS (default ../peers: bupstash is cargo-installed there),
 #          WORK (default /tmp/sopvault-compare; wiped at start), DAYS (default 30; --quick = 5),
-#          RESTORE_ROUNDS (default 3).
+#          RESTORE_ROUNDS (default: the number of tools).
 # Output:  the Markdown table on stdout and in WORK/results.md; raw numbers in WORK/results.json; every tool's
 #          output in WORK/logs/TOOL.log; progress on stderr.
 set -euo pipefail
@@ -45,7 +47,6 @@ usage() {
 ALL_TOOLS=(sopvault restic borg bupstash rustic)
 TOOLS_ARG=""
 DAYS=${DAYS:-30}
-RESTORE_ROUNDS=${RESTORE_ROUNDS:-3}
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) DAYS=5 ;;
@@ -59,7 +60,6 @@ while [ $# -gt 0 ]; do
   shift
 done
 [[ $DAYS =~ ^[1-9][0-9]*$ ]] || die "DAYS must be a positive integer, got '$DAYS'"
-[[ $RESTORE_ROUNDS =~ ^[1-9][0-9]*$ ]] || die "RESTORE_ROUNDS must be a positive integer, got '$RESTORE_ROUNDS'"
 
 CORPUS=${CORPUS:-$PARENT/corpus}
 PEERS=${PEERS:-$PARENT/peers}
@@ -80,6 +80,8 @@ else
   command -v rustic >/dev/null 2>&1 && TOOLS+=(rustic)
 fi
 has_tool() { case " ${TOOLS[*]} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+RESTORE_ROUNDS=${RESTORE_ROUNDS:-${#TOOLS[@]}}
+[[ $RESTORE_ROUNDS =~ ^[1-9][0-9]*$ ]] || die "RESTORE_ROUNDS must be a positive integer, got '$RESTORE_ROUNDS'"
 
 # ---------- paths must not collide ----------
 abspath() { realpath -m -- "$1"; }
@@ -496,12 +498,25 @@ last_dump=$(dump_file "$DAYS")
 last_dump_bytes=$(stat -c %s "$last_dump")
 last_tree=$CORPUS/web/day-$(two "$DAYS")
 last_tree_bytes=$(tree_bytes "$last_tree")
-# RESTORE_ROUNDS rounds (default 3), the tools' order rotating by round; the table takes each tool's median.
+# RESTORE_ROUNDS rounds; the table takes each tool's median. A restore runs right after the previous tool's
+# (and its verification), and on this VM what one tool leaves behind can cost the next: a tool that peaked
+# at 200 MiB returns that memory to the host, and the next one faults fresh pages back in (system time).
+# A plain rotation always puts the same tool before each one, so the order is a Williams design instead:
+# row r of a Latin square whose first row is 0, 1, n-1, 2, n-2, ... (each row that one plus r-1, mod n).
+# Over n rounds each tool goes first once and, for an even n, follows every other tool exactly once.
+williams_order() {  # N ROUND: prints the tool indices of ROUND (1-based)
+  local n=$1 r=$2 j x
+  for ((j = 0; j < n; j++)); do
+    if ((j == 0)); then x=0
+    elif ((j % 2)); then x=$(((j + 1) / 2))
+    else x=$((n - j / 2)); fi
+    printf '%s ' $(((x + r - 1) % n))
+  done
+}
 # Restored dumps and trees all stay until the end (each round restores into fresh paths).
 for ((round = 1; round <= RESTORE_ROUNDS; round++)); do
-  n=${#TOOLS[@]}
-  for ((k = 0; k < n; k++)); do
-    t=${TOOLS[$(((k + round - 1) % n))]}
+  for k in $(williams_order ${#TOOLS[@]} "$round"); do
+    t=${TOOLS[$k]}
     out=$WORK/restore/$t-db-$round.sql
     tool_restore_dump "$t" "$DAYS" "$out" "$last_dump_bytes"
     cmp -- "$last_dump" "$out" >&2 || die "$t: restored dump of day $DAYS differs from $last_dump"
