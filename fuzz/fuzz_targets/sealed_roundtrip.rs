@@ -1,7 +1,8 @@
 //! The full decoders past authentication: the fuzzer's bytes are sealed with
 //! the fixed key as the plaintext of an index file, a manifest, a config, a
 //! pack footer or a tree / chunk-list blob, and the full decoder must agree
-//! with the plaintext decoder.
+//! with the plaintext decoder. Blobs are sealed both ways (`seal`, and
+//! `seal_into` as the snapshot pipeline does) and must open to the plaintext.
 //!
 //! Input: a selector byte (see [`sopvault_fuzz::sealed`]; for packs, the
 //! quotient picks the pack kind), then the plaintext.
@@ -50,6 +51,15 @@ fn blob_roundtrip(kind: BlobKind, plain: &[u8]) -> Vec<u8> {
     };
     let opened = blob::open(key(), &info, &b.bytes).expect("a sealed blob opens");
     assert_eq!(opened, plain);
+    // The pipeline's way: into a slot of the largest sealed size (a guard
+    // byte after it), with reused buffers; the same codec, and it opens.
+    let mut slot = vec![0xa5; blob::sealed_bound(plain.len()) + 1];
+    let (room, guard) = slot.split_at_mut(blob::sealed_bound(plain.len()));
+    let into = blob::seal_into(key(), kind, id, plain, 3, room).expect("a small blob seals");
+    assert_eq!(guard, [0xa5]);
+    assert_eq!((into.codec, into.raw_len), (b.codec, b.raw_len));
+    let sealed = &slot[..into.stored_len as usize];
+    assert_eq!(blob::open(key(), &into, sealed).expect("a blob sealed in place opens"), plain);
     opened
 }
 
