@@ -172,6 +172,14 @@ impl PackWriter {
     pub fn reserve(&mut self, additional: usize) {
         self.buf.reserve_exact(additional);
     }
+    /// Hands over the buffer of a writer whose bytes were all drained (it
+    /// goes on with an empty one, for its footer).
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        debug_assert!(self.buf.is_empty(), "take_buffer before drain");
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf
+    }
     /// Appends a sealed blob's `bytes`, described by `info` (whose offset
     /// is set here); returns the info as recorded.
     pub fn add_bytes(&mut self, mut info: BlobInfo, bytes: &[u8]) -> BlobInfo {

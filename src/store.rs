@@ -20,10 +20,11 @@
 //!
 //! A batch keeps its blobs back to back in one buffer, is sealed into
 //! another, and each buffer goes back to the stage that fills it once the
-//! next stage is done with it, as do the packs' buffers. So a long run
-//! allocates its chunk-sized memory once: buffers of every size freed and
-//! allocated again, chunk after chunk, are what spread glibc's arenas (and
-//! the RSS) as a stream goes on.
+//! next stage is done with it; a full pack's buffer, drained to its staged
+//! file, passes on to the next pack, and only the footer travels with the
+//! full pack. So a long run allocates its chunk-sized memory once: buffers
+//! of every size freed and allocated again, chunk after chunk, are what
+//! spread glibc's arenas (and the RSS) as a stream goes on.
 
 use crate::added::AddedIds;
 use crate::backend::{FileKind, StagedFile};
@@ -329,13 +330,12 @@ impl WorkerCtx {
         back: Sender<Batch>,
     ) -> Result<StoreStats> {
         let (pack_tx, pack_rx) = bounded::<Finished>(1);
-        let (pack_back_tx, pack_back) = crossbeam_channel::unbounded();
         let io = {
             let backend = self.backend.clone();
             let key = self.key.clone();
             std::thread::Builder::new()
                 .name("sopvault-io".into())
-                .spawn(move || write_packs(backend.as_ref(), &key, pack_rx, pack_back_tx))
+                .spawn(move || write_packs(backend.as_ref(), &key, pack_rx))
                 .expect("spawning the pack writer thread")
         };
         let (sealed_tx, sealed_rx) = bounded::<SealedBatch>(1);
@@ -351,7 +351,6 @@ impl WorkerCtx {
                         rx: sealed_rx,
                         back: sealed_back_tx,
                         packs: pack_tx,
-                        packs_back: pack_back,
                     };
                     fill_packs(backend.as_ref(), &key, pack_size, flow)
                 })
@@ -492,6 +491,17 @@ impl OpenPack {
         self.writer.drain(|bytes| s.append(bytes))
     }
 
+    /// Stages what is buffered and hands over the emptied buffer, for the
+    /// next pack; a pack held whole in memory keeps its own (an empty one
+    /// is handed over).
+    fn take_buffer(&mut self, backend: &dyn crate::backend::Backend) -> Result<Vec<u8>> {
+        self.stage(backend)?;
+        Ok(match self.staged {
+            Some(_) if !self.unstaged => self.writer.take_buffer(),
+            _ => Vec::new(),
+        })
+    }
+
     fn finish(self, key: &crate::crypto::MasterKey) -> Result<Finished> {
         Ok(Finished {
             pack: self.writer.finish(key)?,
@@ -501,12 +511,11 @@ impl OpenPack {
 }
 
 /// The pack filler's channels: sealed batches in (and back, once
-/// appended), full packs out (and their buffers back, once written).
+/// appended), full packs out.
 struct PackFlow {
     rx: crossbeam_channel::Receiver<SealedBatch>,
     back: Sender<SealedBatch>,
     packs: Sender<Finished>,
-    packs_back: crossbeam_channel::Receiver<Vec<u8>>,
 }
 
 /// Appends sealed blobs to data or tree packs in the order they come,
@@ -520,9 +529,8 @@ fn fill_packs(
 ) -> Result<(u64, u64)> {
     let mut bytes_stored = 0u64;
     let mut blobs_delta = 0u64;
-    let open = |kind| OpenPack::new(kind, reuse(&flow.packs_back));
-    let mut data = open(PackKind::Data);
-    let mut tree = open(PackKind::Tree);
+    let mut data = OpenPack::new(PackKind::Data, Vec::new());
+    let mut tree = OpenPack::new(PackKind::Tree, Vec::new());
     for sealed in flow.rx.iter() {
         // Room for the whole batch at once, exactly (see `seal_batch`).
         let (mut for_data, mut for_tree) = (0, 0);
@@ -548,7 +556,10 @@ fn fill_packs(
                 .add_bytes(info, &sealed.bytes[at..at + info.stored_len as usize]);
             *rest -= info.stored_len as usize;
             if p.writer.len() >= limit as u64 {
-                let full = std::mem::replace(p, open(kind));
+                // A staged pack's bytes leave memory here, and its buffer
+                // goes on to the next pack: only the footer travels on.
+                let buf = p.take_buffer(backend)?;
+                let full = std::mem::replace(p, OpenPack::new(kind, buf));
                 p.writer.reserve(*rest);
                 if flow.packs.send(full.finish(key)?).is_err() {
                     // The I/O thread stopped; its error is reported by the caller.
@@ -575,7 +586,6 @@ fn write_packs(
     backend: &dyn crate::backend::Backend,
     key: &crate::crypto::MasterKey,
     rx: crossbeam_channel::Receiver<Finished>,
-    back: Sender<Vec<u8>>,
 ) -> Result<StoreStats> {
     let mut stats = StoreStats::default();
     let mut index = IndexFile::default();
@@ -597,10 +607,6 @@ fn write_packs(
                 s.commit(&name, &pack.bytes)?;
             }
             None => backend.write_new(FileKind::Pack, &name, &pack.bytes)?,
-        }
-        // A whole pack held in memory (an object store) is too large to keep.
-        if pack.bytes.capacity() <= KEEP_BYTES {
-            let _ = back.send(pack.bytes);
         }
         let no = index.packs.len() as u32;
         index.packs.push((pack.id, pack.len));
