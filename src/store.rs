@@ -71,18 +71,24 @@ struct Pending {
     delta: Option<DeltaPlan>,
 }
 
-/// Blobs waiting to be sealed, their plaintexts back to back.
-#[derive(Default)]
-struct Batch {
+/// Blobs with their bytes back to back in one buffer.
+struct Buffered<T> {
     bytes: Vec<u8>,
-    blobs: Vec<Pending>,
+    blobs: Vec<T>,
 }
 
+/// Blobs waiting to be sealed, their plaintexts back to back.
+type Batch = Buffered<Pending>;
 /// Sealed blobs, their bytes back to back (each at the offset beside it).
-#[derive(Default)]
-struct SealedBatch {
-    bytes: Vec<u8>,
-    blobs: Vec<(BlobInfo, usize)>,
+type SealedBatch = Buffered<(BlobInfo, usize)>;
+
+impl<T> Default for Buffered<T> {
+    fn default() -> Self {
+        Buffered {
+            bytes: Vec::new(),
+            blobs: Vec::new(),
+        }
+    }
 }
 
 /// What a batch's buffer is given at first: one chunk past the limit fits.
@@ -95,17 +101,9 @@ fn reuse<T: Default>(back: &crossbeam_channel::Receiver<T>) -> T {
     back.try_recv().unwrap_or_default()
 }
 
-impl Batch {
+impl<T> Buffered<T> {
     /// Empties it for reuse; `None` if it grew too large to keep.
-    fn recycle(mut self) -> Option<Batch> {
-        self.bytes.clear();
-        self.blobs.clear();
-        (self.bytes.capacity() <= KEEP_BYTES).then_some(self)
-    }
-}
-
-impl SealedBatch {
-    fn recycle(mut self) -> Option<SealedBatch> {
+    fn recycle(mut self) -> Option<Self> {
         self.bytes.clear();
         self.blobs.clear();
         (self.bytes.capacity() <= KEEP_BYTES).then_some(self)
@@ -404,7 +402,7 @@ impl WorkerCtx {
             at += blob::sealed_bound(p.len);
             rest = tail;
         }
-        let infos: Vec<(BlobInfo, usize)> = batch
+        out.blobs = batch
             .blobs
             .par_iter()
             .zip(slots)
@@ -413,8 +411,6 @@ impl WorkerCtx {
                 Ok((self.seal(p, plain, slot)?, at))
             })
             .collect::<Result<_>>()?;
-        out.blobs.clear();
-        out.blobs.extend(infos);
         Ok(())
     }
 
