@@ -67,11 +67,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let repo_dir = dir.path().join("repo");
     let opts = InitOptions {
-        kdf: KdfParams {
-            m_kib: 8192,
-            t: 1,
-            p: 1,
-        },
+        kdf: KdfParams::CHEAPEST,
         ..InitOptions::default()
     };
     let open = OpenOptions {

@@ -349,11 +349,7 @@ impl RepoDir {
     }
     fn init(&self) -> Repository {
         let opts = InitOptions {
-            kdf: KdfParams {
-                m_kib: 8192,
-                t: 1,
-                p: 1,
-            },
+            kdf: KdfParams::CHEAPEST,
             ..InitOptions::default()
         };
         Repository::init(&self.repo, &password(), &opts, &self.open_options())

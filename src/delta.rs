@@ -482,11 +482,7 @@ mod tests {
     /// An empty repository in `dir` (a cursor over an inline list reads nothing from it).
     fn empty_repo(dir: &std::path::Path) -> Repository {
         let opts = crate::repo::InitOptions {
-            kdf: crate::keyfile::KdfParams {
-                m_kib: 8192,
-                t: 1,
-                p: 1,
-            },
+            kdf: crate::keyfile::KdfParams::CHEAPEST,
             ..Default::default()
         };
         let open = crate::repo::OpenOptions {

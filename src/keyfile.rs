@@ -46,6 +46,16 @@ pub struct KdfParams {
     pub p: u32,
 }
 
+impl KdfParams {
+    /// The cheapest parameters a key file may have (8 MiB, one pass, one
+    /// lane): for tests and benchmarks, never for a repository that matters.
+    pub const CHEAPEST: KdfParams = KdfParams {
+        m_kib: MIN_M_KIB,
+        t: 1,
+        p: 1,
+    };
+}
+
 impl Default for KdfParams {
     /// RFC 9106's second recommended option, raised to four lanes: 64 MiB, 3 passes.
     fn default() -> Self {

@@ -1357,11 +1357,7 @@ fn ids_spilled_to_disk_still_deduplicate_the_rest_of_the_run() {
             avg: 256,
             max: 1024,
         },
-        kdf: KdfParams {
-            m_kib: 8192,
-            t: 1,
-            p: 1,
-        },
+        kdf: KdfParams::CHEAPEST,
         ..InitOptions::default()
     };
     let open = OpenOptions {
