@@ -290,6 +290,15 @@ fn raw_len(kind: BlobKind, plaintext: &[u8]) -> Result<u32> {
         })
 }
 
+/// What a blob stores: its zstd compression when that is smaller, else the plaintext.
+fn payload<'a>(compressed: &'a [u8], plaintext: &'a [u8]) -> (Codec, &'a [u8]) {
+    if compressed.len() < plaintext.len() {
+        (Codec::Zstd, compressed)
+    } else {
+        (Codec::Raw, plaintext)
+    }
+}
+
 /// Per-thread buffers that [`seal_into`] reuses, so that sealing a long
 /// stream allocates no chunk-sized buffer per blob: freed buffers of every
 /// size are what spreads the allocator's arenas over a long run.
@@ -339,11 +348,7 @@ pub fn seal_into(
     SCRATCH.with_borrow_mut(|s| {
         let r = (|| {
             compress_to(level, plaintext, &mut s.compressed)?;
-            let (codec, payload): (Codec, &[u8]) = if s.compressed.len() < plaintext.len() {
-                (Codec::Zstd, &s.compressed)
-            } else {
-                (Codec::Raw, plaintext)
-            };
+            let (codec, payload) = payload(&s.compressed, plaintext);
             let aad = aad(kind, codec, raw_len, &id);
             let n = key.seal_to(kind.purpose(), &aad, payload, out)?;
             let info = BlobInfo {
@@ -399,11 +404,7 @@ fn verify_sealed(
             found: plain.len(),
         });
     }
-    let found = key.chunk_id(plain);
-    if found != info.id {
-        return Err(OpenError::IdMismatch { found });
-    }
-    Ok(())
+    check_id(key, info, plain)
 }
 
 /// Compresses, seals and verifies a plaintext whose id is already known.
@@ -414,9 +415,17 @@ pub fn seal(
     plaintext: &[u8],
     level: i32,
 ) -> Result<SealedBlob> {
-    let raw_len = raw_len(kind, plaintext)?;
-    let compressed = compress(level, plaintext)?;
-    seal_compressed(key, kind, id, plaintext, raw_len, compressed)
+    let mut bytes = vec![0u8; sealed_bound(plaintext.len())];
+    let info = seal_into(key, kind, id, plaintext, level, &mut bytes)?;
+    bytes.truncate(info.stored_len as usize);
+    Ok(SealedBlob {
+        id,
+        kind,
+        codec: info.codec,
+        raw_len: info.raw_len,
+        delta: None,
+        bytes,
+    })
 }
 
 /// Seals a plaintext given its zstd compression (stored raw when that is not smaller).
@@ -428,11 +437,7 @@ fn seal_compressed(
     raw_len: u32,
     compressed: Vec<u8>,
 ) -> Result<SealedBlob> {
-    let (codec, payload): (Codec, &[u8]) = if compressed.len() < plaintext.len() {
-        (Codec::Zstd, &compressed)
-    } else {
-        (Codec::Raw, plaintext)
-    };
+    let (codec, payload) = payload(&compressed, plaintext);
     let bytes = key.seal(kind.purpose(), &aad(kind, codec, raw_len, &id), payload)?;
     let blob = SealedBlob {
         id,
@@ -561,11 +566,17 @@ fn verify(
     info: &BlobInfo,
     plain: Vec<u8>,
 ) -> std::result::Result<Vec<u8>, OpenError> {
-    let found = key.chunk_id(&plain);
+    check_id(key, info, &plain)?;
+    Ok(plain)
+}
+
+/// Checks that a plaintext hashes to its blob's id.
+fn check_id(key: &MasterKey, info: &BlobInfo, plain: &[u8]) -> std::result::Result<(), OpenError> {
+    let found = key.chunk_id(plain);
     if found != info.id {
         return Err(OpenError::IdMismatch { found });
     }
-    Ok(plain)
+    Ok(())
 }
 
 /// Opens, decompresses and verifies a sealed blob against its info. A delta

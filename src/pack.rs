@@ -142,8 +142,8 @@ impl PackWriter {
     pub fn new(kind: PackKind) -> PackWriter {
         PackWriter::with_buffer(kind, Vec::with_capacity(1 << 20))
     }
-    /// A writer that fills `buf` (cleared first): a finished pack's bytes,
-    /// handed back, so that a long run reuses its buffers.
+    /// A writer that fills `buf` (cleared first): the drained buffer of the
+    /// pack before it, so that a long run reuses its buffers.
     pub fn with_buffer(kind: PackKind, mut buf: Vec<u8>) -> PackWriter {
         buf.clear();
         write_header(&mut buf, MAGIC_PACK, kind as u32);
@@ -172,13 +172,11 @@ impl PackWriter {
     pub fn reserve(&mut self, additional: usize) {
         self.buf.reserve_exact(additional);
     }
-    /// Hands over the buffer of a writer whose bytes were all drained (it
-    /// goes on with an empty one, for its footer).
-    pub fn take_buffer(&mut self) -> Vec<u8> {
-        debug_assert!(self.buf.is_empty(), "take_buffer before drain");
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        buf
+    /// Hands over the buffer once every byte in it was drained (the writer
+    /// goes on with an empty one, for its footer); `None` while it holds
+    /// bytes, which are the pack's and must stay.
+    pub fn take_buffer(&mut self) -> Option<Vec<u8>> {
+        self.buf.is_empty().then(|| std::mem::take(&mut self.buf))
     }
     /// Appends a sealed blob's `bytes`, described by `info` (whose offset
     /// is set here); returns the info as recorded.

@@ -488,14 +488,11 @@ impl OpenPack {
     }
 
     /// Stages what is buffered and hands over the emptied buffer, for the
-    /// next pack; a pack held whole in memory keeps its own (an empty one
-    /// is handed over).
+    /// next pack; a pack held whole in memory (an object store) keeps its
+    /// own, and an empty one is handed over.
     fn take_buffer(&mut self, backend: &dyn crate::backend::Backend) -> Result<Vec<u8>> {
         self.stage(backend)?;
-        Ok(match self.staged {
-            Some(_) if !self.unstaged => self.writer.take_buffer(),
-            _ => Vec::new(),
-        })
+        Ok(self.writer.take_buffer().unwrap_or_default())
     }
 
     fn finish(self, key: &crate::crypto::MasterKey) -> Result<Finished> {
