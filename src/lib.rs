@@ -18,7 +18,8 @@
 //!   [`added`] — the ids a run added, spilled to disk as they grow.
 //! - [`walk`] — directory listings, `lstat` and xattrs for a snapshot, read ahead on a thread.
 //! - [`retention`] — the retention policy, a pure function.
-//! - [`snapshot`], [`restore`], [`check`], [`prune`], [`mirror`] — orchestration of the commands.
+//! - [`snapshot`], [`restore`], [`check`], [`prune`], [`mirror`] — orchestration of the commands;
+//!   [`writeback`] — restored data leaves the page cache once written.
 //! - [`vfs`] — a read-only view of every snapshot (the FUSE adapter lives in the binary).
 //! - [`faults`] — crash points for fault-injection tests.
 //!
@@ -60,6 +61,7 @@ pub mod sysinfo;
 pub mod tree;
 pub mod vfs;
 pub mod walk;
+pub mod writeback;
 
 pub use error::{Error, ErrorKind, Result};
 pub use repo::Repository;

@@ -4,8 +4,10 @@
 //! they are written on every core in batches of up to 1024, whatever
 //! directories they are in, each with its metadata (owner names looked up
 //! once per name); a file's chunks are fetched with parallel reads and
-//! written in order. Directory metadata is applied last so that creating
-//! children does not disturb the recorded mtimes.
+//! written in order, each range handed to [`crate::writeback`] so that the
+//! restore keeps only a small window of its data in the page cache.
+//! Directory metadata is applied last so that creating children does not
+//! disturb the recorded mtimes.
 //! Every chunk is authenticated and its id recomputed; a damaged chunk fails
 //! that one file with an error naming the pack and the file, the partial file
 //! is removed, and the restore goes on with the rest.
@@ -16,10 +18,13 @@ use crate::ids::ChunkId;
 use crate::index::Index;
 use crate::repo::Repository;
 use crate::tree::{ChunkRef, Node, NodeKind, Tree};
+use crate::writeback::WriteBehind;
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Splits a snapshot path (`/var/www/x`, `siakad.sql`) into components.
 pub fn split_path(p: &str) -> Vec<Vec<u8>> {
@@ -248,6 +253,8 @@ struct Restorer<'a> {
     /// Plain files found by the walk, written in parallel in batches of
     /// [`FILE_BATCH`] whatever directories they are in.
     files: Vec<(Node, PathBuf, String)>,
+    /// Keeps what the files wrote from piling up in the page cache.
+    behind: WriteBehind,
 }
 
 /// A file's bytes, and what of its metadata could not be applied (or the
@@ -275,6 +282,7 @@ pub fn restore(
         dir_meta: Vec::new(),
         owners: opts.owners.then(fsmeta::Owners::default),
         files: Vec::new(),
+        behind: WriteBehind::default(),
     };
     for inc in &r.includes {
         if !inc.is_empty() {
@@ -284,6 +292,8 @@ pub fn restore(
     let tree = repo.load_tree(index, root, "/")?;
     r.dir(&tree, &opts.target.clone(), &mut Vec::new())?;
     r.files_in_parallel()?;
+    r.behind.drain();
+    r.behind.take_error()?;
     // Directory metadata last, deepest first.
     for (path, node) in std::mem::take(&mut r.dir_meta).into_iter().rev() {
         let w = fsmeta::apply(&path, &node, r.owners.as_ref())?;
@@ -389,12 +399,14 @@ impl Restorer<'_> {
                 }
             }
         }
-        end
+        // A file whose writeback failed (its bytes may not be on disk) ends
+        // the restore, like a file that ran out of space.
+        end.and(self.behind.take_error())
     }
 
     /// Writes a regular file's data (clearing whatever is in the way), and
     /// checks the size. The file stays open for its metadata.
-    fn file_data(&self, node: &Node, path: &Path, shown: &str) -> Result<(u64, std::fs::File)> {
+    fn file_data(&self, node: &Node, path: &Path, shown: &str) -> Result<(u64, Arc<File>)> {
         let NodeKind::File { content, .. } = &node.kind else {
             unreachable!("only regular files are written as data")
         };
@@ -485,7 +497,7 @@ impl Restorer<'_> {
         content: &crate::tree::Content,
         path: &Path,
         shown: &str,
-    ) -> Result<(u64, std::fs::File)> {
+    ) -> Result<(u64, Arc<File>)> {
         use std::os::unix::fs::OpenOptionsExt;
         let chunks = self.repo.content_chunks(self.index, content, shown)?;
         let create = || {
@@ -497,7 +509,7 @@ impl Restorer<'_> {
         };
         // `create_new` follows no symlink; whatever is in the way is
         // removed (a directory is an error) and the file created again.
-        let mut f = match create() {
+        let f = match create() {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 remove_existing(path)?;
                 create()
@@ -506,7 +518,10 @@ impl Restorer<'_> {
         }
         .map_err(|e| Error::io(path, e))?;
         // Chunks are written whole (64 KiB on average), so no buffer.
-        let n = write_content(self.repo, self.index, &chunks, shown, &mut f, path)?;
+        let f = Arc::new(f);
+        let mut out = self.behind.writer(Arc::clone(&f), path);
+        let n = write_content(self.repo, self.index, &chunks, shown, &mut out, path)?;
+        out.finish();
         Ok((n, f))
     }
 }

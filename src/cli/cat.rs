@@ -4,6 +4,7 @@ use super::Ctx;
 use sopvault::repo::ListAhead;
 use sopvault::restore::{find_node, write_content};
 use sopvault::tree::NodeKind;
+use sopvault::writeback::WriteBehind;
 use sopvault::Error;
 use std::os::fd::AsFd;
 
@@ -32,12 +33,20 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let stdout = std::path::Path::new("standard output");
     // Chunks (64 KiB on average) go straight to the file descriptor: no
     // copy through a buffer, and no scan for line ends by `Stdout`.
-    let mut out = std::io::stdout()
+    let out = std::io::stdout()
         .as_fd()
         .try_clone_to_owned()
         .map(std::fs::File::from)
         .map_err(|e| Error::io(stdout, e))?;
-    let r = write_content(&repo, &index, &chunks, &args.path, &mut out, stdout).map(|_| ());
+    // Redirected to a file, the stream leaves the page cache as it is
+    // written, as a restore's files do; a pipe or a terminal is left alone.
+    let behind = WriteBehind::default();
+    let mut out = behind.writer(std::sync::Arc::new(out), stdout);
+    let r = write_content(&repo, &index, &chunks, &args.path, &mut out, stdout).map(|_| {
+        out.finish();
+        behind.drain();
+    });
+    let r = r.and_then(|()| behind.take_error());
     match r {
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
             Ok(super::exit::OK)
