@@ -1,4 +1,4 @@
-//! Write-behind for restored data: a restore keeps at most a small window of
+//! Write-behind for restored data: a restore keeps only a small window of
 //! what it wrote in the page cache.
 //!
 //! Written through the page cache alone, a restore leaves every byte it wrote
@@ -7,19 +7,27 @@
 //! the dirty gigabytes at a moment of its choosing, stalling other writers.
 //! So, as PostgreSQL's `*_flush_after` settings do, every range of a restored
 //! file starts its writeback as soon as it is written
-//! (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), and once more than
-//! [`WINDOW`] bytes (or [`MAX_RANGES`] ranges, which bounds the open files)
-//! are in flight, the oldest is waited for and dropped from the cache
-//! (`POSIX_FADV_DONTNEED`). The pages a restore uses are then the same few
-//! megabytes over and over, and when it returns its data has reached the
-//! disk (its metadata still follows the file system's own schedule: nothing
-//! is fsynced).
+//! (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Once more than
+//! [`SOFT_WINDOW`] bytes are in flight, the oldest range is dropped from the
+//! cache (`POSIX_FADV_DONTNEED`, which keeps whatever is not yet written
+//! back); once more than [`HARD_WINDOW`] bytes (or [`MAX_RANGES`] ranges,
+//! which bounds the open files) are, the oldest is waited for and dropped
+//! again. A restore thus reuses the same few megabytes of pages, never waits
+//! for the disk unless it is [`HARD_WINDOW`] behind, and, since the rest is
+//! waited for at the end ([`WriteBehind::drain`]), returns with its data on
+//! the disk (metadata follows the file system's own schedule: nothing is
+//! fsynced).
+//!
+//! Files smaller than [`SMALL`] are left to the page cache: each would cost
+//! an I/O submission of its own, where the kernel's flusher batches them, and
+//! they hold few of a tree's bytes (29 MB of the corpus tree's 341 MB, in
+//! 2842 of its 3500 files).
 //!
 //! Where the file system or the file does not support it (a pipe, some
 //! network and FUSE file systems), write-behind switches itself off and the
-//! data goes through the page cache as usual. A write error that shows only
-//! at writeback (`EIO`, or `ENOSPC` on file systems that allocate late) is
-//! kept and returned by [`WriteBehind::take_error`], naming the file: a plain
+//! data goes through the page cache as usual. A write error that shows at
+//! writeback (`EIO`, or `ENOSPC` on file systems that allocate late) is kept
+//! and returned by [`WriteBehind::take_error`], naming the file: a plain
 //! buffered write would lose it when the file is closed.
 
 use crate::error::{Error, Result};
@@ -31,12 +39,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Bytes written but not yet dropped from the page cache, across all files.
-pub const WINDOW: u64 = 16 * 1024 * 1024;
+/// Bytes in flight past which the oldest range is dropped from the cache.
+pub const SOFT_WINDOW: u64 = 16 * 1024 * 1024;
+/// Bytes in flight past which the oldest range is waited for.
+pub const HARD_WINDOW: u64 = 64 * 1024 * 1024;
 /// Ranges in flight at most; each holds its file open.
-pub const MAX_RANGES: usize = 64;
+pub const MAX_RANGES: usize = 256;
 /// A file being written hands over a range at least this large (whole pages).
 pub const STEP: u64 = 2 * 1024 * 1024;
+/// Files smaller than this are left to the page cache.
+pub const SMALL: u64 = 64 * 1024;
 const PAGE: u64 = 4096;
 
 /// A range of a file whose writeback has started.
@@ -46,13 +58,17 @@ struct Range {
     offset: u64,
     /// 0: to the end of the file (so that its last, partial page goes too).
     len: u64,
-    /// Bytes it counts against the window.
+    /// Bytes it counts against the windows.
     bytes: u64,
 }
 
+/// Ranges in flight, oldest first: `fresh` ones only started, `advised` ones
+/// also dropped from the cache once.
 #[derive(Default)]
 struct Queue {
-    ranges: VecDeque<Range>,
+    fresh: VecDeque<Range>,
+    advised: VecDeque<Range>,
+    fresh_bytes: u64,
     bytes: u64,
 }
 
@@ -63,24 +79,26 @@ pub struct WriteBehind {
     supported: AtomicBool,
     /// The first error writeback reported.
     error: Mutex<Option<Error>>,
-    window: u64,
+    soft: u64,
+    hard: u64,
     max_ranges: usize,
 }
 
 impl Default for WriteBehind {
     fn default() -> Self {
-        WriteBehind::with_window(WINDOW, MAX_RANGES)
+        WriteBehind::with_windows(SOFT_WINDOW, HARD_WINDOW, MAX_RANGES)
     }
 }
 
 impl WriteBehind {
-    /// A write-behind that keeps at most `window` bytes in `max_ranges` ranges in flight.
-    pub fn with_window(window: u64, max_ranges: usize) -> WriteBehind {
+    /// A write-behind with the given windows (see the module's documentation).
+    pub fn with_windows(soft: u64, hard: u64, max_ranges: usize) -> WriteBehind {
         WriteBehind {
             queue: Mutex::new(Queue::default()),
             supported: AtomicBool::new(true),
             error: Mutex::new(None),
-            window,
+            soft,
+            hard: hard.max(soft),
             max_ranges: max_ranges.max(1),
         }
     }
@@ -93,39 +111,59 @@ impl WriteBehind {
             file,
             path: path.to_path_buf(),
             pending: 0,
+            handed: false,
         }
     }
 
     /// Starts writeback of `[offset, offset + len)` (`len` 0: to the end of
-    /// the file), then retires the oldest ranges beyond the window.
+    /// the file), then drops and retires the oldest ranges beyond the windows.
     fn push(&self, file: &Arc<File>, path: &Path, offset: u64, len: u64, bytes: u64) {
-        if !self.supported.load(Ordering::Relaxed) {
+        if !self.is_supported() {
             return;
         }
         if let Err(e) = sync_range(file, offset, len, libc::SYNC_FILE_RANGE_WRITE) {
             self.failed(path, e);
             return;
         }
-        let retired: Vec<Range> = {
+        let (advise, retire) = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            q.ranges.push_back(Range {
+            q.fresh.push_back(Range {
                 file: Arc::clone(file),
                 path: path.to_path_buf(),
                 offset,
                 len,
                 bytes,
             });
+            q.fresh_bytes += bytes;
             q.bytes += bytes;
-            let mut out = Vec::new();
-            while q.ranges.len() > 1 && (q.bytes > self.window || q.ranges.len() > self.max_ranges)
-            {
-                let r = q.ranges.pop_front().expect("more than one range");
-                q.bytes -= r.bytes;
-                out.push(r);
+            let mut advise = Vec::new();
+            while q.fresh.len() > 1 && q.fresh_bytes > self.soft {
+                let r = q.fresh.pop_front().expect("more than one range");
+                q.fresh_bytes -= r.bytes;
+                advise.push((Arc::clone(&r.file), r.offset, r.len));
+                q.advised.push_back(r);
             }
-            out
+            let mut retire = Vec::new();
+            while q.fresh.len() + q.advised.len() > 1
+                && (q.bytes > self.hard || q.fresh.len() + q.advised.len() > self.max_ranges)
+            {
+                let r = match q.advised.pop_front() {
+                    Some(r) => r,
+                    None => {
+                        let r = q.fresh.pop_front().expect("more than one range");
+                        q.fresh_bytes -= r.bytes;
+                        r
+                    }
+                };
+                q.bytes -= r.bytes;
+                retire.push(r);
+            }
+            (advise, retire)
         };
-        for r in retired {
+        for (file, offset, len) in advise {
+            drop_cached(&file, offset, len);
+        }
+        for r in retire {
             self.retire(r);
         }
     }
@@ -136,18 +174,7 @@ impl WriteBehind {
             | libc::SYNC_FILE_RANGE_WRITE
             | libc::SYNC_FILE_RANGE_WAIT_AFTER;
         match sync_range(&r.file, r.offset, r.len, wait) {
-            Ok(()) => {
-                // Advice only: nothing is lost if the kernel ignores it.
-                // SAFETY: a valid open descriptor; the call reads no memory of ours.
-                unsafe {
-                    libc::posix_fadvise(
-                        r.file.as_raw_fd(),
-                        r.offset as libc::off_t,
-                        r.len as libc::off_t,
-                        libc::POSIX_FADV_DONTNEED,
-                    );
-                }
-            }
+            Ok(()) => drop_cached(&r.file, r.offset, r.len),
             Err(e) => self.failed(&r.path, e),
         }
     }
@@ -172,8 +199,10 @@ impl WriteBehind {
     pub fn drain(&self) {
         let all: Vec<Range> = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.fresh_bytes = 0;
             q.bytes = 0;
-            q.ranges.drain(..).collect()
+            let advised = std::mem::take(&mut q.advised);
+            advised.into_iter().chain(q.fresh.drain(..)).collect()
         };
         for r in all {
             self.retire(r);
@@ -217,6 +246,20 @@ fn sync_range(file: &File, offset: u64, len: u64, flags: libc::c_uint) -> std::i
     }
 }
 
+/// Asks the kernel to drop a range's clean pages (it keeps dirty ones and
+/// those being written). Advice only: nothing is lost if it is ignored.
+fn drop_cached(file: &File, offset: u64, len: u64) {
+    // SAFETY: a valid open descriptor; the call reads no memory of ours.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        );
+    }
+}
+
 /// Writes to one file and hands what it wrote to the write-behind, in whole
 /// pages every [`STEP`] bytes and the rest at [`BehindWriter::finish`].
 pub struct BehindWriter<'a> {
@@ -225,6 +268,8 @@ pub struct BehindWriter<'a> {
     path: PathBuf,
     /// Bytes written and not yet handed over (they end at the file's position).
     pending: u64,
+    /// Whether a range of this file was handed over already.
+    handed: bool,
 }
 
 impl BehindWriter<'_> {
@@ -240,9 +285,13 @@ impl BehindWriter<'_> {
         }
     }
 
-    /// Hands over the rest of what was written, to the end of the file.
+    /// Hands over the rest of what was written, to the end of the file
+    /// (nothing, for a file smaller than [`SMALL`]).
     pub fn finish(mut self) {
         if self.pending == 0 || !self.behind.is_supported() {
+            return;
+        }
+        if !self.handed && self.pending < SMALL {
             return;
         }
         if let Some(pos) = self.position() {
@@ -269,6 +318,7 @@ impl Write for BehindWriter<'_> {
                 self.behind
                     .push(&self.file, &self.path, start, end - start, end - start);
                 self.pending = pos - end;
+                self.handed = true;
             }
         }
         Ok(n)
@@ -319,16 +369,21 @@ mod tests {
     #[test]
     fn written_data_is_intact_and_leaves_the_cache() {
         let dir = tempfile::tempdir().unwrap();
-        let behind = WriteBehind::with_window(4 * STEP, 8);
+        // Windows so small that every stage runs: ranges dropped once,
+        // waited for and dropped again, and the rest drained at the end.
+        let behind = WriteBehind::with_windows(2 * STEP, 4 * STEP, 8);
         let mut expected = Vec::new();
-        // Files of odd sizes, one much larger than the window, written in odd pieces.
+        // Files of odd sizes, small ones among them and one much larger than
+        // the windows, written in odd pieces.
         for (i, len) in [
             1usize,
-            4095,
             4097,
+            SMALL as usize - 1,
+            SMALL as usize,
             100_000,
             3 * STEP as usize + 12_345,
             17 * STEP as usize + 1,
+            STEP as usize,
         ]
         .into_iter()
         .enumerate()
@@ -345,33 +400,26 @@ mod tests {
         }
         behind.drain();
         behind.take_error().unwrap();
-        for (path, bytes) in &expected {
-            assert_eq!(&std::fs::read(path).unwrap(), bytes, "{}", path.display());
-        }
         if on_tmpfs(dir.path()) {
             eprintln!("tmpfs keeps every page: residency not checked");
-            return;
-        }
-        assert!(
-            behind.is_supported(),
-            "sync_file_range refused on this file system"
-        );
-        // Read back above, so evict again through a fresh write-behind.
-        let again = WriteBehind::default();
-        for (path, bytes) in &expected {
-            let file = Arc::new(File::create(path).unwrap());
-            let mut w = again.writer(file, path);
-            w.write_all(bytes).unwrap();
-            w.finish();
-        }
-        again.drain();
-        for (path, _) in &expected {
-            assert_eq!(
-                resident_pages(path),
-                0,
-                "{} stayed in the page cache",
-                path.display()
+        } else {
+            assert!(
+                behind.is_supported(),
+                "sync_file_range refused on this file system"
             );
+            for (path, bytes) in &expected {
+                if bytes.len() as u64 >= SMALL {
+                    assert_eq!(
+                        resident_pages(path),
+                        0,
+                        "{} stayed in the page cache",
+                        path.display()
+                    );
+                }
+            }
+        }
+        for (path, bytes) in &expected {
+            assert_eq!(&std::fs::read(path).unwrap(), bytes, "{}", path.display());
         }
     }
 
