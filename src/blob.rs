@@ -645,24 +645,14 @@ mod tests {
     /// is an error, not a short blob.
     #[test]
     fn seal_into_writes_blobs_that_open() {
+        use crate::testutil::noise;
         let key = MasterKey::from_master(crate::crypto::Secret32::from_bytes([7; 32]));
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut noise = |n: usize| -> Vec<u8> {
-            (0..n)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect()
-        };
         let texts = [
             (Vec::new(), Codec::Raw),
             (b"x".to_vec(), Codec::Raw),
-            (noise(70_000), Codec::Raw),
+            (noise(70_000, 1), Codec::Raw),
             (vec![b'a'; 200_000], Codec::Zstd),
-            (noise(3000), Codec::Raw),
+            (noise(3000, 2), Codec::Raw),
             (b"row 1\nrow 2\n".repeat(5000), Codec::Zstd),
         ];
         for (i, (plain, codec)) in texts.iter().enumerate() {

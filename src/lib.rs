@@ -63,5 +63,8 @@ pub mod vfs;
 pub mod walk;
 pub mod writeback;
 
+#[cfg(test)]
+mod testutil;
+
 pub use error::{Error, ErrorKind, Result};
 pub use repo::Repository;

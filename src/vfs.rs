@@ -1113,14 +1113,7 @@ mod tests {
         for i in 0..n {
             std::fs::write(src.join("many").join(format!("f{i:05}")), format!("{i}\n")).unwrap();
         }
-        let mut big = vec![0u8; 3 * 1024 * 1024 + 17];
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        for b in big.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = (x >> 24) as u8;
-        }
+        let big = crate::testutil::noise(3 * 1024 * 1024 + 17, 0x9E37_79B9_7F4A_7C15);
         std::fs::write(src.join("big.bin"), &big).unwrap();
         let repo = crate::repo::scratch_with_snapshot(dir, &src);
         (repo, src, big)

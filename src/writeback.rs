@@ -332,6 +332,7 @@ impl Write for BehindWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::noise;
 
     /// Pages of `path` resident in the page cache, by `mincore`.
     fn resident_pages(path: &Path) -> usize {
@@ -352,18 +353,6 @@ mod tests {
         // SAFETY: a valid C string and a statfs to fill.
         assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut s) }, 0);
         s.f_type == libc::TMPFS_MAGIC
-    }
-
-    fn data(len: usize) -> Vec<u8> {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     #[test]
@@ -390,7 +379,7 @@ mod tests {
         {
             let path = dir.path().join(format!("f{i}"));
             let file = Arc::new(File::create(&path).unwrap());
-            let bytes = data(len);
+            let bytes = noise(len, i as u64);
             let mut w = behind.writer(file, &path);
             for piece in bytes.chunks(65_537) {
                 w.write_all(piece).unwrap();
@@ -428,7 +417,7 @@ mod tests {
         let (mut reader, writer) = std::io::pipe().unwrap();
         let file = Arc::new(File::from(std::os::fd::OwnedFd::from(writer)));
         let behind = WriteBehind::default();
-        let bytes = data(3 * STEP as usize);
+        let bytes = noise(3 * STEP as usize, 7);
         let reading = std::thread::spawn(move || {
             let mut got = Vec::new();
             std::io::Read::read_to_end(&mut reader, &mut got).unwrap();
