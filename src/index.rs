@@ -12,8 +12,9 @@
 //!   n_entries u32    | n × (pack_no u32 | pack entry(88)), sorted by chunk id
 //! ```
 //!
-//! The repository's index is the union of all index files, minus those another
-//! file supersedes, minus entries whose pack is absent. [`Index`] merges them
+//! The repository's index is the union of every index file present, superseded
+//! ones included, minus entries whose pack is absent; supersession only says
+//! what prune may delete and which copy of a chunk a reader prefers. [`Index`] merges them
 //! into one local file of sorted fixed-size entries with a bucket table on the
 //! first two bytes of the id, read through memmap2: a lookup touches about
 //! one page and the index never has to fit in RAM.
@@ -247,10 +248,16 @@ impl PackTable {
         })
     }
 
-    /// The entries of `files` whose pack is present, sorted by id and unique
-    /// (the first file in `files` order wins a duplicate), skipping superseded
-    /// files. Every present pack a file lists is interned, even one none of
-    /// whose entries survive: "listed by no index" then means "orphaned".
+    /// The entries of `files` whose pack is present, sorted by id and unique.
+    /// Every file counts, superseded ones too (a superset of a valid
+    /// repository is valid: a mirror keeps superseded files through its grace
+    /// period). Of several copies of an id the shallowest is kept (a full
+    /// blob before a delta, format-spec §12 rule 4), so every reader checks a
+    /// delta against the same base; among copies of one depth, one from a
+    /// file nothing supersedes, else the first in `files` order, so readers
+    /// prefer the packs a prune wrote to those it condemned. Every present
+    /// pack a file lists is interned, even one none of whose entries survive:
+    /// "listed by no index" then means "orphaned".
     fn fresh_entries(
         &mut self,
         files: &[(IndexId, IndexFile)],
@@ -258,10 +265,9 @@ impl PackTable {
         present: &HashMap<PackId, u64>,
     ) -> Vec<(u32, BlobInfo)> {
         let mut fresh: Vec<(u32, BlobInfo)> = Vec::new();
-        for (id, f) in files {
-            if superseded.contains(id) {
-                continue;
-            }
+        let live = files.iter().filter(|(id, _)| !superseded.contains(id));
+        let old = files.iter().filter(|(id, _)| superseded.contains(id));
+        for (_, f) in live.chain(old) {
             for (pid, size) in &f.packs {
                 if present.contains_key(pid) {
                     self.intern(*pid, *size);
@@ -274,7 +280,8 @@ impl PackTable {
                 }
             }
         }
-        fresh.sort_by_key(|e| e.1.id);
+        // Stable: among copies of one depth, the file order above decides.
+        fresh.sort_by_key(|e| (e.1.id, depth(&e.1)));
         fresh.dedup_by(|a, b| a.1.id == b.1.id);
         fresh
     }
@@ -286,6 +293,11 @@ fn set_hash(ids: &[IndexId]) -> [u8; 32] {
         all.extend_from_slice(&i.0);
     }
     crate::ids::sha256(&all)
+}
+
+/// Deltas to decode to reach the chunk: 0 for a full blob.
+fn depth(b: &BlobInfo) -> u16 {
+    b.delta.map_or(0, |d| d.depth)
 }
 
 fn bucket_of(id: &ChunkId) -> usize {
@@ -484,13 +496,21 @@ impl Index {
                     packs: o.packs.clone(),
                 };
                 let mut fresh = table.fresh_entries(&loaded, &superseded, present);
-                // As in a merge, the cache wins ties.
-                fresh.retain(|e| o.cache_position(&e.1.id).is_none());
-                let mut index = old.expect("matched above");
-                index.packs = table.packs;
-                index.included = current;
-                index.overlay = fresh;
-                return Ok(index);
+                // As in a merge, the cache wins ties of equal depth; a shallower
+                // new copy replaces a cached entry, which only a merge can do.
+                let shallower = fresh.iter().any(|e| {
+                    o.cache_position(&e.1.id)
+                        .and_then(|i| o.decode_at(i))
+                        .is_some_and(|c| depth(&e.1) < depth(&c.blob))
+                });
+                if !shallower {
+                    fresh.retain(|e| o.cache_position(&e.1.id).is_none());
+                    let mut index = old.expect("matched above");
+                    index.packs = table.packs;
+                    index.included = current;
+                    index.overlay = fresh;
+                    return Ok(index);
+                }
             }
         }
         if !superseded.is_empty() && to_load.len() != current.len() {
@@ -686,10 +706,16 @@ fn merge(
             if j < fresh.len() && fresh[j].1.id < b.id {
                 f(fresh[j].0, &fresh[j].1);
                 j += 1;
-            } else {
-                if j < fresh.len() && fresh[j].1.id == b.id {
-                    j += 1;
+            } else if j < fresh.len() && fresh[j].1.id == b.id {
+                // One entry per id: the shallower copy, the old one on a tie.
+                if depth(&fresh[j].1) < depth(&b) {
+                    f(fresh[j].0, &fresh[j].1);
+                } else {
+                    f(p, &b);
                 }
+                i += 1;
+                j += 1;
+            } else {
                 f(p, &b);
                 i += 1;
             }
@@ -765,7 +791,9 @@ mod tests {
         }
     }
 
-    /// The union rule, computed the obvious way: first file (in id order) wins a duplicate.
+    /// The union rule, computed the obvious way: every file counts; a file
+    /// nothing supersedes wins a duplicate, then the first file in id order
+    /// (the generated blobs are all full, so depth never decides here).
     fn model(
         files: &BTreeMap<IndexId, IndexFile>,
         present: &HashMap<PackId, u64>,
@@ -775,10 +803,9 @@ mod tests {
             .flat_map(|f| f.supersedes.iter().copied())
             .collect();
         let mut out = BTreeMap::new();
-        for (id, f) in files {
-            if superseded.contains(id) {
-                continue;
-            }
+        let live = files.iter().filter(|(id, _)| !superseded.contains(id));
+        let old = files.iter().filter(|(id, _)| superseded.contains(id));
+        for (_, f) in live.chain(old) {
             for (p, b) in &f.entries {
                 let pack = f.packs[*p as usize].0;
                 if present.contains_key(&pack) {
@@ -815,6 +842,111 @@ mod tests {
                 assert!(index.lookup(&id).is_none());
             }
         }
+    }
+
+    /// Issue 20, item 1: a superseded index file still counts while its packs
+    /// are present (a mirror in its grace period), and the file that
+    /// supersedes it is preferred where both list a chunk.
+    #[test]
+    fn issue20_1_superseded_files_stay_in_the_union() {
+        let dir = std::env::temp_dir().join(format!("sopvault-union-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut rng = Rng(7);
+        let mut old = random_file(&mut rng, 2, 200, Vec::new());
+        old.entries.dedup_by(|a, b| a.1.id == b.1.id);
+        let old_id = IndexId(sha256(&old.encode_plain()));
+        // The compacted file moves half of the old chunks to a new pack and
+        // drops the rest (prune forgot them; the mirror still holds them).
+        let new_pack = PackId(rng.id(u64::MAX).0);
+        let moved: Vec<(u32, BlobInfo)> = old.entries.iter().step_by(2).map(|e| (0, e.1)).collect();
+        let compact = IndexFile {
+            supersedes: vec![old_id],
+            packs: vec![(new_pack, 4096)],
+            entries: moved.clone(),
+        };
+        let compact_id = IndexId(sha256(&compact.encode_plain()));
+        let mut present: HashMap<PackId, u64> = old.packs.iter().copied().collect();
+        present.insert(new_pack, 4096);
+        let files: HashMap<IndexId, IndexFile> = [(old_id, old.clone()), (compact_id, compact)]
+            .into_iter()
+            .collect();
+        let load = |i: &IndexId| Ok(files[i].clone());
+        let index = Index::open_or_build(
+            &dir.join("index.cache"),
+            &[old_id, compact_id],
+            &present,
+            &load,
+        )
+        .unwrap();
+        assert_eq!(index.len(), old.entries.len() as u64);
+        for (_, b) in &moved {
+            assert_eq!(index.lookup(&b.id).unwrap().pack, new_pack);
+        }
+        for (p, b) in old.entries.iter().skip(1).step_by(2) {
+            assert_eq!(index.lookup(&b.id).unwrap().pack, old.packs[*p as usize].0);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 20, item 5.1: of a chunk stored once whole and once as a delta,
+    /// every build keeps the whole copy, whichever file came first and
+    /// whether the delta is in the cache and the whole copy new.
+    #[test]
+    fn issue20_5_the_shallowest_copy_of_an_id_wins() {
+        let dir = std::env::temp_dir().join(format!("sopvault-depth-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut rng = Rng(11);
+        let id = rng.id(u64::MAX);
+        let one = |depth: u16, rng: &mut Rng| {
+            let mut b = blob(id, 16);
+            if depth > 0 {
+                b.codec = Codec::Delta;
+                b.delta = Some(crate::blob::DeltaRef {
+                    base: rng.id(u64::MAX),
+                    depth,
+                    generation: 1,
+                });
+            }
+            IndexFile {
+                supersedes: Vec::new(),
+                packs: vec![(PackId(rng.id(u64::MAX).0), 4096)],
+                entries: vec![(0, b)],
+            }
+        };
+        let deep = one(3, &mut rng);
+        let full = one(0, &mut rng);
+        let (deep_id, full_id) = (
+            IndexId(sha256(&deep.encode_plain())),
+            IndexId(sha256(&full.encode_plain())),
+        );
+        let present: HashMap<PackId, u64> = deep.packs.iter().chain(&full.packs).copied().collect();
+        let files: HashMap<IndexId, IndexFile> = [(deep_id, deep), (full_id, full.clone())]
+            .into_iter()
+            .collect();
+        let load = |i: &IndexId| Ok(files[i].clone());
+        for (n, limits) in [(0, 0), (OVERLAY_MAX_FILES, OVERLAY_MAX_ENTRIES)]
+            .into_iter()
+            .enumerate()
+        {
+            let path = dir.join(format!("index{n}.cache"));
+            // The delta alone first (cached), then both.
+            Index::open_or_build_with(&path, &[deep_id], &present, &load, limits).unwrap();
+            let both =
+                Index::open_or_build_with(&path, &[deep_id, full_id], &present, &load, limits)
+                    .unwrap();
+            assert_eq!(both.len(), 1);
+            assert_eq!(
+                both.lookup(&id).unwrap().pack,
+                full.packs[0].0,
+                "limits {limits:?}"
+            );
+            let _ = std::fs::remove_file(&path);
+            let fresh =
+                Index::open_or_build_with(&path, &[full_id, deep_id], &present, &load, limits)
+                    .unwrap();
+            assert_eq!(fresh.lookup(&id).unwrap().pack, full.packs[0].0);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

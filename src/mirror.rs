@@ -12,14 +12,16 @@
 //!          deletions: files named by authenticated prune records older than the grace
 //!                    period, gone from the source, present in the mirror, and not
 //!                    needed by the index files the mirror keeps
-//!          deferred: what a prune wrote (its compacted index, repacked packs) waits
-//!                    while the files it condemned stay, so the mirror stays valid
 //! execute: copy each file: read, SHA-256 must equal its name, write whole (tmp + link, or one PUT)
 //!          then delete: snapshots → index files → packs
 //! ```
-//! An interrupted run leaves an incomplete mirror, never a corrupt one: every
-//! file appears whole or not at all, and a file appears only after everything it
-//! refers to. A mirror never deletes a file because it is missing at the source.
+//! A mirror is a valid repository after every run: everything the source has
+//! (what a prune wrote included: its compacted index, repacked packs, records)
+//! is copied at once, because readers take the union of every index file
+//! present; only deletions wait for the grace period. So whether a mirror runs
+//! before or after a prune does not matter. An interrupted run leaves an
+//! incomplete mirror, never a corrupt one: every file appears whole or not at
+//! all, and a file appears only after everything it refers to. A mirror never deletes a file because it is missing at the source.
 //!
 //! [`verify`] needs no key: names and sizes against the source, then SHA-256 of
 //! each file (or a daily share of them) against its name. [`state`] remembers
@@ -228,9 +230,6 @@ pub struct MirrorPlan {
     pub delete: Vec<FileRef>,
     /// Condemned, but within the grace period (with the time it may go) or still needed.
     pub kept: Vec<Kept>,
-    /// Written by a prune whose condemned files the mirror still holds: copied
-    /// once those may go (see `defer_prune_outputs`).
-    pub deferred: Vec<FileRef>,
     /// The earliest time a file now waiting for the grace period may be deleted.
     pub next_deletion: Option<i64>,
     /// Destination files the source does not have and no prune record condemns.
@@ -327,7 +326,6 @@ pub fn plan(repo: &Repository, dest: &dyn Backend, opts: &MirrorOptions) -> Resu
         copy,
         delete: Vec::new(),
         kept: Vec::new(),
-        deferred: Vec::new(),
         next_deletion: None,
         extra: 0,
     };
@@ -420,7 +418,6 @@ fn plan_deletions(
             }
         }
     }
-    defer_prune_outputs(repo, target, &due, plan)?;
     if due.is_empty() {
         return Ok(());
     }
@@ -513,63 +510,6 @@ fn plan_deletions(
         }
     }
     plan.delete = deletions;
-    Ok(())
-}
-
-/// Holds back what a prune wrote while the files it condemned stay in the mirror.
-///
-/// A prune's compacted index supersedes the old index files; copied into a
-/// mirror that still holds the forgotten snapshots (grace period), it would
-/// leave their chunks unindexed and the mirror would fail `check`. So an index
-/// file that supersedes one the mirror holds and may not delete yet waits, with
-/// the packs only it lists (repacked ones). Until then the mirror is the
-/// repository as it was before that prune plus everything since, which is a
-/// valid repository, and a forgotten snapshot can still be restored from it.
-fn defer_prune_outputs(
-    repo: &Repository,
-    target: &Listing,
-    due: &BTreeSet<(FileKind, String)>,
-    plan: &mut MirrorPlan,
-) -> Result<()> {
-    let held_not_due = |name: &String| {
-        target.get(FileKind::Index, name).is_some()
-            && !due.contains(&(FileKind::Index, name.clone()))
-    };
-    let mut deferred_index = BTreeSet::new();
-    let mut other_packs: HashSet<PackId> = HashSet::new();
-    let mut deferred_packs: HashSet<PackId> = HashSet::new();
-    for f in plan.copy.iter().filter(|f| f.kind == FileKind::Index) {
-        let object = format!("index/{}", f.name);
-        let bytes = repo.backend().read(FileKind::Index, &f.name)?;
-        check_name(&bytes, &f.name, "index")?;
-        let file = IndexFile::decode(repo.key(), &bytes, &object)?;
-        let packs = file.packs.iter().map(|p| p.0);
-        if file.supersedes.iter().any(|id| held_not_due(&id.to_hex())) {
-            deferred_index.insert(f.name.clone());
-            deferred_packs.extend(packs);
-        } else {
-            other_packs.extend(packs);
-        }
-    }
-    if deferred_index.is_empty() {
-        return Ok(());
-    }
-    let (mut copy, mut deferred) = (Vec::new(), Vec::new());
-    for f in std::mem::take(&mut plan.copy) {
-        let wait = match f.kind {
-            FileKind::Index => deferred_index.contains(&f.name),
-            FileKind::Pack => PackId::from_hex(&f.name)
-                .is_some_and(|p| deferred_packs.contains(&p) && !other_packs.contains(&p)),
-            _ => false,
-        };
-        if wait {
-            deferred.push(f);
-        } else {
-            copy.push(f);
-        }
-    }
-    plan.copy = copy;
-    plan.deferred = deferred;
     Ok(())
 }
 

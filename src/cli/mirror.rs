@@ -276,7 +276,6 @@ fn print_plan(ctx: &Ctx, args: &Args, plan: &MirrorPlan, dry_run: bool) {
             "delete": files(&plan.delete),
             "delete_bytes": plan.delete_bytes(),
             "kept": plan.kept.iter().map(|k| json!({"path": k.file.rel_path(), "reason": k.reason})).collect::<Vec<_>>(),
-            "deferred": files(&plan.deferred),
             "extra": plan.extra,
         }));
         return;
@@ -322,17 +321,6 @@ fn print_plan(ctx: &Ctx, args: &Args, plan: &MirrorPlan, dry_run: bool) {
             "{} files in the mirror are gone from the source without a prune record; they stay",
             plan.extra
         );
-    }
-    if !plan.deferred.is_empty() {
-        println!(
-            "{} files written by a prune wait until the files it condemned may go",
-            plan.deferred.len()
-        );
-        if dry_run {
-            for f in &plan.deferred {
-                println!("  wait {}", f.rel_path());
-            }
-        }
     }
     if !plan.kept.is_empty() {
         let first = plan
