@@ -105,6 +105,9 @@ pub struct PruneOptions {
     pub max_unused: f64,
     /// Repack at most this many bytes of packs.
     pub max_repack_size: Option<u64>,
+    /// The time recorded in the prune record (default: now). Mirrors measure
+    /// their grace period from it; tests drive simulated days with it.
+    pub time: Option<SnapshotTime>,
 }
 
 /// One snapshot's fate.
@@ -148,6 +151,8 @@ pub struct PrunePlan {
     /// The index the live bits refer to, by entry position.
     index: Index,
     live: Vec<u64>,
+    /// The time the record will carry.
+    time: SnapshotTime,
 }
 
 impl PrunePlan {
@@ -387,6 +392,7 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
         index_files: index.included().to_vec(),
         index,
         live,
+        time: opts.time.unwrap_or_else(crate::sysinfo::now),
     })
 }
 
@@ -395,7 +401,7 @@ pub fn execute(repo: &Repository, plan: &PrunePlan) -> Result<PruneRecord> {
     let backend = repo.backend();
     let index = &plan.index;
     let record = PruneRecord {
-        time: Some(crate::sysinfo::now()),
+        time: Some(plan.time),
         host: crate::sysinfo::hostname(),
         user: crate::sysinfo::username(),
         forgotten: plan.forget().map(|d| d.id).collect(),

@@ -459,3 +459,56 @@ fn issue20_1_a_mirror_made_after_a_prune_restores_the_newest_snapshots() {
         assert!(out.stdout == seq(lines), "day {n} after the grace period");
     }
 }
+
+/// Issue 20, item 4: monitoring sees what is wrong in the exit code.
+/// `mirror --status`: 3 when a mirror is behind, 10 when one is unreachable;
+/// `mirror --verify`: 3 when a file is missing, 5 when one is damaged, a
+/// prune record included; `snapshots --source NAME`: 2 for an unknown source.
+#[test]
+fn issue20_4_monitoring_sees_a_mirror_behind_unreachable_or_damaged() {
+    let sb = Sandbox::init();
+    snapshots(&sb, 0..3);
+    let mirror = sb.path("mirror");
+    let m = path_str(&mirror);
+    sb.ok(&["mirror", "--init", &m]);
+    sb.ok(&["mirror", "--status"]);
+    sb.ok(&["mirror", "--verify", &m]);
+    sb.ok(&["prune", "--keep-last", "2"]);
+    snapshots(&sb, 3..4);
+    // Behind: both views say so in the exit code.
+    let out = sb.code(&["mirror", "--status"], exit::INCOMPLETE);
+    assert!(stdout(&out).contains("behind by"), "{}", show(&out));
+    sb.code(&["mirror", "--status", "--json"], exit::INCOMPLETE);
+    let out = sb.code(&["mirror", "--verify", &m], exit::INCOMPLETE);
+    assert!(stdout(&out).contains("missing: "), "{}", show(&out));
+    sb.ok(&["mirror", &m]);
+    sb.ok(&["mirror", "--status"]);
+    // A damaged prune record is found without the key, like any other file.
+    let record = std::fs::read_dir(mirror.join("prune"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&record).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&record, &bytes).unwrap();
+    let out = sb
+        .call(&["mirror", "--verify", &m])
+        .env_remove("SOPVAULT_PASSWORD_FILE")
+        .env_remove("SOPVAULT_REPO")
+        .code(exit::DAMAGED);
+    assert!(stderr(&out).contains("prune/"), "{}", show(&out));
+    bytes[20] ^= 1;
+    std::fs::write(&record, &bytes).unwrap();
+    // Unreachable: the disk is gone.
+    std::fs::rename(&mirror, sb.path("elsewhere")).unwrap();
+    let out = sb.code(&["mirror", "--status"], exit::NO_REPOSITORY);
+    assert!(stdout(&out).contains("not reachable"), "{}", show(&out));
+    std::fs::rename(sb.path("elsewhere"), &mirror).unwrap();
+    sb.ok(&["mirror", "--status"]);
+    // An unknown source is not an empty list.
+    sb.ok(&["snapshots", "--source", "db"]);
+    let out = sb.code(&["snapshots", "--source", "dbb"], exit::USAGE);
+    assert!(stderr(&out).contains("dbb"), "{}", show(&out));
+}

@@ -38,6 +38,20 @@ pub struct Args {
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
+    /// Take this as the current time (RFC 3339): for the grace period, the
+    /// remembered last sync and the day of a --sample
+    #[arg(long, value_name = "RFC3339")]
+    time: Option<String>,
+}
+
+impl Args {
+    /// Seconds since the epoch: `--time`, else the clock.
+    fn now(&self) -> Result<i64, Error> {
+        Ok(match super::parse_time(self.time.as_deref())? {
+            Some(t) => t.at.sec,
+            None => chrono::Utc::now().timestamp(),
+        })
+    }
 }
 
 /// Where remembered destinations live: `$XDG_STATE_HOME/sopvault`, else `~/.local/state/sopvault`.
@@ -121,7 +135,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let opts = MirrorOptions {
         init: args.init,
         delete_after_secs: delete_after,
-        now: chrono::Utc::now().timestamp(),
+        now: args.now()?,
         parallel: parallel(dest.as_ref()),
     };
     if args.init {
@@ -363,7 +377,7 @@ fn verify(ctx: &Ctx, args: &Args, dest_arg: &Path) -> Result<i32, Error> {
     let sample = match &args.sample {
         Some(s) => Sample::Share {
             share: parse_share(s)?,
-            day: chrono::Utc::now().timestamp().div_euclid(86400),
+            day: args.now()?.div_euclid(86400),
         },
         None => Sample::All,
     };
@@ -430,14 +444,36 @@ fn verify(ctx: &Ctx, args: &Args, dest_arg: &Path) -> Result<i32, Error> {
             }
         }
     }
-    if report.ok() {
-        Ok(exit::OK)
-    } else {
+    if !report.ok() {
         eprintln!(
             "sopvault: --verify found {} damaged file(s)",
             report.damaged.len()
         );
         Ok(exit::DAMAGED)
+    } else if !report.missing.is_empty() {
+        eprintln!(
+            "sopvault: {} is behind: {} file(s) of the source are missing",
+            dest.location(),
+            report.missing.len()
+        );
+        Ok(exit::INCOMPLETE)
+    } else {
+        Ok(exit::OK)
+    }
+}
+
+/// `--status`'s exit code: 10 when a mirror cannot be reached, else 3 when one
+/// is behind, else 0.
+fn status_code(rows: &[(&state::Destination, Result<mirror::Behind, Error>)]) -> i32 {
+    if rows.iter().any(|(_, b)| b.is_err()) {
+        exit::NO_REPOSITORY
+    } else if rows
+        .iter()
+        .any(|(_, b)| b.as_ref().is_ok_and(|b| b.files > 0))
+    {
+        exit::INCOMPLETE
+    } else {
+        exit::OK
     }
 }
 
@@ -458,7 +494,7 @@ fn status(ctx: &Ctx, args: &Args) -> Result<i32, Error> {
     )?);
     let dir = state_dir()?;
     let st = state::load(&dir, &repo_id)?;
-    let now = chrono::Utc::now().timestamp();
+    let now = args.now()?;
     let mut rows = Vec::new();
     for d in &st.destinations {
         let behind = sopvault::backend::open(Path::new(&d.location)).and_then(|b| {
@@ -492,7 +528,7 @@ fn status(ctx: &Ctx, args: &Args) -> Result<i32, Error> {
             })
             .collect();
         print_json(&serde_json::Value::Array(v));
-        return Ok(exit::OK);
+        return Ok(status_code(&rows));
     }
     if rows.is_empty() {
         println!(
@@ -502,6 +538,7 @@ fn status(ctx: &Ctx, args: &Args) -> Result<i32, Error> {
         );
         return Ok(exit::OK);
     }
+    let code = status_code(&rows);
     for (d, b) in rows {
         let age = sopvault::retention::format_duration(chrono::Duration::seconds(
             (now - d.last_sync).max(0),
@@ -521,7 +558,7 @@ fn status(ctx: &Ctx, args: &Args) -> Result<i32, Error> {
             Err(e) => println!("{}: {when}; not reachable now: {e}", d.location),
         }
     }
-    Ok(exit::OK)
+    Ok(code)
 }
 
 fn extra_note(b: &mirror::Behind) -> String {

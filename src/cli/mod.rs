@@ -422,3 +422,13 @@ pub fn print_json(v: &serde_json::Value) {
         serde_json::to_string_pretty(v).expect("JSON values serialise")
     );
 }
+
+/// `--time`: an RFC 3339 time with its UTC offset, e.g. 2026-11-01T02:00:00+07:00.
+pub fn parse_time(t: Option<&str>) -> Result<Option<sopvault::manifest::SnapshotTime>, Error> {
+    t.map(|t| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map(sopvault::manifest::SnapshotTime::from_datetime)
+            .map_err(|e| Error::Usage(format!("--time {t:?}: not RFC 3339 ({e})")))
+    })
+    .transpose()
+}

@@ -54,6 +54,10 @@ pub struct Args {
     /// Print the plan (and the result) as JSON
     #[arg(long)]
     json: bool,
+    /// Record this time in the prune record instead of now (RFC 3339); mirrors
+    /// measure their grace period from it
+    #[arg(long, value_name = "RFC3339")]
+    time: Option<String>,
 }
 
 fn count(flag: &str, v: &Option<String>) -> Result<Option<Count>, Error> {
@@ -119,6 +123,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             .as_deref()
             .map(parse_size)
             .transpose()?,
+        time: super::parse_time(args.time.as_deref())?,
     };
     let access = if args.dry_run {
         sopvault::lock::Access::PrunePlan

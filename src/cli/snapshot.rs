@@ -1,7 +1,6 @@
 //! `sopvault snapshot`: back up paths and dump streams into one snapshot.
 
 use super::{exit, human_bytes, print_json, Ctx};
-use sopvault::manifest::SnapshotTime;
 use sopvault::repo::ListAhead;
 use sopvault::snapshot::{SnapshotOptions, StreamInput, StreamSpec};
 use sopvault::Error;
@@ -80,13 +79,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             .map_err(|e| Error::Usage(format!("{}: {e}", f.display())))?;
         excludes.extend(text.lines().map(str::to_string));
     }
-    let time = match &args.time {
-        None => None,
-        Some(t) => Some(SnapshotTime::from_datetime(
-            chrono::DateTime::parse_from_rfc3339(t)
-                .map_err(|e| Error::Usage(format!("--time {t:?}: not RFC 3339 ({e})")))?,
-        )),
-    };
+    let time = super::parse_time(args.time.as_deref())?;
     let opts = SnapshotOptions {
         source: args.source.clone(),
         tags: args.tag.clone(),

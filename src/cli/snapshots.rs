@@ -69,12 +69,27 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         "snapshots",
         ListAhead::Nothing,
     )?;
-    let snaps: Vec<_> = repo
-        .snapshots()?
+    let all = repo.snapshots()?;
+    ctx.print_warnings(&repo);
+    if let Some(src) = &args.source {
+        if !all.iter().any(|(_, s)| &s.source == src) {
+            let known: std::collections::BTreeSet<&str> =
+                all.iter().map(|(_, s)| s.source.as_str()).collect();
+            let known: Vec<&str> = known.into_iter().collect();
+            return Err(Error::Usage(format!(
+                "no snapshot of source {src:?} in the repository (sources: {})",
+                if known.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+    }
+    let snaps: Vec<_> = all
         .into_iter()
         .filter(|(_, s)| args.source.as_ref().is_none_or(|src| &s.source == src))
         .collect();
-    ctx.print_warnings(&repo);
     if args.json {
         print_json(&serde_json::Value::Array(
             snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect(),
@@ -83,7 +98,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     }
     println!(
         "{:<8}  {:<28}  {:<25}  {:>10}  {:>10}  contents",
-        "id", "name", "time", "size", "added"
+        "id", "name", "time", "size", "stored"
     );
     for (id, s) in &snaps {
         let mut what: Vec<String> = s
