@@ -1185,3 +1185,88 @@ fn delta_blob_binds_its_base_and_decodes_against_it() {
     let mut r = sopvault::format::Reader::new(&zeroed, "entry");
     assert!(sopvault::pack::decode_entry(&mut r, "entry").is_err());
 }
+
+/// §17.3a: a codec-1 (zstd) blob and a codec-2 (delta) blob, with every
+/// intermediate value a reader in another language needs: the frames, the
+/// AADs and the sealed bytes, each sealed with K_data under the blob nonce.
+/// A reader decodes the frames; it need not reproduce the compressor.
+#[test]
+fn zstd_and_delta_blob_vectors() {
+    use sopvault::blob::DeltaRef;
+    let k = key();
+    let base: Vec<u8> =
+        b"COPY t (id, nama) FROM stdin;\n1\tBudi\n2\tSiti\n3\tAgus\n\\.\n".repeat(3);
+    let frame1 = zstd::bulk::compress(&base, 3).unwrap();
+    assert!(frame1.len() < base.len());
+    assert_eq!(zstd::bulk::decompress(&frame1, base.len()).unwrap(), base);
+    let base_id = k.chunk_id(&base);
+    let aad1 = blob::aad(BlobKind::Data, Codec::Zstd, base.len() as u32, &base_id);
+    let sealed1 = k
+        .seal_with_nonce(KeyPurpose::Data, &seq(NONCE_BLOB), &aad1, &frame1)
+        .unwrap();
+    let info1 = BlobInfo {
+        id: base_id,
+        kind: BlobKind::Data,
+        codec: Codec::Zstd,
+        offset: HEADER_LEN as u64,
+        stored_len: sealed1.len() as u32,
+        raw_len: base.len() as u32,
+        delta: None,
+    };
+    assert_eq!(blob::open(&k, &info1, &sealed1).unwrap(), base);
+    golden("zstd base plaintext", hex::encode(&base), "434f50592074202869642c206e616d61292046524f4d20737464696e3b0a3109427564690a3209536974690a3309416775730a5c2e0a434f50592074202869642c206e616d61292046524f4d20737464696e3b0a3109427564690a3209536974690a3309416775730a5c2e0a434f50592074202869642c206e616d61292046524f4d20737464696e3b0a3109427564690a3209536974690a3309416775730a5c2e0a");
+    golden(
+        "zstd base id",
+        hex::encode(base_id.0),
+        "ed7a817f23c3650049ac6c8e4ed4db37f394caf6bcb04d4df5b95bf7a88861c1",
+    );
+    golden("zstd frame", hex::encode(&frame1), "28b52ffd20a2f501006403434f50592074202869642c206e616d61292046524f4d20737464696e3b0a3109427564690a3209536974690a3309416775730a5c2e0a01009672aaa0");
+    golden("zstd aad", hex::encode(aad1), "534f5056424c4f420001a2000000ed7a817f23c3650049ac6c8e4ed4db37f394caf6bcb04d4df5b95bf7a88861c1");
+    golden("zstd sealed", hex::encode(&sealed1), "404142434445464748494a4b4c4d4e4f505152535455565702372d007d328030459e4122eb46b1db75f2c2a9ba49882ad0db3946fc4ae93ca9a142071691ec077c3583a82dba2889b89b1339bc597f279a243129a15d4a9fe3473ed9301ec63993a872fe3de6f8142bd2afb8b76fb9");
+
+    // The next day: one name changed, one row added.
+    let mut new = base.clone();
+    new[36..40].copy_from_slice(b"Bayu");
+    new.extend_from_slice(b"4\tDewi\n");
+    let id = k.chunk_id(&new);
+    let d = DeltaRef {
+        base: base_id,
+        depth: 1,
+        generation: 1,
+    };
+    let frame2 = blob::compress_with_prefix(3, &new, &base).unwrap();
+    // Single-segment: Frame_Header_Descriptor bit 5, and the content size present.
+    assert_eq!(&frame2[..4], &0xFD2F_B528u32.to_le_bytes(), "zstd magic");
+    assert_ne!(frame2[4] & 0x20, 0, "single-segment frame");
+    assert_eq!(
+        blob::decompress_with_prefix(&frame2, &base, new.len()).unwrap(),
+        new
+    );
+    let aad2 = blob::delta_aad(new.len() as u32, &id, &d);
+    let sealed2 = k
+        .seal_with_nonce(KeyPurpose::Data, &seq(NONCE_BLOB), &aad2, &frame2)
+        .unwrap();
+    let info2 = BlobInfo {
+        id,
+        kind: BlobKind::Data,
+        codec: Codec::Delta,
+        offset: HEADER_LEN as u64,
+        stored_len: sealed2.len() as u32,
+        raw_len: new.len() as u32,
+        delta: Some(d),
+    };
+    assert_eq!(blob::open_delta(&k, &info2, &sealed2, &base).unwrap(), new);
+    golden("delta plaintext", hex::encode(&new), "434f50592074202869642c206e616d61292046524f4d20737464696e3b0a310942756469426179756974690a3309416775730a5c2e0a434f50592074202869642c206e616d61292046524f4d20737464696e3b0a3109427564690a3209536974690a3309416775730a5c2e0a434f50592074202869642c206e616d61292046524f4d20737464696e3b0a3109427564690a3209536974690a3309416775730a5c2e0a3409446577690a");
+    golden(
+        "delta id",
+        hex::encode(id.0),
+        "9eed4a88f4c46d865165471a2216e671325534d43b859ce3afa6e9d6fe1f1d2e",
+    );
+    golden(
+        "delta frame",
+        hex::encode(&frame2),
+        "28b52ffd20a9c5000058426179753409446577690a0400e0c1de7082414433a980",
+    );
+    golden("delta aad", hex::encode(aad2), "534f5056424c4f420002a90000009eed4a88f4c46d865165471a2216e671325534d43b859ce3afa6e9d6fe1f1d2eed7a817f23c3650049ac6c8e4ed4db37f394caf6bcb04d4df5b95bf7a88861c1010001000000");
+    golden("delta sealed", hex::encode(&sealed2), "404142434445464748494a4b4c4d4e4f505152535455565702372d007d39b03145a20000dd63dcf245b79da9d461a8a4706828ed9d4888da649ec792a8ed3e935757c02e86d25cfba9");
+}
