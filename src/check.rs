@@ -67,7 +67,26 @@ fn problem(object: impl Into<String>, message: impl Into<String>) -> Problem {
     }
 }
 
+/// Reads in flight at once: a local disk is read by the default pool; an
+/// object store answers each request after a round trip, so more requests
+/// overlap (each holds at most one pack in memory).
+fn io_threads(backend: &dyn crate::backend::Backend) -> usize {
+    if backend.local_root().is_some() {
+        rayon::current_num_threads()
+    } else {
+        8
+    }
+}
+
 pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(io_threads(repo.backend().as_ref()))
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start check threads: {e}")))?;
+    pool.install(|| check_in_pool(repo, read))
+}
+
+fn check_in_pool(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     let backend = repo.backend().clone();
     let mut report = CheckReport::default();
     let problems = Mutex::new(Vec::<Problem>::new());
@@ -81,24 +100,35 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         FileKind::Snapshot,
         FileKind::Prune,
     ] {
-        for (name, _) in backend.list(kind)? {
-            crate::interrupt::check()?;
-            let object = format!("{}/{name}", kind.dir());
-            match backend.read(kind, &name) {
-                Ok(bytes) => {
-                    report.files_hashed += 1;
-                    report.bytes_hashed += bytes.len() as u64;
-                    let found = hex::encode(sha256(&bytes));
-                    if found != name {
-                        add(problem(
-                            object,
-                            format!("content hashes to {found}, not to its name"),
-                        ));
+        let names = backend.list(kind)?;
+        let hashed: Vec<u64> = names
+            .par_iter()
+            .map(|(name, _)| -> Result<Option<u64>> {
+                crate::interrupt::check()?;
+                let object = format!("{}/{name}", kind.dir());
+                match backend.read(kind, name) {
+                    Ok(bytes) => {
+                        let found = hex::encode(sha256(&bytes));
+                        if found != *name {
+                            add(problem(
+                                object,
+                                format!("content hashes to {found}, not to its name"),
+                            ));
+                        }
+                        Ok(Some(bytes.len() as u64))
+                    }
+                    Err(e) => {
+                        add(problem(object, e.to_string()));
+                        Ok(None)
                     }
                 }
-                Err(e) => add(problem(object, e.to_string())),
-            }
-        }
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        report.files_hashed += hashed.len() as u64;
+        report.bytes_hashed += hashed.iter().sum::<u64>();
     }
 
     // 2. Index files and the packs they list.
@@ -114,12 +144,16 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         .collect();
     let mut good_index = Vec::new();
     let mut loaded = Vec::new();
-    for id in &index_ids {
+    let opened: Vec<_> = index_ids
+        .par_iter()
+        .map(|id| (*id, repo.load_index_file(id)))
+        .collect();
+    for (id, f) in opened {
         report.index_files += 1;
-        match repo.load_index_file(id) {
+        match f {
             Ok(f) => {
-                good_index.push(*id);
-                loaded.push((*id, f));
+                good_index.push(id);
+                loaded.push((id, f));
             }
             Err(e) => add(problem(format!("index/{id}"), e.to_string())),
         }
