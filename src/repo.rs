@@ -286,7 +286,7 @@ impl Repository {
             let repo = repo?;
             let (lock, listed) = side?;
             *repo.prelisted.lock().unwrap_or_else(|e| e.into_inner()) = listed;
-            if let Some(note) = &lock.note {
+            for note in &lock.notes {
                 repo.notice(note.clone());
             }
             Ok((repo, lock))
