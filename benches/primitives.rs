@@ -234,8 +234,14 @@ fn index(c: &mut Criterion) {
     let dir = tempfile::TempDir::new().expect("temporary directory");
     let path = dir.path().join("index.cache");
     let index_id = IndexId([1; 32]);
-    let index = Index::open_or_build(&path, &[index_id], &present, &|_| Ok(file.clone()))
-        .expect("build the index");
+    let index = Index::open_or_build(
+        &path,
+        &sopvault::crypto::Secret32::from_bytes([7; 32]),
+        &[index_id],
+        &present,
+        &|_| Ok(file.clone()),
+    )
+    .expect("build the index");
     assert_eq!(index.len(), INDEX_ENTRIES as u64);
     drop(file);
     assert!(present_ids.iter().all(|id| index.contains(id)));

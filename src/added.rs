@@ -189,7 +189,9 @@ impl Run {
 /// offers it, else a fresh name unlinked at once.
 fn unnamed_file(dir: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(dir)?;
+    // Private like the index cache next to it (Appendix A of format-spec.md).
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(dir)?;
     let tmpfile = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -210,6 +210,16 @@ impl LocalBackend {
     }
 }
 
+/// Repository directories are the owner's only, whatever the umask (as
+/// restic's): the files are encrypted, but their names and sizes say how
+/// much is backed up and when. Files are created 0600.
+fn private_dir(recursive: bool) -> fs::DirBuilder {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut b = fs::DirBuilder::new();
+    b.recursive(recursive).mode(0o700);
+    b
+}
+
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
@@ -250,7 +260,9 @@ fn publish(tmp: &Path, dst: &Path, written: Result<()>) -> Result<()> {
         })
         .and_then(|()| {
             if !dir.exists() {
-                fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                private_dir(true)
+                    .create(dir)
+                    .map_err(|e| Error::io(dir, e))?;
             }
             match fs::hard_link(tmp, dst) {
                 Ok(()) => Ok(()),
@@ -487,18 +499,24 @@ impl Backend for LocalBackend {
                 });
             }
         }
-        fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        private_dir(true)
+            .create(&self.root)
+            .map_err(|e| Error::io(&self.root, e))?;
         for d in FileKind::ALL
             .iter()
             .map(|k| k.dir())
             .chain(["locks", "tmp"])
         {
             let p = self.root.join(d);
-            fs::create_dir(&p).map_err(|e| Error::io(&p, e))?;
+            private_dir(false)
+                .create(&p)
+                .map_err(|e| Error::io(&p, e))?;
         }
         for i in 0..256 {
             let p = self.root.join("packs").join(format!("{i:02x}"));
-            fs::create_dir(&p).map_err(|e| Error::io(&p, e))?;
+            private_dir(false)
+                .create(&p)
+                .map_err(|e| Error::io(&p, e))?;
         }
         let tmp = self.root.join("tmp").join("SOPVAULT.txt.new");
         write_synced(&tmp, readme.as_bytes())?;

@@ -194,7 +194,13 @@ fn check_in_pool(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     ));
     let _ = std::fs::remove_dir_all(&tmp);
     let load = |id: &IndexId| repo.load_index_file(id);
-    let index = Index::open_or_build(&tmp.join("index.cache"), &good_index, &present, &load);
+    let index = Index::open_or_build(
+        &tmp.join("index.cache"),
+        repo.key().index_cache_key(),
+        &good_index,
+        &present,
+        &load,
+    );
     let _ = std::fs::remove_dir_all(&tmp);
     let index = index?;
 

@@ -29,6 +29,9 @@ pub const CTX_CHUNK_ID: &str = "sopvault 2026-11 chunk id key";
 pub const CTX_GEAR: &str = "sopvault 2026-11 chunker gear table";
 pub const CTX_DATA: &str = "sopvault 2026-11 data blob encryption key";
 pub const CTX_META: &str = "sopvault 2026-11 metadata encryption key";
+/// Authenticates the local index cache (format-spec.md, Appendix A); never
+/// used for anything stored in the repository.
+pub const CTX_INDEX_CACHE: &str = "sopvault 2026-11 index cache authentication key";
 
 /// A 32-byte secret that wipes itself on drop and never prints.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -83,6 +86,7 @@ pub struct MasterKey {
     master: Secret32,
     pub(crate) id_key: Secret32,
     pub(crate) gear_key: Secret32,
+    index_cache_key: Secret32,
     data: Cipher,
     meta: Cipher,
 }
@@ -107,17 +111,25 @@ impl MasterKey {
         let gear_key = derive(CTX_GEAR);
         let data_key = derive(CTX_DATA);
         let meta_key = derive(CTX_META);
+        let index_cache_key = derive(CTX_INDEX_CACHE);
         MasterKey {
             data: Cipher::new(data_key),
             meta: Cipher::new(meta_key),
             master,
             id_key,
             gear_key,
+            index_cache_key,
         }
     }
 
     pub fn master(&self) -> &Secret32 {
         &self.master
+    }
+
+    /// The key of the keyed BLAKE3 MAC that authenticates the local index
+    /// cache, so that a damaged or altered cache is rebuilt, not trusted.
+    pub fn index_cache_key(&self) -> &Secret32 {
+        &self.index_cache_key
     }
 
     /// The keyed BLAKE3 id of a plaintext.

@@ -26,14 +26,15 @@
 //! and the cache is rewritten only once they outgrow it.
 
 use crate::blob::BlobInfo;
-use crate::crypto::{KeyPurpose, MasterKey};
+use crate::crypto::{KeyPurpose, MasterKey, Secret32};
 use crate::error::{Error, Result};
 use crate::format::{write_header, Reader, HEADER_LEN, MAGIC_INDEX};
 use crate::ids::{ChunkId, IndexId, PackId};
 use crate::pack::{decode_entry, encode_entry, ENTRY_LEN};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub const INDEX_ENTRY_LEN: usize = 4 + ENTRY_LEN;
@@ -165,7 +166,9 @@ pub struct Location {
 const CACHE_MAGIC: &[u8; 8] = b"SOPVIXC\0";
 const BUCKETS: usize = 1 << 16;
 const CACHE_HEADER_LEN: usize = 16 + 32 + 4 + 4 + 8;
-const CACHE_VERSION: u32 = 2;
+const CACHE_VERSION: u32 = 3;
+/// The keyed BLAKE3 MAC that ends the cache file.
+const CACHE_MAC_LEN: usize = 32;
 
 /// A blocked Bloom filter over the chunk ids, stored after the entries: one
 /// 64-byte block per id (chosen by id bytes 8..16), six bits in it (from id
@@ -230,6 +233,9 @@ pub struct Index {
     /// (pack_no, blob) of ids the cache does not hold, sorted by id, unique;
     /// their positions follow the cache's (`count + i`).
     overlay: Vec<(u32, BlobInfo)>,
+    /// Why the cache file found on disk was not trusted and had to be
+    /// rebuilt (it failed authentication or its checks), for a warning.
+    rejected_cache: Option<String>,
 }
 
 /// The pack table being built for a merge: `pack_no` is a position in `packs`.
@@ -422,19 +428,29 @@ impl Index {
         self.iter_positions().map(|(_, loc)| loc)
     }
 
+    /// Why the cache file on disk was rejected and rebuilt in this open,
+    /// if it was: a damaged or altered cache, not a damaged repository.
+    pub fn rejected_cache(&self) -> Option<&str> {
+        self.rejected_cache.as_deref()
+    }
+
     /// Opens the cached merge at `path` if it covers exactly `current`;
     /// otherwise builds it, extending the old cache when only new files were
     /// added, or laying those over it in memory while they are few
     /// ([`OVERLAY_MAX_FILES`], [`OVERLAY_MAX_ENTRIES`]).
     /// `load` decodes one index file; `present` is the set of packs that exist.
+    /// `key` authenticates the cache file ([`MasterKey::index_cache_key`]):
+    /// one that does not verify is rebuilt, never read.
     pub fn open_or_build(
         path: &Path,
+        key: &Secret32,
         current: &[IndexId],
         present: &HashMap<PackId, u64>,
         load: &(dyn Fn(&IndexId) -> Result<IndexFile> + Sync),
     ) -> Result<Index> {
         Index::open_or_build_with(
             path,
+            key,
             current,
             present,
             load,
@@ -445,6 +461,7 @@ impl Index {
     /// [`Index::open_or_build`] with the overlay's limits (files, entries) as arguments.
     fn open_or_build_with(
         path: &Path,
+        key: &Secret32,
         current: &[IndexId],
         present: &HashMap<PackId, u64>,
         load: &(dyn Fn(&IndexId) -> Result<IndexFile> + Sync),
@@ -452,10 +469,14 @@ impl Index {
     ) -> Result<Index> {
         let mut current: Vec<IndexId> = current.to_vec();
         current.sort();
-        let old = match Index::open_cache(path) {
+        let mut rejected = None;
+        let old = match Index::open_cache(path, key) {
             Ok(o) if o.included == current => return Ok(o),
             Ok(o) => Some(o),
-            Err(_) => None,
+            Err(e) => {
+                rejected = rejection(&e);
+                None
+            }
         };
         use rayon::prelude::*;
         let cur_set: BTreeSet<IndexId> = current.iter().copied().collect();
@@ -519,19 +540,28 @@ impl Index {
                 .par_iter()
                 .map(|i| Ok((*i, load(i)?)))
                 .collect::<Result<Vec<_>>>()?;
-            return Index::build(path, &current, all, None, present);
+            return Index::build(path, key, &current, all, None, present)
+                .map(|i| i.rejected_because(rejected));
         }
         Index::build(
             path,
+            key,
             &current,
             loaded,
             if incremental { old } else { None },
             present,
         )
+        .map(|i| i.rejected_because(rejected))
+    }
+
+    fn rejected_because(mut self, why: Option<String>) -> Index {
+        self.rejected_cache = why;
+        self
     }
 
     fn build(
         path: &Path,
+        key: &Secret32,
         included: &[IndexId],
         files: Vec<(IndexId, IndexFile)>,
         old: Option<Index>,
@@ -553,11 +583,21 @@ impl Index {
         let packs = table.packs;
         // Merge old (already sorted) and fresh into a temporary file, then rename.
         let dir = path.parent().unwrap();
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        create_private_dir(dir)?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let result = (|| -> Result<()> {
-            let f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            let mut w = BufWriter::with_capacity(1 << 20, f);
+            // A leftover of a crashed run with our pid may have other permissions.
+            let _ = fs::remove_file(&tmp);
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| Error::io(&tmp, e))?;
+            let mut w = MacWriter {
+                inner: BufWriter::with_capacity(1 << 20, f),
+                mac: blake3::Hasher::new_keyed(key.as_bytes()),
+            };
             let old_count = old.as_ref().map(|o| o.count).unwrap_or(0);
             // Count entries first for the bucket table: walk the merge twice.
             let mut buckets = vec![0u64; BUCKETS + 1];
@@ -607,7 +647,12 @@ impl Index {
             }
             let filter_bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
             w.write_all(&filter_bytes).map_err(|e| Error::io(&tmp, e))?;
-            w.into_inner()
+            let MacWriter { mut inner, mac } = w;
+            inner
+                .write_all(mac.finalize().as_bytes())
+                .map_err(|e| Error::io(&tmp, e))?;
+            inner
+                .into_inner()
                 .map_err(|e| Error::io(&tmp, e.into_error()))?
                 .sync_all()
                 .map_err(|e| Error::io(&tmp, e))?;
@@ -619,11 +664,38 @@ impl Index {
         }
         drop(old);
         fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        Index::open_cache(path)
+        Index::open_cache(path, key)
     }
 
-    fn open_cache(path: &Path) -> Result<Index> {
-        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    /// Opens a cache file, after checking its version and its MAC over
+    /// every byte before it; a cache of another version is
+    /// [`Error::UnsupportedVersion`], one that fails the MAC or a check is
+    /// [`Error::Damaged`].
+    fn open_cache(path: &Path, key: &Secret32) -> Result<Index> {
+        let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let md = f.metadata().map_err(|e| Error::io(path, e))?;
+        // Written by an older version with the umask's permissions: the ids
+        // and lengths of the chunks are this user's business only.
+        if md.permissions().mode() & 0o077 != 0 {
+            let _ = f.set_permissions(fs::Permissions::from_mode(0o600));
+        }
+        let object = path.display().to_string();
+        let mut head = [0u8; 12];
+        f.read_exact(&mut head)
+            .map_err(|_| Error::damaged(&object, "too short for an index cache"))?;
+        if &head[..8] != CACHE_MAGIC {
+            return Err(Error::damaged(&object, "not an index cache"));
+        }
+        let version = u32::from_le_bytes(head[8..12].try_into().unwrap());
+        if version != CACHE_VERSION {
+            return Err(Error::UnsupportedVersion {
+                object,
+                what: "index cache",
+                expected: CACHE_VERSION,
+                found: version,
+            });
+        }
+        verify_cache_mac(&f, md.len(), key, &object)?;
         // SAFETY: the cache file is private to this user and only ever replaced
         // by rename, never modified in place, so the mapping stays valid.
         let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path, e))?;
@@ -631,8 +703,11 @@ impl Index {
         // around every fault, and RSS grows with the index instead of with
         // the lookups made.
         let _ = map.advise(memmap2::Advice::Random);
-        let object = path.display().to_string();
-        let mut r = Reader::new(&map, &object);
+        if map.len() as u64 != md.len() {
+            return Err(Error::damaged(&object, "changed while being opened"));
+        }
+        let body = &map[..map.len() - CACHE_MAC_LEN];
+        let mut r = Reader::new(body, &object);
         if r.bytes(8)? != CACHE_MAGIC || r.u32()? != CACHE_VERSION {
             return Err(Error::damaged(
                 &object,
@@ -676,7 +751,69 @@ impl Index {
             filter_off: entries_off + (count as usize) * INDEX_ENTRY_LEN,
             filter_blocks,
             overlay: Vec::new(),
+            rejected_cache: None,
         })
+    }
+}
+
+/// Why a cache that could not be opened is worth a warning: not when there
+/// is none or it is of another version, but when it is damaged or altered.
+fn rejection(e: &Error) -> Option<String> {
+    match e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => None,
+        Error::UnsupportedVersion { .. } => None,
+        e => Some(e.to_string()),
+    }
+}
+
+/// Checks the keyed BLAKE3 MAC at the end of the `len` bytes of the cache
+/// file `f`, reading the file rather than its map so that the pages read
+/// do not count towards this process's memory.
+fn verify_cache_mac(f: &File, len: u64, key: &Secret32, object: &str) -> Result<()> {
+    let Some(body) = len.checked_sub(CACHE_MAC_LEN as u64) else {
+        return Err(Error::damaged(object, "too short for an index cache"));
+    };
+    let io = |e: std::io::Error| Error::io(object, e);
+    let mut r = f;
+    std::io::Seek::seek(&mut r, std::io::SeekFrom::Start(0)).map_err(io)?;
+    let mut mac = blake3::Hasher::new_keyed(key.as_bytes());
+    let hashed = std::io::copy(&mut r.take(body), &mut mac).map_err(io)?;
+    let mut stored = [0u8; CACHE_MAC_LEN];
+    r.read_exact(&mut stored).map_err(io)?;
+    // blake3::Hash compares in constant time.
+    if hashed != body || mac.finalize() != blake3::Hash::from_bytes(stored) {
+        return Err(Error::damaged(
+            object,
+            "the index cache fails authentication (damaged or altered)",
+        ));
+    }
+    Ok(())
+}
+
+/// Creates a cache directory (and missing parents) that only its owner can
+/// enter: file names there say which repositories this user backs up.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// A writer that feeds every byte it writes into a MAC.
+struct MacWriter<W: Write> {
+    inner: W,
+    mac: blake3::Hasher,
+}
+
+impl<W: Write> Write for MacWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.mac.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -737,6 +874,10 @@ mod tests {
     use crate::blob::{BlobKind, Codec};
     use crate::ids::sha256;
     use std::collections::BTreeMap;
+
+    fn test_key() -> Secret32 {
+        Secret32::from_bytes([7; 32])
+    }
 
     /// A tiny deterministic generator, so failures reproduce.
     struct Rng(u64);
@@ -992,12 +1133,16 @@ mod tests {
             files.insert(id, f);
             let ids: Vec<IndexId> = files.keys().copied().collect();
             let load = |i: &IndexId| Ok(files[i].clone());
-            let index = Index::open_or_build_with(&path, &ids, &present, &load, limits).unwrap();
+            let index =
+                Index::open_or_build_with(&path, &test_key(), &ids, &present, &load, limits)
+                    .unwrap();
             check_against_model(&index, &model(&files, &present), &mut rng);
             let overlaid = !index.overlay.is_empty();
             assert!(!overlaid || limits.0 > 0, "no overlay beyond its limits");
             // Reopening the same set sees the same thing.
-            let again = Index::open_or_build_with(&path, &ids, &present, &load, limits).unwrap();
+            let again =
+                Index::open_or_build_with(&path, &test_key(), &ids, &present, &load, limits)
+                    .unwrap();
             assert_eq!(again.len(), index.len());
             assert_eq!(again.overlay.len(), index.overlay.len());
             overlays += usize::from(overlaid);
@@ -1021,7 +1166,7 @@ mod tests {
         let present: HashMap<PackId, u64> = f.packs.iter().copied().collect();
         let id = IndexId(sha256(&f.encode_plain()));
         let load = |_: &IndexId| Ok(f.clone());
-        Index::open_or_build(&path, &[id], &present, &load).unwrap();
+        Index::open_or_build(&path, &test_key(), &[id], &present, &load).unwrap();
         let good = std::fs::read(&path).unwrap();
         for step in 0..200 {
             let mut bad = good.clone();
@@ -1029,7 +1174,7 @@ mod tests {
             bad[at] ^= 1 << (step % 8);
             std::fs::write(&path, &bad).unwrap();
             // Either the cache is rejected and rebuilt, or lookups stay panic-free.
-            if let Ok(index) = Index::open_or_build(&path, &[id], &present, &load) {
+            if let Ok(index) = Index::open_or_build(&path, &test_key(), &[id], &present, &load) {
                 for (_, b) in &f.entries {
                     let _ = index.lookup(&b.id);
                 }

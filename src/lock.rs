@@ -1,10 +1,16 @@
 //! Repository locks: shared for writers and readers, exclusive for prune.
 //!
 //! A lock is a small JSON file in `locks/` naming host, pid, user, time and
-//! mode. Taking a lock writes ours first and then looks at the others, so two
-//! processes racing for conflicting locks both back off rather than both
-//! proceed. A lock whose process is gone (same host, no such pid) is stale:
-//! it still blocks, but the message says so and `sopvault unlock` removes it.
+//! mode, and the boot and pid namespace it was taken in. Taking a lock writes
+//! ours first and then looks at the others, so two processes racing for
+//! conflicting locks both back off rather than both proceed.
+//!
+//! A lock whose process is gone (same host, no such pid) is stale. When the
+//! lock also names this boot and this pid namespace, its pid can only mean
+//! that process, which is certainly gone: the lock is removed on the spot,
+//! with a note naming it (a killed prune blocks nothing). Otherwise (an
+//! older lock without them, another boot or container) it still blocks,
+//! the message says it is stale, and `sopvault unlock` removes it.
 //!
 //! On a full disk a lock file cannot be written. What happens then depends on
 //! the [`Access`]: a reader goes on without a lock (nothing can write to that
@@ -26,6 +32,12 @@ pub struct LockInfo {
     pub user: String,
     pub time: String,
     pub command: String,
+    /// The kernel's boot id when the lock was taken; absent in older locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The pid namespace of the process (`pid:[…]`); absent in older locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace: Option<String>,
 }
 
 impl LockInfo {
@@ -38,6 +50,16 @@ impl LockInfo {
         let r = unsafe { libc::kill(self.pid as libc::pid_t, 0) };
         r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
     }
+    /// True when the lock is stale and its pid can mean no other process:
+    /// taken in this boot and this pid namespace, so safe to remove unasked.
+    pub fn is_certainly_dead(&self) -> bool {
+        let same =
+            |theirs: &Option<String>, ours: Option<String>| theirs.is_some() && *theirs == ours;
+        same(&self.boot_id, crate::sysinfo::boot_id())
+            && same(&self.pid_namespace, crate::sysinfo::pid_namespace())
+            && self.is_stale()
+    }
+
     fn describe(&self) -> String {
         let stale = if self.is_stale() {
             ", stale: that process is gone"
@@ -74,8 +96,9 @@ pub struct Lock {
     name: Option<String>,
     /// Whether the space reserve was deleted to make room for this lock.
     pub released_reserve: bool,
-    /// Why the lock is not what was asked for, to show as a warning.
-    pub note: Option<String>,
+    /// Why the lock is not what was asked for, and the stale locks removed
+    /// on the way, to show as warnings.
+    pub notes: Vec<String>,
 }
 
 impl Drop for Lock {
@@ -100,7 +123,7 @@ impl Lock {
                     }
                     let mut lock = Lock::acquire(backend, true, command)?;
                     lock.released_reserve = true;
-                    lock.note = Some(
+                    lock.notes.push(
                         "the repository's disk is full: its space reserve was deleted to make \
                          room for this prune"
                             .into(),
@@ -109,15 +132,16 @@ impl Lock {
                 }
                 Access::Read => {
                     // Without a lock of our own, still respect a prune's.
-                    check_others(backend.as_ref(), None, false)?;
+                    let mut notes = check_others(backend.as_ref(), None, false)?;
+                    notes.push(format!(
+                        "no room for a lock file ({}): reading without a lock",
+                        Error::NoSpace { path }
+                    ));
                     Ok(Lock {
                         backend,
                         name: None,
                         released_reserve: false,
-                        note: Some(format!(
-                            "no room for a lock file ({}): reading without a lock",
-                            Error::NoSpace { path }
-                        )),
+                        notes,
                     })
                 }
             },
@@ -134,6 +158,8 @@ impl Lock {
             user: crate::sysinfo::username(),
             time: chrono::Local::now().to_rfc3339(),
             command: command.to_string(),
+            boot_id: crate::sysinfo::boot_id(),
+            pid_namespace: crate::sysinfo::pid_namespace(),
         };
         let mut r = [0u8; 8];
         crate::crypto::fill_random(&mut r)?;
@@ -142,21 +168,24 @@ impl Lock {
             &name,
             &serde_json::to_vec_pretty(&info).expect("lock info encodes"),
         )?;
-        let lock = Lock {
+        let mut lock = Lock {
             backend: backend.clone(),
             name: Some(name.clone()),
             released_reserve: false,
-            note: None,
+            notes: Vec::new(),
         };
-        check_others(backend.as_ref(), Some(&name), exclusive)?;
+        lock.notes = check_others(backend.as_ref(), Some(&name), exclusive)?;
         Ok(lock)
     }
 }
 
 /// Fails if a lock other than `own` conflicts: any exclusive one, any one
 /// when `exclusive`, and any that cannot be parsed. One that is gone by
-/// the time it is read (released meanwhile) does not count.
-fn check_others(backend: &dyn Backend, own: Option<&str>, exclusive: bool) -> Result<()> {
+/// the time it is read (released meanwhile) does not count, nor does one
+/// whose process is certainly gone ([`LockInfo::is_certainly_dead`]): it is
+/// removed, and the returned notes name it.
+fn check_others(backend: &dyn Backend, own: Option<&str>, exclusive: bool) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
     for other in backend.list_locks()? {
         if Some(other.as_str()) == own {
             continue;
@@ -171,6 +200,14 @@ fn check_others(backend: &dyn Backend, own: Option<&str>, exclusive: bool) -> Re
                 lock: other,
             });
         };
+        if o.is_certainly_dead() && backend.remove_lock(&other).is_ok() {
+            notes.push(format!(
+                "removed the stale lock locks/{other} of {} (pid {} on {}, since {}): that process \
+                 is gone",
+                o.command, o.pid, o.host, o.time
+            ));
+            continue;
+        }
         if o.exclusive || exclusive {
             return Err(Error::Locked {
                 mode: if o.exclusive { "exclusively" } else { "shared" },
@@ -179,7 +216,7 @@ fn check_others(backend: &dyn Backend, own: Option<&str>, exclusive: bool) -> Re
             });
         }
     }
-    Ok(())
+    Ok(notes)
 }
 
 /// All locks with their parsed contents (None when unreadable).

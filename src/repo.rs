@@ -286,7 +286,7 @@ impl Repository {
             let repo = repo?;
             let (lock, listed) = side?;
             *repo.prelisted.lock().unwrap_or_else(|e| e.into_inner()) = listed;
-            if let Some(note) = &lock.note {
+            for note in &lock.notes {
                 repo.notice(note.clone());
             }
             Ok((repo, lock))
@@ -557,8 +557,13 @@ impl Repository {
             }
             r => r,
         };
-        match Index::open_or_build(&path, &ids, present, &load) {
-            Ok(i) => Ok(i),
+        match Index::open_or_build(&path, self.key.index_cache_key(), &ids, present, &load) {
+            Ok(i) => {
+                if let Some(why) = i.rejected_cache() {
+                    self.notice(format!("the index cache was rebuilt: {why}"));
+                }
+                Ok(i)
+            }
             Err(e @ Error::Io { .. }) | Err(e @ Error::NoSpace { .. })
                 if open_fallback(&path, &e) =>
             {
@@ -569,7 +574,13 @@ impl Repository {
                 ));
                 let tmp =
                     std::env::temp_dir().join(format!("sopvault-index-{}", std::process::id()));
-                let r = Index::open_or_build(&tmp.join("index.cache"), &ids, present, &load);
+                let r = Index::open_or_build(
+                    &tmp.join("index.cache"),
+                    self.key.index_cache_key(),
+                    &ids,
+                    present,
+                    &load,
+                );
                 let _ = std::fs::remove_dir_all(&tmp);
                 r
             }

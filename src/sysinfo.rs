@@ -37,3 +37,17 @@ pub fn now() -> crate::manifest::SnapshotTime {
         utc_offset: t.offset().local_minus_utc(),
     }
 }
+
+/// This boot of the kernel (`/proc/sys/kernel/random/boot_id`), when known:
+/// a pid names the same process only within one boot.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// This process's pid namespace (`pid:[4026531836]`), when known: two
+/// containers on one host may share its name and boot, but not their pids.
+pub fn pid_namespace() -> Option<String> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(link.to_string_lossy().into_owned())
+}

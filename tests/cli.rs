@@ -1401,3 +1401,98 @@ fn ids_spilled_to_disk_still_deduplicate_the_rest_of_the_run() {
     );
     sb.ok(&["check", "--read-data"]);
 }
+
+/// Runs `sopvault` under `umask 000`.
+fn umask_000() -> Vec<std::ffi::OsString> {
+    ["/bin/sh", "-c", "umask 000; exec \"$0\" \"$@\""]
+        .iter()
+        .map(Into::into)
+        .collect()
+}
+
+/// Every directory and file below (and including) `dir`: path, permission bits, whether a directory.
+fn modes_below(dir: &Path) -> Vec<(PathBuf, u32, bool)> {
+    std::iter::once(dir.to_path_buf())
+        .chain(list_tree(dir).into_iter().map(|rel| dir.join(rel)))
+        .map(|p| {
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            (p, md.mode() & 0o7777, md.is_dir())
+        })
+        .collect()
+}
+
+/// The index cache file of the sandbox's repository below `cache`.
+fn index_cache_file(cache: &Path) -> PathBuf {
+    list_tree(cache)
+        .into_iter()
+        .map(|rel| cache.join(rel))
+        .find(|p| p.file_name() == Some(OsStr::new("index.cache")))
+        .unwrap_or_else(|| panic!("no index.cache below {}", cache.display()))
+}
+
+#[test]
+fn issue20_11_cache_and_repository_are_private_under_umask_000() {
+    let sb = Sandbox::new();
+    let cache = sb.path("fresh/cache");
+    let run = |args: &[&str]| {
+        sb.call(args)
+            .env("SOPVAULT_CACHE_DIR", &cache)
+            .wrapped(&umask_000())
+            .ok()
+    };
+    run(&["init"]);
+    sb.write("src/a.txt", b"private\n");
+    run(&["snapshot", "--source", "s", &sb.arg("src")]);
+    run(&["restore", "latest", "--target", &sb.arg("target")]);
+    let cache_files = modes_below(&sb.path("fresh"));
+    assert!(cache_files
+        .iter()
+        .any(|(p, _, _)| p.ends_with("index.cache")));
+    for (p, mode, is_dir) in modes_below(&sb.repo).into_iter().chain(cache_files) {
+        let want = if is_dir { 0o700 } else { 0o600 };
+        assert_eq!(
+            mode,
+            want,
+            "{}: mode {mode:04o}, expected {want:04o}",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn issue20_11_a_damaged_index_cache_is_rebuilt_not_trusted() {
+    let sb = Sandbox::init();
+    let src = sb.path("src");
+    sb.write("src/a.bin", &random_bytes(11, 300_000));
+    sb.write("src/sub/b.txt", b"bee\n");
+    sb.ok(&["snapshot", "--source", "s", &path_str(&src)]);
+    // Without a cache, the next run merges every index file into a new one
+    // (rather than holding the newest ones in memory on top of it).
+    std::fs::remove_file(index_cache_file(&sb.cache)).unwrap();
+    sb.ok(&["restore", "latest", "--target", &sb.arg("t1")]);
+    // Flip a bit in the id of every entry: a lookup by binary search then
+    // misses chunks that the repository holds.
+    let cache = index_cache_file(&sb.cache);
+    let mut bytes = std::fs::read(&cache).unwrap();
+    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
+    let count = u64::from_le_bytes(bytes[56..64].try_into().unwrap()) as usize;
+    assert!(count > 0);
+    let entries = 64 + 8 * 65537 + 32 * u32_at(48) + 40 * u32_at(52);
+    for i in 0..count {
+        bytes[entries + i * 92 + 4 + 20] ^= 0x10;
+    }
+    std::fs::write(&cache, &bytes).unwrap();
+
+    let target = sb.path("t2");
+    let out = sb.ok(&["restore", "latest", "--target", &path_str(&target)]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning") && err.contains("index cache") && err.contains("rebuilt"),
+        "{}",
+        show(&out)
+    );
+    assert_same_tree(&src, &restored_path(&target, &src), is_root());
+    // Rebuilt: the next run trusts it again, without a warning.
+    let out = sb.ok(&["restore", "latest", "--target", &sb.arg("t3")]);
+    assert!(!stderr(&out).contains("warning"), "{}", show(&out));
+}

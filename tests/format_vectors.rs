@@ -391,6 +391,10 @@ fn subkeys() {
         "sopvault 2026-11 data blob encryption key"
     );
     assert_eq!(crypto::CTX_META, "sopvault 2026-11 metadata encryption key");
+    assert_eq!(
+        crypto::CTX_INDEX_CACHE,
+        "sopvault 2026-11 index cache authentication key"
+    );
     // The library derives the same keys.
     let [id_key, gear_key] = key().subkeys_for_test_vectors();
     assert_eq!(id_key, blake3::derive_key(crypto::CTX_CHUNK_ID, &m));

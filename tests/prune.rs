@@ -284,3 +284,58 @@ fn prune_refuses_to_remove_a_whole_group_or_to_run_under_a_lock() {
     assert_eq!(v["forgotten"], 2);
     sb.ok(&["check"]);
 }
+
+#[test]
+fn issue20_12_stale_lock_of_dead_process_is_removed() {
+    let sb = Sandbox::init();
+    daily_snapshots(&sb, 3, 1024);
+    let mut child = sb
+        .call(&["prune", "--keep-last", "1"])
+        .env("SOPVAULT_CRASH_AT", "prune:after-record")
+        .spawn();
+    let status = wait_at_most(&mut child, std::time::Duration::from_secs(60));
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "prune was not killed");
+    let left = sb.repo_files("locks");
+    assert_eq!(left.len(), 1, "the killed prune left no lock");
+    let lock_name = left[0].file_name().unwrap().to_str().unwrap().to_string();
+
+    // Its process is gone, in this boot and pid namespace: the lock goes, with a warning.
+    let target = sb.path("target");
+    let out = sb.ok(&["restore", "latest", "--target", &path_str(&target)]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning")
+            && err.contains(&format!("locks/{lock_name}"))
+            && err.contains("prune"),
+        "{}",
+        show(&out)
+    );
+    let restored = restored_path(&target, &sb.path("src/stable.bin"));
+    assert_eq!(std::fs::read(restored).unwrap(), random_bytes(7, 64 * 1024));
+    assert!(sb.repo_files("locks").is_empty());
+    sb.ok(&["check"]);
+
+    // A lock of a gone pid from another boot may not be ours to judge: it
+    // still blocks, and the message points to `unlock`.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let info = serde_json::json!({
+        "exclusive": true, "host": host.trim(), "pid": dead_pid(), "user": "u",
+        "time": "t", "command": "prune", "boot_id": "another boot",
+        "pid_namespace": std::fs::read_link("/proc/self/ns/pid").unwrap(),
+    });
+    let lock = sb.repo.join("locks/0123456789abcdef.lock");
+    std::fs::write(&lock, info.to_string()).unwrap();
+    let out = sb.code(&["ls", "latest"], exit::LOCKED);
+    assert!(stderr(&out).contains("stale"), "{}", show(&out));
+    sb.ok(&["unlock"]);
+    assert!(!lock.exists());
+    sb.ok(&["ls", "latest"]);
+}
+
+/// A pid that no process has: one of a child that has been reaped.
+fn dead_pid() -> u32 {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
