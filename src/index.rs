@@ -1014,6 +1014,7 @@ mod tests {
         let load = |i: &IndexId| Ok(files[i].clone());
         let index = Index::open_or_build(
             &dir.join("index.cache"),
+            &test_key(),
             &[old_id, compact_id],
             &present,
             &load,
@@ -1071,10 +1072,17 @@ mod tests {
         {
             let path = dir.join(format!("index{n}.cache"));
             // The delta alone first (cached), then both.
-            Index::open_or_build_with(&path, &[deep_id], &present, &load, limits).unwrap();
-            let both =
-                Index::open_or_build_with(&path, &[deep_id, full_id], &present, &load, limits)
-                    .unwrap();
+            Index::open_or_build_with(&path, &test_key(), &[deep_id], &present, &load, limits)
+                .unwrap();
+            let both = Index::open_or_build_with(
+                &path,
+                &test_key(),
+                &[deep_id, full_id],
+                &present,
+                &load,
+                limits,
+            )
+            .unwrap();
             assert_eq!(both.len(), 1);
             assert_eq!(
                 both.lookup(&id).unwrap().pack,
@@ -1082,9 +1090,15 @@ mod tests {
                 "limits {limits:?}"
             );
             let _ = std::fs::remove_file(&path);
-            let fresh =
-                Index::open_or_build_with(&path, &[full_id, deep_id], &present, &load, limits)
-                    .unwrap();
+            let fresh = Index::open_or_build_with(
+                &path,
+                &test_key(),
+                &[full_id, deep_id],
+                &present,
+                &load,
+                limits,
+            )
+            .unwrap();
             assert_eq!(fresh.lookup(&id).unwrap().pack, full.packs[0].0);
         }
         let _ = std::fs::remove_dir_all(&dir);

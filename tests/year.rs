@@ -44,7 +44,7 @@ impl Database {
         let mut db = Database {
             rows: BTreeMap::new(),
             next: 1,
-            rng: Xorshift::new(0x5eed_0f_ae),
+            rng: Xorshift::new(0x5eed_0fae),
         };
         for _ in 0..2500 {
             db.insert();
@@ -315,7 +315,7 @@ fn a_simulated_year_of_nightly_snapshot_prune_mirror_verify_restore() {
                 .as_nanos() as u64,
             6,
         );
-        format!("s3://{b}/year-{}", sha256_hex(&r)[..12].to_string())
+        format!("s3://{b}/year-{}", &sha256_hex(&r)[..12])
     });
     let cloud = cloud_url.as_ref().map(|u| Copy {
         name: "cloud mirror",
