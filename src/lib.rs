@@ -3,7 +3,8 @@
 //! # Layout
 //! Bottom to top, each stage of the data flow in exactly one module:
 //!
-//! - [`error`], [`ids`] — typed errors; one id type per kind of object.
+//! - [`error`], [`ids`] — typed errors; one id type per kind of object;
+//!   [`escape`] — names that are bytes, printed reversibly.
 //! - [`format`](mod@format) — fixed little-endian layouts and magic numbers.
 //! - [`crypto`] — master key, subkeys, XChaCha20-Poly1305 sealing.
 //! - [`chunker`] — keyed FastCDC.
@@ -37,6 +38,7 @@ pub mod config;
 pub mod crypto;
 pub mod delta;
 pub mod error;
+pub mod escape;
 pub mod faults;
 pub mod format;
 pub mod fsmeta;

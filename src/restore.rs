@@ -27,18 +27,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Splits a snapshot path (`/var/www/x`, `siakad.sql`) into components.
-pub fn split_path(p: &str) -> Vec<Vec<u8>> {
-    p.split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .map(|c| c.as_bytes().to_vec())
+/// Paths are bytes: a name need not be UTF-8.
+pub fn split_path(p: &[u8]) -> Vec<Vec<u8>> {
+    p.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .map(<[u8]>::to_vec)
         .collect()
 }
 
-fn join_display(parts: &[Vec<u8>]) -> String {
+/// A path for messages: its names escaped ([`crate::escape`]).
+pub fn join_display(parts: &[Vec<u8>]) -> String {
     let mut s = String::new();
     for p in parts {
         s.push('/');
-        s.push_str(&String::from_utf8_lossy(p));
+        s.push_str(&crate::escape::escape(p));
     }
     if s.is_empty() {
         s.push('/');
@@ -51,18 +53,39 @@ pub fn find_node(
     repo: &Repository,
     index: &Index,
     root: &ChunkId,
-    path: &str,
+    path: &[u8],
 ) -> Result<Option<Node>> {
-    let parts = split_path(path);
+    Ok(resolve_path(repo, index, root, path)?.1)
+}
+
+/// Finds the node at `path` and the exact names that lead to it. A
+/// component that names nothing as given is tried unescaped
+/// ([`crate::escape::unescape`]), so a name copied from `ls` (`caf\xe9`)
+/// finds the file whose name is not UTF-8.
+pub fn resolve_path(
+    repo: &Repository,
+    index: &Index,
+    root: &ChunkId,
+    path: &[u8],
+) -> Result<(Vec<Vec<u8>>, Option<Node>)> {
+    let mut parts = split_path(path);
     let mut tree = repo.load_tree(index, root, "/")?;
     let mut node = None;
-    for (i, part) in parts.iter().enumerate() {
-        let n = tree.find(part).cloned().ok_or_else(|| {
-            Error::Usage(format!(
-                "{} is not in this snapshot",
-                join_display(&parts[..=i])
-            ))
-        })?;
+    for i in 0..parts.len() {
+        let n = match tree.find(&parts[i]) {
+            Some(n) => n.clone(),
+            None => {
+                let raw = crate::escape::unescape(&parts[i]);
+                let n = tree.find(&raw).cloned().ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{} is not in this snapshot",
+                        join_display(&parts[..=i])
+                    ))
+                })?;
+                parts[i] = raw;
+                n
+            }
+        };
         if i + 1 < parts.len() {
             match &n.kind {
                 NodeKind::Dir { tree: t } => {
@@ -78,22 +101,25 @@ pub fn find_node(
         }
         node = Some(n);
     }
-    Ok(node)
+    Ok((parts, node))
 }
 
-/// Calls `f(path, node)` for every node below `tree`, depth first, in name order.
+/// Visits every node below `tree`, depth first, with its path in the
+/// snapshot as bytes (`prefix` is the path of `tree`, empty for the root).
 pub fn walk(
     repo: &Repository,
     index: &Index,
     tree: &Tree,
-    prefix: &str,
-    f: &mut dyn FnMut(&str, &Node) -> Result<()>,
+    prefix: &[u8],
+    f: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
 ) -> Result<()> {
     for n in &tree.nodes {
-        let path = format!("{}/{}", prefix.trim_end_matches('/'), n.name_lossy());
+        let mut path = prefix.strip_suffix(b"/").unwrap_or(prefix).to_vec();
+        path.push(b'/');
+        path.extend_from_slice(&n.name);
         f(&path, n)?;
         if let NodeKind::Dir { tree: t } = &n.kind {
-            let sub = repo.load_tree(index, t, &path)?;
+            let sub = repo.load_tree(index, t, &crate::escape::escape(&path))?;
             walk(repo, index, &sub, &path, f)?;
         }
     }
@@ -225,8 +251,9 @@ fn annotate(e: Error, path: &str) -> Error {
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
     pub target: PathBuf,
-    /// Snapshot paths to restore (with everything below them); empty means all.
-    pub includes: Vec<String>,
+    /// Snapshot paths to restore (with everything below them), as bytes;
+    /// empty means all.
+    pub includes: Vec<Vec<u8>>,
     /// Set owners (only meaningful as root).
     pub owners: bool,
 }
@@ -276,7 +303,7 @@ pub fn restore(
     let mut r = Restorer {
         repo,
         index,
-        includes: opts.includes.iter().map(|p| split_path(p)).collect(),
+        includes: Vec::new(),
         links: HashMap::new(),
         report: RestoreReport::default(),
         dir_meta: Vec::new(),
@@ -284,10 +311,10 @@ pub fn restore(
         files: Vec::new(),
         behind: WriteBehind::default(),
     };
-    for inc in &r.includes {
-        if !inc.is_empty() {
-            find_node(repo, index, root, &join_display(inc))?;
-        }
+    // Each include must exist; it selects the exact names it resolved to.
+    for inc in &opts.includes {
+        let (parts, _) = resolve_path(repo, index, root, inc)?;
+        r.includes.push(parts);
     }
     let tree = repo.load_tree(index, root, "/")?;
     r.dir(&tree, &opts.target.clone(), &mut Vec::new())?;

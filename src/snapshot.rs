@@ -57,8 +57,9 @@ pub struct SnapshotOptions {
     pub tags: Vec<String>,
     pub paths: Vec<PathBuf>,
     pub streams: Vec<StreamSpec>,
-    /// Glob patterns: without `/` they match a name at any depth, with `/` the absolute path.
-    pub excludes: Vec<String>,
+    /// Glob patterns: without `/` they match a name at any depth, with `/` the
+    /// absolute path; a pattern that is not UTF-8 matches literally.
+    pub excludes: Vec<std::ffi::OsString>,
     pub one_file_system: bool,
     /// Record this time instead of now (for importing older backups).
     pub time: Option<SnapshotTime>,

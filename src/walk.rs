@@ -16,6 +16,8 @@
 use crate::error::{Error, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -28,26 +30,46 @@ use std::thread::JoinHandle;
 pub struct Excludes {
     names: GlobSet,
     paths: GlobSet,
+    /// Patterns that are not UTF-8 (a name in another encoding), matched
+    /// literally: globs are text, file names are bytes.
+    literal_names: HashSet<Vec<u8>>,
+    literal_paths: HashSet<Vec<u8>>,
     repo_root: Option<PathBuf>,
 }
 
 impl Excludes {
     /// Globs without `/` match a name at any depth, globs with `/` the
-    /// absolute path; blank lines and `#` comments are skipped.
-    pub fn new(patterns: &[String], repo_root: Option<PathBuf>) -> Result<Excludes> {
+    /// absolute path; blank lines and `#` comments are skipped. A pattern
+    /// that is not valid UTF-8 matches that exact name (or path) literally.
+    pub fn new(patterns: &[OsString], repo_root: Option<PathBuf>) -> Result<Excludes> {
         let mut names = GlobSetBuilder::new();
         let mut paths = GlobSetBuilder::new();
+        let (mut literal_names, mut literal_paths) = (HashSet::new(), HashSet::new());
         for p in patterns {
-            let p = p.trim();
-            if p.is_empty() || p.starts_with('#') {
+            let p = p.as_bytes().trim_ascii();
+            if p.is_empty() || p.starts_with(b"#") {
                 continue;
             }
-            let glob = GlobBuilder::new(p.trim_end_matches('/'))
+            let mut bare = p;
+            while let [rest @ .., b'/'] = bare {
+                bare = rest;
+            }
+            let is_path = bare.contains(&b'/');
+            let Ok(text) = std::str::from_utf8(bare) else {
+                if is_path {
+                    literal_paths.insert(bare.to_vec());
+                } else {
+                    literal_names.insert(bare.to_vec());
+                }
+                continue;
+            };
+            let shown = crate::escape::escape(p);
+            let glob = GlobBuilder::new(text)
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
-                .map_err(|e| Error::Usage(format!("invalid exclude pattern {p:?}: {e}")))?;
-            if p.trim_end_matches('/').contains('/') {
+                .map_err(|e| Error::Usage(format!("invalid exclude pattern {shown:?}: {e}")))?;
+            if is_path {
                 paths.add(glob);
             } else {
                 names.add(glob);
@@ -60,6 +82,8 @@ impl Excludes {
         Ok(Excludes {
             names: built(names)?,
             paths: built(paths)?,
+            literal_names,
+            literal_paths,
             repo_root,
         })
     }
@@ -68,6 +92,8 @@ impl Excludes {
         self.repo_root.as_deref() == Some(path)
             || self.names.is_match(std::ffi::OsStr::from_bytes(name))
             || self.paths.is_match(path)
+            || self.literal_names.contains(name)
+            || self.literal_paths.contains(path.as_os_str().as_bytes())
     }
 
     pub fn repo_root(&self) -> Option<&Path> {
@@ -373,7 +399,7 @@ mod tests {
     #[test]
     fn prescan_gives_the_direct_listings_in_order() {
         let t = tree();
-        let ex = Excludes::new(&["skip".to_string()], None).unwrap();
+        let ex = Excludes::new(&["skip".into()], None).unwrap();
         let mut want = Vec::new();
         direct(t.path(), &ex, &mut want);
         assert_eq!(

@@ -1496,3 +1496,94 @@ fn issue20_11_a_damaged_index_cache_is_rebuilt_not_trusted() {
     let out = sb.ok(&["restore", "latest", "--target", &sb.arg("t3")]);
     assert!(!stderr(&out).contains("warning"), "{}", show(&out));
 }
+
+/// Issue 20, item 10: names that are not UTF-8 (or hold a newline) can be
+/// given to `cat`, `restore --include` and an exclude file, as raw bytes or
+/// as `ls` prints them; `ls` prints them escaped, one per line, and its JSON
+/// carries the exact bytes.
+#[test]
+fn issue20_10_names_that_are_not_utf8_work_everywhere() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let sb = Sandbox::init();
+    let src = sb.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let latin1 = OsStr::from_bytes(b"caf\xe9.txt");
+    let newline = OsStr::from_bytes(b"new\nline.txt");
+    let skipped = OsStr::from_bytes(b"skip-\xff.log");
+    std::fs::write(src.join(latin1), b"latin-1 name\n").unwrap();
+    std::fs::write(src.join(newline), b"newline name\n").unwrap();
+    std::fs::write(src.join(skipped), b"excluded\n").unwrap();
+    std::fs::write(src.join("plain.txt"), b"plain\n").unwrap();
+    let excludes = sb.path("excludes");
+    std::fs::write(
+        &excludes,
+        b"# names in another encoding\r\nskip-\xff.log\r\n",
+    )
+    .unwrap();
+    sb.ok(&[
+        "snapshot",
+        "--source",
+        "names",
+        "--exclude-file",
+        &path_str(&excludes),
+        &path_str(&src),
+    ]);
+    let dir = path_str(&src);
+    // ls: escaped, one line per entry; the excluded file is not there.
+    let out = sb.ok(&["ls", "latest", &dir]);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", show(&out));
+    assert!(
+        lines.contains(&format!("{dir}/caf\\xe9.txt").as_str()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&format!("{dir}/new\\x0aline.txt").as_str()),
+        "{lines:?}"
+    );
+    assert!(!stdout(&out).contains("skip-"), "{}", show(&out));
+    // ls --json: the escaped text and the exact bytes.
+    let out = sb.ok(&["ls", "--json", "latest", &dir]);
+    let mut exact = Vec::new();
+    for line in stdout(&out).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(b) = v.get("path_base64") {
+            use base64::Engine;
+            exact.push(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.as_str().unwrap())
+                    .unwrap(),
+            );
+        }
+    }
+    let mut want = vec![
+        [src.as_os_str().as_bytes(), b"/caf\xe9.txt"].concat(),
+        [src.as_os_str().as_bytes(), b"/new\nline.txt"].concat(),
+    ];
+    want.sort();
+    exact.sort();
+    assert_eq!(exact, want);
+    // cat: the raw bytes, and the name as ls printed it.
+    let out = sb.call(&["cat", "latest"]).arg_os(src.join(latin1)).ok();
+    assert_eq!(out.stdout, b"latin-1 name\n");
+    let out = sb.ok(&["cat", "latest", &format!("{dir}/caf\\xe9.txt")]);
+    assert_eq!(out.stdout, b"latin-1 name\n");
+    let out = sb.call(&["cat", "latest"]).arg_os(src.join(newline)).ok();
+    assert_eq!(out.stdout, b"newline name\n");
+    // restore --include: only that file comes back, under its exact name.
+    let target = sb.path("target");
+    sb.call(&[
+        "restore",
+        "latest",
+        "--target",
+        &path_str(&target),
+        "--include",
+    ])
+    .arg_os(src.join(latin1))
+    .ok();
+    let back = restored_path(&target, &src);
+    assert_eq!(std::fs::read(back.join(latin1)).unwrap(), b"latin-1 name\n");
+    assert!(!back.join(newline).exists() && !back.join("plain.txt").exists());
+}

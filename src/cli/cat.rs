@@ -2,18 +2,19 @@
 
 use super::Ctx;
 use sopvault::repo::ListAhead;
-use sopvault::restore::{find_node, write_content};
+use sopvault::restore::{join_display, resolve_path, write_content};
 use sopvault::tree::NodeKind;
 use sopvault::writeback::WriteBehind;
 use sopvault::Error;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Snapshot: latest, SOURCE:latest, a name or an id prefix
     snapshot: String,
-    /// Path of a file or stream inside the snapshot
-    path: String,
+    /// Path of a file or stream inside the snapshot (a name as `ls` prints it, `\xNN` escapes included, also works)
+    path: std::ffi::OsString,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
@@ -23,13 +24,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     ctx.warn_if_incomplete(&repo, &id, &snap);
     let index = repo.index()?;
     ctx.print_warnings(&repo);
-    let node = find_node(&repo, &index, &snap.root, &args.path)?.ok_or_else(|| {
+    let (parts, node) = resolve_path(&repo, &index, &snap.root, args.path.as_bytes())?;
+    let node = node.ok_or_else(|| {
         Error::Usage("give the path of a file or stream inside the snapshot".into())
     })?;
+    let shown = join_display(&parts);
     let NodeKind::File { content, .. } = &node.kind else {
-        return Err(Error::Usage(format!("{} is not a regular file", args.path)));
+        return Err(Error::Usage(format!("{shown} is not a regular file")));
     };
-    let chunks = repo.content_chunks(&index, content, &args.path)?;
+    let chunks = repo.content_chunks(&index, content, &shown)?;
     let stdout = std::path::Path::new("standard output");
     // Chunks (64 KiB on average) go straight to the file descriptor: no
     // copy through a buffer, and no scan for line ends by `Stdout`.
@@ -42,7 +45,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     // written, as a restore's files do; a pipe or a terminal is left alone.
     let behind = WriteBehind::default();
     let mut out = behind.writer(std::sync::Arc::new(out), stdout);
-    let r = write_content(&repo, &index, &chunks, &args.path, &mut out, stdout).map(|_| {
+    let r = write_content(&repo, &index, &chunks, &shown, &mut out, stdout).map(|_| {
         out.finish();
         behind.drain();
     });

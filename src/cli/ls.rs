@@ -3,16 +3,17 @@
 use super::{print_json, Ctx};
 use serde_json::json;
 use sopvault::repo::ListAhead;
-use sopvault::restore::{find_node, walk};
+use sopvault::restore::{join_display, resolve_path, walk};
 use sopvault::tree::{Node, NodeKind, Tree};
 use sopvault::Error;
+use std::os::unix::ffi::OsStrExt;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Snapshot: latest, SOURCE:latest, a name or an id prefix
     snapshot: String,
-    /// Only this path and what is below it
-    path: Option<String>,
+    /// Only this path and what is below it (a name as `ls` prints it, `\xNN` escapes included, also works)
+    path: Option<std::ffi::OsString>,
     /// Print one JSON object per line
     #[arg(long)]
     json: bool,
@@ -53,14 +54,26 @@ fn mode_string(n: &Node) -> String {
     s
 }
 
-fn print(path: &str, n: &Node, json: bool, long: bool) {
+/// A JSON field holding a name: the escaped text, and the exact bytes in
+/// base64 (`NAME_base64`) when the escaped text is not the name itself.
+fn name_fields(v: &mut serde_json::Value, field: &str, bytes: &[u8]) {
+    use base64::Engine;
+    v[field] = sopvault::escape::escape(bytes).into();
+    if !sopvault::escape::is_plain(bytes) {
+        v[format!("{field}_base64")] = base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into();
+    }
+}
+
+fn print(path_bytes: &[u8], n: &Node, json: bool, long: bool) {
+    let path = sopvault::escape::escape(path_bytes);
     if json {
         let t = sopvault::manifest::SnapshotTime {
             at: n.mtime,
             utc_offset: 0,
         };
         let mut v = json!({
-            "path": path,
             "type": kind_name(n),
             "mode": format!("{:o}", n.mode & 0o7777),
             "uid": n.uid, "gid": n.gid, "user": n.user, "group": n.group,
@@ -68,8 +81,9 @@ fn print(path: &str, n: &Node, json: bool, long: bool) {
             "mtime": t.to_datetime().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
             "links": n.links,
         });
+        name_fields(&mut v, "path", path_bytes);
         if let NodeKind::Symlink { target } = &n.kind {
-            v["target"] = String::from_utf8_lossy(target).into_owned().into();
+            name_fields(&mut v, "target", target);
         }
         println!("{v}");
     } else if long {
@@ -88,7 +102,9 @@ fn print(path: &str, n: &Node, json: bool, long: bool) {
             n.group.clone()
         };
         let target = match &n.kind {
-            NodeKind::Symlink { target } => format!(" -> {}", String::from_utf8_lossy(target)),
+            NodeKind::Symlink { target } => {
+                format!(" -> {}", sopvault::escape::escape(target))
+            }
             _ => String::new(),
         };
         println!(
@@ -111,21 +127,22 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let (_, snap) = repo.find_snapshot(&args.snapshot)?;
     let index = repo.index()?;
     ctx.print_warnings(&repo);
-    let start = args.path.as_deref().unwrap_or("/");
-    let mut f = |p: &str, n: &Node| {
+    let start = args.path.as_ref().map_or(&b"/"[..], |p| p.as_bytes());
+    let mut f = |p: &[u8], n: &Node| {
         print(p, n, args.json, args.long);
         Ok(())
     };
-    match find_node(&repo, &index, &snap.root, start)? {
-        None => {
+    match resolve_path(&repo, &index, &snap.root, start)? {
+        (_, None) => {
             let tree = repo.load_tree(&index, &snap.root, "/")?;
-            walk(&repo, &index, &tree, "", &mut f)?;
+            walk(&repo, &index, &tree, b"", &mut f)?;
         }
-        Some(node) => {
-            let shown = format!("/{}", start.trim_matches('/'));
+        (parts, Some(node)) => {
+            let shown = parts.join(&b'/');
+            let shown = [&b"/"[..], &shown].concat();
             f(&shown, &node)?;
             if let NodeKind::Dir { tree } = &node.kind {
-                let t: Tree = repo.load_tree(&index, tree, &shown)?;
+                let t: Tree = repo.load_tree(&index, tree, &join_display(&parts))?;
                 walk(&repo, &index, &t, &shown, &mut f)?;
             }
         }

@@ -16,7 +16,7 @@ pub struct Args {
     target: PathBuf,
     /// Restore only this snapshot path and what is below it (repeatable)
     #[arg(long, value_name = "PATH")]
-    include: Vec<String>,
+    include: Vec<std::ffi::OsString>,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -31,7 +31,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     ctx.print_warnings(&repo);
     let opts = RestoreOptions {
         target: args.target.clone(),
-        includes: args.include.clone(),
+        includes: args
+            .include
+            .iter()
+            .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+            .collect(),
         owners: sopvault::sysinfo::is_root(),
     };
     let report = sopvault::restore::restore(&repo, &index, &snap.root, &opts)?;

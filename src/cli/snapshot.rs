@@ -22,7 +22,7 @@ pub struct Args {
     tag: Vec<String>,
     /// Exclude paths matching GLOB (a name at any depth, or an absolute path when it has '/')
     #[arg(long, value_name = "GLOB")]
-    exclude: Vec<String>,
+    exclude: Vec<std::ffi::OsString>,
     /// Read exclude patterns from a file, one per line ('#' comments)
     #[arg(long, value_name = "FILE")]
     exclude_file: Vec<PathBuf>,
@@ -75,9 +75,17 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     }
     let mut excludes = args.exclude.clone();
     for f in &args.exclude_file {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| Error::Usage(format!("{}: {e}", f.display())))?;
-        excludes.extend(text.lines().map(str::to_string));
+        // Bytes, not text: a name in another encoding is a valid pattern.
+        let bytes = std::fs::read(f).map_err(|e| Error::Usage(format!("{}: {e}", f.display())))?;
+        excludes.extend(
+            bytes
+                .split(|b| *b == b'\n')
+                .map(|line| {
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    std::os::unix::ffi::OsStrExt::from_bytes(line)
+                })
+                .map(|l: &std::ffi::OsStr| l.to_os_string()),
+        );
     }
     let time = super::parse_time(args.time.as_deref())?;
     let opts = SnapshotOptions {

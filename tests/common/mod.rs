@@ -184,6 +184,12 @@ impl Call<'_> {
         self
     }
 
+    /// One more argument, which need not be UTF-8.
+    pub fn arg_os(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
     pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
         self.env
             .push((key.into(), Some(value.as_ref().to_os_string())));
