@@ -74,18 +74,22 @@ pub struct SnapshotOutcome {
     pub store: StoreStats,
 }
 
-/// Checks a source or stream name: non-empty, no `/`, `:` or control characters.
+/// Checks a source or stream name: 1 to 200 ASCII letters, digits, `.`,
+/// `-` and `_`, and not `.`, `..`, `latest` or `latest-complete`. Names end
+/// up in snapshot names, selectors (`SOURCE:latest`) and file names, so
+/// nothing that a shell or a selector would read differently is allowed.
 pub fn validate_name(what: &str, name: &str) -> Result<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
     if name.is_empty()
         || name == "."
         || name == ".."
         || name == "latest"
         || name == "latest-complete"
         || name.len() > 200
-        || name.chars().any(|c| c == '/' || c == ':' || c.is_control())
+        || !name.chars().all(allowed)
     {
         return Err(Error::Usage(format!(
-            "invalid {what} name {name:?}: use letters, digits, '.', '-', '_' (no '/', ':', not 'latest' or 'latest-complete')"
+            "invalid {what} name {name:?}: use 1 to 200 ASCII letters, digits, '.', '-', '_' (not '.', '..', 'latest' or 'latest-complete')"
         )));
     }
     Ok(())

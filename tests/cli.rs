@@ -1401,3 +1401,55 @@ fn ids_spilled_to_disk_still_deduplicate_the_rest_of_the_run() {
     );
     sb.ok(&["check", "--read-data"]);
 }
+
+#[test]
+fn issue20_9_source_names_are_letters_digits_dot_dash_underscore() {
+    let sb = Sandbox::init();
+    for bad in [
+        "a b",
+        " ",
+        "",
+        "tab\tname",
+        "é",
+        "a/b",
+        "a:b",
+        "latest",
+        "..",
+        "a~b",
+        "*",
+    ] {
+        let out = sb.code(
+            &["snapshot", "--source", bad, "--stream", "a=echo a"],
+            exit::USAGE,
+        );
+        assert!(
+            stderr(&out).contains("invalid source name"),
+            "source {bad:?}: {}",
+            stderr(&out)
+        );
+        let out = sb.code(
+            &[
+                "snapshot",
+                "--source",
+                "ok",
+                "--stream",
+                &format!("{bad}=echo a"),
+            ],
+            exit::USAGE,
+        );
+        assert!(
+            stderr(&out).contains("invalid stream name"),
+            "stream {bad:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(sb.snapshots().is_empty());
+    sb.ok(&[
+        "snapshot",
+        "--source",
+        "Web-1.prod_x",
+        "--stream",
+        "db.sql=echo a",
+    ]);
+    assert_eq!(sb.snapshots().len(), 1);
+}
