@@ -143,6 +143,34 @@ fn repo_root_of(repo: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(repo).ok()
 }
 
+/// Refuses a path to back up that is the repository or lies inside it. The
+/// walk leaves the repository out where it meets it below a path
+/// ([`Excludes`]); a path given to back up is where the walk starts, so it is
+/// checked here. The path's directory is compared with its symlinks resolved;
+/// the path itself is backed up as it is (a symlink stays a symlink), so a
+/// symlink to the repository is no copy of it.
+fn refuse_repository(abs: &Path, repo_root: &Path) -> Result<()> {
+    let real = match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| abs.to_path_buf()),
+        _ => abs.to_path_buf(),
+    };
+    if real.starts_with(repo_root) {
+        let what = if real == repo_root {
+            "is the repository"
+        } else {
+            "is inside the repository"
+        };
+        return Err(Error::Usage(format!(
+            "{}: cannot back up: it {what} {}; a repository is never backed up into itself",
+            abs.display(),
+            repo_root.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The given paths as a tree of the directories that lead to them.
 fn path_tree(paths: &[PathBuf]) -> Result<BTreeMap<Vec<u8>, VNode>> {
     let mut root = BTreeMap::new();
@@ -182,7 +210,13 @@ pub fn prescan(opts: &SnapshotOptions, repo: &Path) -> Option<Prescan> {
         return None;
     }
     let root = path_tree(&opts.paths).ok()?;
-    let excludes = Excludes::new(&opts.excludes, repo_root_of(repo)).ok()?;
+    let repo_root = repo_root_of(repo);
+    if let Some(r) = &repo_root {
+        for p in &opts.paths {
+            refuse_repository(&absolute(p).ok()?, r).ok()?;
+        }
+    }
+    let excludes = Excludes::new(&opts.excludes, repo_root).ok()?;
     Some(Prescan::start(
         listed_roots(&root),
         excludes,
@@ -327,10 +361,14 @@ fn run_inner(
     // Resolve paths and build the virtual directory structure above them.
     let mut root = BTreeMap::new();
     let mut abs_paths = Vec::new();
+    let repo_root = repo_root_of(repo.root());
     for p in &opts.paths {
         let abs = absolute(p)?;
         std::fs::symlink_metadata(&abs)
             .map_err(|e| Error::Usage(format!("{}: cannot back up: {e}", abs.display())))?;
+        if let Some(repo_root) = &repo_root {
+            refuse_repository(&abs, repo_root)?;
+        }
         abs_paths.push(abs.as_os_str().as_bytes().to_vec());
         insert_path(&mut root, &abs);
     }
@@ -351,7 +389,7 @@ fn run_inner(
         .max_by_key(|(_, s)| s.time.at)
         .cloned();
     let index = repo.index_adopting_orphans()?;
-    let excludes = Excludes::new(&opts.excludes, repo_root_of(repo.root()))?;
+    let excludes = Excludes::new(&opts.excludes, repo_root)?;
     let roots = listed_roots(&root);
     let prescan = prescan.filter(|p| p.matches(&roots, opts.one_file_system, &excludes));
     let parent_root = match &parent {

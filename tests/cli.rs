@@ -1403,6 +1403,43 @@ fn ids_spilled_to_disk_still_deduplicate_the_rest_of_the_run() {
 }
 
 #[test]
+fn issue20_3_the_repository_given_as_a_path_is_refused() {
+    let sb = Sandbox::init();
+    let repo = path_str(&sb.repo);
+    for path in [
+        repo.clone(),
+        format!("{repo}/keys"),
+        format!("{repo}/./config"),
+    ] {
+        let out = sb.code(&["snapshot", "--source", "self", &path], exit::USAGE);
+        let err = stderr(&out);
+        assert!(
+            err.contains("cannot back up") && err.contains("repository"),
+            "snapshot of {path}: {err}"
+        );
+    }
+    // Reached through a symlinked directory, it is the same repository.
+    std::os::unix::fs::symlink(&sb.repo, sb.path("via")).unwrap();
+    sb.code(
+        &["snapshot", "--source", "self", &sb.arg("via/keys")],
+        exit::USAGE,
+    );
+    assert!(sb.snapshots().is_empty(), "a refused snapshot was written");
+    // Around it, the repository is left out, as before; a symlink to it stays a symlink.
+    sb.write("data.txt", b"data\n");
+    sb.ok(&["snapshot", "--source", "around", &path_str(&sb.root)]);
+    let out = sb.ok(&["ls", "latest", "--json"]);
+    let paths = ls_paths(&out);
+    assert!(paths.contains(&sb.arg("data.txt")));
+    assert!(paths.contains(&sb.arg("via")));
+    assert!(
+        !paths.iter().any(|p| p.starts_with(&repo)),
+        "the repository was backed up: {paths:?}"
+    );
+    sb.ok(&["snapshot", "--source", "link", &sb.arg("via")]);
+}
+
+#[test]
 fn issue20_9_source_names_are_letters_digits_dot_dash_underscore() {
     let sb = Sandbox::init();
     for bad in [
