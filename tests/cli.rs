@@ -1490,3 +1490,55 @@ fn issue20_9_source_names_are_letters_digits_dot_dash_underscore() {
     ]);
     assert_eq!(sb.snapshots().len(), 1);
 }
+
+/// Runs `args` with standard output into a pipe whose reader takes one line
+/// and closes it; returns the exit status and standard error.
+fn read_one_line_and_close(sb: &Sandbox, args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::BufRead;
+    let mut child = sb.call(args).spawn_piped();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(!line.is_empty(), "`{}` printed nothing", args.join(" "));
+    drop(reader);
+    let status = wait_at_most(&mut child, Duration::from_secs(60));
+    (status, child_stderr(&mut child))
+}
+
+#[test]
+fn issue20_4_closed_pipe_ends_quietly() {
+    let sb = Sandbox::init();
+    // Far more output than a pipe holds, so the writer meets the closed pipe.
+    let names: Vec<String> = (0..2000)
+        .map(|i| {
+            sb.write(
+                format!("src/a-rather-long-file-name-to-fill-the-pipe-{i:05}.txt"),
+                b"x",
+            )
+            .to_str()
+            .unwrap()
+            .to_string()
+        })
+        .collect();
+    let mut args = vec!["snapshot", "--source", "many"];
+    args.extend(names.iter().map(String::as_str));
+    sb.ok(&args);
+    for args in [
+        &["ls", "latest"][..],
+        &["ls", "-l", "latest"],
+        &["ls", "--json", "latest"],
+        &["snapshots"],
+        &["snapshots", "--json"],
+    ] {
+        let (status, err) = read_one_line_and_close(&sb, args);
+        assert_eq!(
+            status.code(),
+            Some(141),
+            "`{}` exited with {status:?}; stderr:\n{err}",
+            args.join(" ")
+        );
+        assert_eq!(err, "", "`{}` wrote to stderr", args.join(" "));
+    }
+    // Its lock was released: prune's exclusive lock is free.
+    assert!(sb.repo_files("locks").is_empty(), "a lock was left behind");
+}

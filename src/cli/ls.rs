@@ -1,6 +1,6 @@
 //! `sopvault ls`: list the files of a snapshot, recursively.
 
-use super::{print_json, Ctx};
+use super::Ctx;
 use serde_json::json;
 use sopvault::repo::ListAhead;
 use sopvault::restore::{find_node, walk};
@@ -53,7 +53,7 @@ fn mode_string(n: &Node) -> String {
     s
 }
 
-fn print(path: &str, n: &Node, json: bool, long: bool) {
+fn print(path: &str, n: &Node, json: bool, long: bool) -> Result<(), Error> {
     if json {
         let t = sopvault::manifest::SnapshotTime {
             at: n.mtime,
@@ -71,7 +71,7 @@ fn print(path: &str, n: &Node, json: bool, long: bool) {
         if let NodeKind::Symlink { target } = &n.kind {
             v["target"] = String::from_utf8_lossy(target).into_owned().into();
         }
-        println!("{v}");
+        outln!("{v}")?;
     } else if long {
         let t = sopvault::manifest::SnapshotTime {
             at: n.mtime,
@@ -91,7 +91,7 @@ fn print(path: &str, n: &Node, json: bool, long: bool) {
             NodeKind::Symlink { target } => format!(" -> {}", String::from_utf8_lossy(target)),
             _ => String::new(),
         };
-        println!(
+        outln!(
             "{} {:>8} {:>8} {:>12} {} {}{}",
             mode_string(n),
             owner,
@@ -100,10 +100,11 @@ fn print(path: &str, n: &Node, json: bool, long: bool) {
             t.to_datetime().format("%Y-%m-%d %H:%M:%S"),
             path,
             target
-        );
+        )?;
     } else {
-        println!("{path}");
+        outln!("{path}")?;
     }
+    Ok(())
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
@@ -112,10 +113,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let index = repo.index()?;
     ctx.print_warnings(&repo);
     let start = args.path.as_deref().unwrap_or("/");
-    let mut f = |p: &str, n: &Node| {
-        print(p, n, args.json, args.long);
-        Ok(())
-    };
+    let mut f = |p: &str, n: &Node| print(p, n, args.json, args.long);
     match find_node(&repo, &index, &snap.root, start)? {
         None => {
             let tree = repo.load_tree(&index, &snap.root, "/")?;
@@ -129,9 +127,6 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
                 walk(&repo, &index, &t, &shown, &mut f)?;
             }
         }
-    }
-    if args.json {
-        let _ = print_json;
     }
     Ok(super::exit::OK)
 }

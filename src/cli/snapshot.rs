@@ -113,11 +113,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         let mut v = super::snapshots::snapshot_json(&out.id, s);
         v["packs_written"] = out.store.packs.into();
         v["chunks_delta"] = out.store.blobs_delta.into();
-        print_json(&v);
+        print_json(&v)?;
     } else if !ctx.quiet {
-        println!("snapshot {} saved as {}", out.id.short(), s.name);
+        outln!("snapshot {} saved as {}", out.id.short(), s.name)?;
         let sum = &s.summary;
-        println!(
+        outln!(
             "  {} files ({} unchanged), {} dirs, {} streams; {} in total, {} read",
             // The summary counts streams as files too; show them apart.
             sum.files.saturating_sub(s.streams.len() as u64),
@@ -126,15 +126,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             s.streams.len(),
             human_bytes(sum.bytes_total),
             human_bytes(sum.bytes_read)
-        );
-        println!(
+        )?;
+        outln!(
             "  {} new in {} chunks ({} as deltas), {} stored after compression; {:.1} s",
             human_bytes(sum.bytes_new),
             sum.chunks_new,
             out.store.blobs_delta,
             human_bytes(sum.bytes_stored),
             sum.duration_ms as f64 / 1000.0
-        );
+        )?;
     }
     if !s.complete {
         eprintln!(

@@ -78,13 +78,17 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     if args.json {
         print_json(&serde_json::Value::Array(
             snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect(),
-        ));
+        ))?;
         return Ok(super::exit::OK);
     }
-    println!(
+    outln!(
         "{:<8}  {:<28}  {:<25}  {:>10}  {:>10}  contents",
-        "id", "name", "time", "size", "added"
-    );
+        "id",
+        "name",
+        "time",
+        "size",
+        "added"
+    )?;
     for (id, s) in &snaps {
         let mut what: Vec<String> = s
             .streams
@@ -97,7 +101,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
         );
         let flag = if s.complete { "" } else { "  [incomplete]" };
-        println!(
+        outln!(
             "{:<8}  {:<28}  {:<25}  {:>10}  {:>10}  {}{}{}",
             id.short(),
             s.name,
@@ -111,10 +115,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
                 format!("  tags: {}", s.tags.join(","))
             },
             flag
-        );
+        )?;
     }
     if !ctx.quiet {
-        println!("{} snapshot(s)", snaps.len());
+        outln!("{} snapshot(s)", snaps.len())?;
     }
     Ok(super::exit::OK)
 }
