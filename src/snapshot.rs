@@ -66,6 +66,12 @@ pub struct SnapshotOptions {
     pub force: bool,
     /// Store no new chunk as a delta against its parent version.
     pub no_delta: bool,
+    /// Accept a stream that produces no bytes; otherwise it fails the run
+    /// (closed standard input, a dump command that wrote nothing).
+    pub allow_empty: bool,
+    /// Warn about a stream smaller than this share of its size in the
+    /// parent snapshot (`0.5`: under half); 0 never warns.
+    pub shrink_warn: f64,
 }
 
 pub struct SnapshotOutcome {
@@ -498,7 +504,25 @@ fn archive(
                 NodeKind::File { content, .. } => Some(content.clone()),
                 _ => None,
             });
-        let (node, rec) = a.stream(s, prev.as_ref())?;
+        let (node, mut rec) = a.stream(s, prev.as_ref())?;
+        if rec.bytes == 0 && !opts.allow_empty {
+            let what = match s.input {
+                StreamInput::Stdin => "standard input was empty or closed",
+                StreamInput::Command(_) => "the command wrote nothing",
+            };
+            return Err(Error::StreamFailed {
+                name: s.name.clone(),
+                reason: format!("{what} (give --allow-empty if an empty stream is expected)"),
+            });
+        }
+        let before = parent
+            .and_then(|(_, p)| p.streams.iter().find(|r| r.name == s.name))
+            .map(|r| r.bytes);
+        if let Some(before) = before {
+            if (rec.bytes as f64) < opts.shrink_warn * before as f64 {
+                rec.shrunk_from = Some(before);
+            }
+        }
         stream_nodes.push(node);
         records.push(rec);
     }
@@ -997,6 +1021,7 @@ impl Archiver<'_, '_> {
             sha256: sha.finalize().into(),
             started,
             ended,
+            shrunk_from: None,
         };
         Ok((node, record))
     }

@@ -12,7 +12,7 @@ mod common;
 use common::{exit, *};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -1541,4 +1541,91 @@ fn issue20_4_closed_pipe_ends_quietly() {
     }
     // Its lock was released: prune's exclusive lock is free.
     assert!(sb.repo_files("locks").is_empty(), "a lock was left behind");
+}
+
+#[test]
+fn issue20_5_empty_or_closed_stdin_is_no_backup() {
+    let sb = Sandbox::init();
+    let args = ["snapshot", "--source", "db", "--stdin", "db.sql"];
+    // Standard input closed (`<&-`), and empty.
+    let closed = [
+        OsString::from("/bin/sh"),
+        OsString::from("-c"),
+        OsString::from("exec \"$0\" \"$@\" <&-"),
+    ];
+    let out = sb.call(&args).wrapped(&closed).code(exit::STREAM_FAILED);
+    assert!(stderr(&out).contains("db.sql"), "{}", show(&out));
+    let out = sb.call(&args).stdin(b"").code(exit::STREAM_FAILED);
+    assert!(stderr(&out).contains("--allow-empty"), "{}", show(&out));
+    let out = sb.code(
+        &["snapshot", "--source", "db", "--stream", "db.sql=true"],
+        exit::STREAM_FAILED,
+    );
+    assert!(stderr(&out).contains("wrote nothing"), "{}", show(&out));
+    assert!(
+        sb.snapshots().is_empty(),
+        "a failed stream wrote a snapshot"
+    );
+    let empty = sb.json(&[&args[..], &["--allow-empty", "--json"]].concat());
+    assert_eq!(num(&empty, "/streams/0/bytes"), 0);
+    assert_eq!(empty["complete"], Value::Bool(true));
+}
+
+#[test]
+fn issue20_5_a_stream_much_smaller_than_its_parent_is_warned_about() {
+    let sb = Sandbox::init();
+    let snap = |bytes: &[u8], extra: &[&str]| {
+        let args = [
+            &["snapshot", "--source", "db", "--stdin", "db.sql", "--json"][..],
+            extra,
+        ]
+        .concat();
+        let out = sb.call(&args).stdin(bytes).ok();
+        (parse_json(&out), stderr(&out))
+    };
+    let (first, err) = snap(&random_bytes(5, 100_000), &[]);
+    assert_eq!(first["streams"][0]["shrunk_from"], Value::Null);
+    assert!(!err.contains("warning"), "{err}");
+    // 60% of the parent: not under half.
+    let (second, err) = snap(&random_bytes(6, 60_000), &[]);
+    assert_eq!(second["streams"][0]["shrunk_from"], Value::Null);
+    assert!(!err.contains("warning"), "{err}");
+    // 20% of the parent: warned about on stderr, in the JSON and in the manifest.
+    let (third, err) = snap(&random_bytes(7, 12_000), &[]);
+    assert_eq!(num(&third, "/streams/0/shrunk_from"), 60_000);
+    assert!(
+        err.contains("warning: stream \"db.sql\"") && err.contains("20%"),
+        "{err}"
+    );
+    let listed = sb.snapshots();
+    assert_eq!(num(&listed[2], "/streams/0/shrunk_from"), 60_000);
+    assert_eq!(listed[1]["streams"][0]["shrunk_from"], Value::Null);
+    // The text output warns too; the threshold is a flag.
+    let out = sb
+        .call(&["snapshot", "--source", "db", "--stdin", "db.sql"])
+        .stdin(&random_bytes(8, 3_000))
+        .ok();
+    assert!(stderr(&out).contains("sopvault: warning: stream \"db.sql\""));
+    let (quiet, err) = snap(&random_bytes(9, 2_000), &["--shrink-warn", "0.1"]);
+    assert_eq!(quiet["streams"][0]["shrunk_from"], Value::Null, "{err}");
+    sb.code(
+        &[
+            "snapshot",
+            "--source",
+            "db",
+            "--stream",
+            "a=echo a",
+            "--shrink-warn",
+            "2",
+        ],
+        exit::USAGE,
+    );
+    // Every manifest, with its stream tail or without, still reads and checks.
+    sb.ok(&["check"]);
+    assert_eq!(
+        sb.ok(&["cat", text(&listed[2], "/id"), "db.sql"])
+            .stdout
+            .len(),
+        12_000
+    );
 }

@@ -44,6 +44,7 @@ pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
             "sha256": hex::encode(r.sha256),
             "started": time_json(&r.started),
             "ended": time_json(&r.ended),
+            "shrunk_from": r.shrunk_from,
         })).collect::<Vec<_>>(),
         "parent": s.parent.map(|p| p.to_hex()),
         "complete": s.complete,
