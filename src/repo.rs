@@ -489,6 +489,15 @@ impl Repository {
     /// Every readable snapshot, oldest first. A damaged manifest is skipped
     /// with a warning, so one bad file cannot stop new backups or restores.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        Ok(self.snapshots_and_damaged()?.0)
+    }
+
+    /// [`Repository::snapshots`], and the manifests skipped as damaged with
+    /// why (each also a warning).
+    #[allow(clippy::type_complexity)]
+    fn snapshots_and_damaged(
+        &self,
+    ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
         use rayon::prelude::*;
         let names = self.list_now(FileKind::Snapshot)?;
         let loaded = names
@@ -496,23 +505,33 @@ impl Repository {
             .map(|(n, _)| {
                 let id = SnapshotId::from_hex(n).expect("listed names are hex");
                 match self.load_snapshot(&id) {
-                    Ok(s) => Ok(Some((id, s))),
+                    Ok(s) => Ok(Ok((id, s))),
                     Err(e) if e.kind() == crate::ErrorKind::Damaged => {
                         self.warn_skipped(&e);
-                        Ok(None)
+                        Ok(Err((id, e)))
                     }
                     Err(e) => Err(e),
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut out: Vec<(SnapshotId, Snapshot)> = loaded.into_iter().flatten().collect();
+        let (mut out, mut damaged) = (Vec::new(), Vec::new());
+        for l in loaded {
+            match l {
+                Ok(s) => out.push(s),
+                Err(d) => damaged.push(d),
+            }
+        }
         out.sort_by(|a, b| (a.1.time.at, &a.1.name, a.0).cmp(&(b.1.time.at, &b.1.name, b.0)));
-        Ok(out)
+        damaged.sort_by_key(|(id, _)| *id);
+        Ok((out, damaged))
     }
 
     /// Resolves `latest`, `SOURCE:latest`, a human name or an id prefix.
+    /// A name or id prefix that only a damaged manifest can match is
+    /// reported as damage, naming the file.
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
-        resolve_snapshot(self.snapshots()?, spec)
+        let (snaps, damaged) = self.snapshots_and_damaged()?;
+        resolve_snapshot(snaps, &damaged, spec)
     }
 
     // ---- index and blobs ----
@@ -893,12 +912,16 @@ pub fn check_name(bytes: &[u8], name: &str, dir: &str) -> Result<()> {
     Ok(())
 }
 
-/// Picks a snapshot from a list by `latest`, `SOURCE:latest`, name or id prefix.
+/// Picks a snapshot from a list by `latest`, `SOURCE:latest`, name or id
+/// prefix, among `snaps`;
+/// `damaged` are the manifests that could not be read, so that a selector
+/// meant for one of them says so instead of "no snapshot matches".
 pub fn resolve_snapshot(
     snaps: Vec<(SnapshotId, Snapshot)>,
+    damaged: &[(SnapshotId, Error)],
     spec: &str,
 ) -> Result<(SnapshotId, Snapshot)> {
-    if snaps.is_empty() {
+    if snaps.is_empty() && damaged.is_empty() {
         return Err(Error::Usage("the repository holds no snapshots yet".into()));
     }
     // `latest`, `latest-complete`, `SOURCE:latest`, `SOURCE:latest-complete`.
@@ -915,7 +938,8 @@ pub fn resolve_snapshot(
         let what = match (source, complete) {
             (Some(src), false) => format!("no snapshot of source {src:?}"),
             (Some(src), true) => format!("no complete snapshot of source {src:?}"),
-            (None, _) => "no complete snapshot".to_string(),
+            (None, false) => "no readable snapshot".to_string(),
+            (None, true) => "no complete snapshot".to_string(),
         };
         return snaps
             .into_iter()
@@ -931,13 +955,54 @@ pub fn resolve_snapshot(
         .into_iter()
         .filter(|(id, _)| id.to_hex().starts_with(&lower))
         .collect();
-    match matches.len() {
-        1 => Ok(matches.into_iter().next().unwrap()),
-        0 => Err(Error::Usage(format!(
+    let damaged_ids: Vec<&(SnapshotId, Error)> = damaged
+        .iter()
+        .filter(|(id, _)| !lower.is_empty() && id.to_hex().starts_with(&lower))
+        .collect();
+    let unreadable = |ds: &[&(SnapshotId, Error)], why: &str| {
+        let files: Vec<String> = ds
+            .iter()
+            .map(|(id, _)| format!("snapshots/{}", id.to_hex()))
+            .collect();
+        let reason = match &ds[0].1 {
+            Error::Damaged { reason, .. } => reason.clone(),
+            e => {
+                let text = e.to_string();
+                let object = format!("{}: ", files[0]);
+                text.strip_prefix(&object).unwrap_or(&text).to_string()
+            }
+        };
+        Error::damaged(
+            &files[0],
+            format!(
+                "{why}{reason}{}; run `sopvault check`",
+                if files.len() > 1 {
+                    format!(" (also damaged: {})", files[1..].join(", "))
+                } else {
+                    String::new()
+                }
+            ),
+        )
+    };
+    match (matches.len(), damaged_ids.len()) {
+        (1, 0) => Ok(matches.into_iter().next().unwrap()),
+        (0, 1) => Err(unreadable(
+            &damaged_ids,
+            &format!("the manifest of snapshot {spec:?} cannot be read: "),
+        )),
+        (0, 0) if !damaged.is_empty() => Err(unreadable(
+            &damaged.iter().collect::<Vec<_>>(),
+            &format!(
+                "no readable snapshot matches {spec:?}, and {} manifest(s) cannot be read, which may be it: ",
+                damaged.len()
+            ),
+        )),
+        (0, 0) => Err(Error::Usage(format!(
             "no snapshot matches {spec:?} (try `sopvault snapshots`)"
         ))),
-        n => Err(Error::Usage(format!(
-            "{spec:?} matches {n} snapshots; give more digits"
+        (r, d) => Err(Error::Usage(format!(
+            "{spec:?} matches {} snapshots; give more digits",
+            r + d
         ))),
     }
 }

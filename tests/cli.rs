@@ -1629,3 +1629,51 @@ fn issue20_5_a_stream_much_smaller_than_its_parent_is_warned_about() {
         12_000
     );
 }
+
+#[test]
+fn issue20_8_a_damaged_manifest_named_by_id_or_name_is_damage() {
+    let sb = Sandbox::init();
+    let time = ["--time", "2026-12-01T02:00:00Z"];
+    let web = sb.json(
+        &[
+            &[
+                "snapshot", "--source", "web", "--stream", "a=echo a", "--json",
+            ][..],
+            &time,
+        ]
+        .concat(),
+    );
+    let db = sb.json(
+        &[
+            &[
+                "snapshot", "--source", "db", "--stream", "b=echo b", "--json",
+            ][..],
+            &time,
+        ]
+        .concat(),
+    );
+    let id = text(&db, "/id").to_string();
+    let file = sb.repo.join("snapshots").join(&id);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    chmod(&file, 0o644);
+    std::fs::write(&file, &bytes).unwrap();
+    for spec in [&id[..], &id[..8], "db_2026-12-01"] {
+        let out = sb.code(&["cat", spec, "b"], exit::DAMAGED);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("snapshots/{id}")) && err.contains("damaged"),
+            "cat {spec}: {err}"
+        );
+        assert!(!err.contains("no snapshot matches"), "{err}");
+        assert_eq!(
+            err.lines().filter(|l| l.contains("error")).count(),
+            1,
+            "{err}"
+        );
+        sb.code(&["ls", spec], exit::DAMAGED);
+    }
+    // The readable one is found as before.
+    assert_eq!(sb.ok(&["cat", text(&web, "/name"), "a"]).stdout, b"a\n");
+}
