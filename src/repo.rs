@@ -486,8 +486,9 @@ impl Repository {
         }
     }
 
-    /// Every readable snapshot, oldest first. A damaged manifest is skipped
-    /// with a warning, so one bad file cannot stop new backups or restores.
+    /// Every readable snapshot, oldest first, each under a name no other
+    /// one has ([`unique_names`]). A damaged manifest is skipped with a
+    /// warning, so one bad file cannot stop new backups or restores.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         Ok(self.snapshots_and_damaged()?.0)
     }
@@ -523,6 +524,7 @@ impl Repository {
         }
         out.sort_by(|a, b| (a.1.time.at, &a.1.name, a.0).cmp(&(b.1.time.at, &b.1.name, b.0)));
         damaged.sort_by_key(|(id, _)| *id);
+        unique_names(&mut out);
         Ok((out, damaged))
     }
 
@@ -912,8 +914,55 @@ pub fn check_name(bytes: &[u8], name: &str, dir: &str) -> Result<()> {
     Ok(())
 }
 
+/// The separator of a name made unique by [`unique_names`]; never part of a
+/// source name, so never of a name a writer chose.
+pub const NAME_ID_SEPARATOR: char = '~';
+
+/// Makes every snapshot's name unique. Writers hold a shared lock, and each
+/// names its snapshot after the ones it sees (`SOURCE_DATE`, `-2`, …), so two
+/// snapshots of one source and day written at the same time can both choose
+/// `SOURCE_DATE`. Every snapshot whose recorded name another one shares is
+/// then known as `NAME~SHORTID` (its id's first 8 hex digits; more if those
+/// are shared too), and the bare name no longer resolves (see
+/// [`resolve_snapshot`]). The manifests stay as written.
+pub fn unique_names(snaps: &mut [(SnapshotId, Snapshot)]) {
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for (_, s) in snaps.iter() {
+        *count.entry(s.name.clone()).or_default() += 1;
+    }
+    let shared: Vec<usize> = (0..snaps.len())
+        .filter(|&i| count[&snaps[i].1.name] > 1)
+        .collect();
+    let renamed: Vec<(usize, String)> = shared
+        .iter()
+        .map(|&i| {
+            let hex = snaps[i].0.to_hex();
+            // Short ids of one name could collide too: lengthen until unique.
+            let len = (8..=hex.len())
+                .find(|&n| {
+                    shared.iter().all(|&j| {
+                        j == i
+                            || snaps[j].1.name != snaps[i].1.name
+                            || !snaps[j].0.to_hex().starts_with(&hex[..n])
+                    })
+                })
+                .unwrap_or(hex.len());
+            let name = format!("{}{NAME_ID_SEPARATOR}{}", snaps[i].1.name, &hex[..len]);
+            (i, name)
+        })
+        .collect();
+    for (i, name) in renamed {
+        snaps[i].1.name = name;
+    }
+}
+
+/// The name a writer recorded, before [`unique_names`] made it unique.
+pub fn recorded_name(name: &str) -> &str {
+    name.split_once(NAME_ID_SEPARATOR).map_or(name, |(n, _)| n)
+}
+
 /// Picks a snapshot from a list by `latest`, `SOURCE:latest`, name or id
-/// prefix, among `snaps`;
+/// prefix, among `snaps` (named by [`unique_names`]);
 /// `damaged` are the manifests that could not be read, so that a selector
 /// meant for one of them says so instead of "no snapshot matches".
 pub fn resolve_snapshot(
@@ -947,8 +996,19 @@ pub fn resolve_snapshot(
             .find(|(_, s)| source.is_none_or(|src| s.source == src) && (s.complete || !complete))
             .ok_or(Error::Usage(what));
     }
-    if let Some(found) = snaps.iter().find(|(_, s)| s.name == spec) {
-        return Ok(found.clone());
+    let named: Vec<_> = snaps.iter().filter(|(_, s)| s.name == spec).collect();
+    match named.as_slice() {
+        [one] => return Ok((*one).clone()),
+        [] => {}
+        many => return Err(ambiguous_name(spec, many)),
+    }
+    // A name that several snapshots recorded resolves to none of them.
+    let shared: Vec<_> = snaps
+        .iter()
+        .filter(|(_, s)| s.name != spec && recorded_name(&s.name) == spec)
+        .collect();
+    if !shared.is_empty() {
+        return Err(ambiguous_name(spec, &shared));
     }
     let lower = spec.to_ascii_lowercase();
     let matches: Vec<_> = snaps
@@ -1005,6 +1065,19 @@ pub fn resolve_snapshot(
             r + d
         ))),
     }
+}
+
+/// The error for a name that several snapshots share, naming each.
+fn ambiguous_name(spec: &str, snaps: &[&(SnapshotId, Snapshot)]) -> Error {
+    let list: Vec<String> = snaps
+        .iter()
+        .map(|(id, s)| format!("{} (id {}, {})", s.name, id.short(), s.time.rfc3339()))
+        .collect();
+    Error::Usage(format!(
+        "snapshot name {spec:?} is ambiguous: {} snapshots were written under it at the same time: {}; give one of these names or an id",
+        snaps.len(),
+        list.join(", ")
+    ))
 }
 
 /// For unit tests: a repository in `dir/repo` (cache in `dir/cache`, the

@@ -118,6 +118,8 @@ pub fn absolute(p: &Path) -> Result<PathBuf> {
 }
 
 /// The human name for a new snapshot: `SOURCE_YYYY-MM-DD`, then `-2`, `-3`... that day.
+/// Names made unique for listing (`NAME~ID`, see [`crate::repo::unique_names`])
+/// count as the name recorded.
 pub fn human_name(
     existing: &[(SnapshotId, Snapshot)],
     source: &str,
@@ -128,13 +130,11 @@ pub fn human_name(
         .iter()
         .filter(|(_, s)| s.source == source)
         .filter_map(|(_, s)| {
-            if s.name == base {
+            let name = crate::repo::recorded_name(&s.name);
+            if name == base {
                 Some(1)
             } else {
-                s.name
-                    .strip_prefix(&format!("{base}-"))?
-                    .parse::<u32>()
-                    .ok()
+                name.strip_prefix(&format!("{base}-"))?.parse::<u32>().ok()
             }
         })
         .max();

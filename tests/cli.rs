@@ -1631,6 +1631,78 @@ fn issue20_5_a_stream_much_smaller_than_its_parent_is_warned_about() {
 }
 
 #[test]
+fn issue20_6_snapshots_of_one_source_and_day_have_unique_names() {
+    let sb = Sandbox::init();
+    // Both runs list the snapshots, then wait in their stream until both are there.
+    let run = |tag: &str| {
+        let cmd =
+            format!("dump=touch ready-{tag}; while [ ! -e go ]; do sleep 0.05; done; printf {tag}");
+        sb.call(&[
+            "snapshot",
+            "--source",
+            "db",
+            "--time",
+            "2026-12-01T02:00:00Z",
+            "--stream",
+            &cmd,
+        ])
+        .spawn()
+    };
+    let mut a = run("a");
+    let mut b = run("b");
+    let start = Instant::now();
+    while !(sb.path("ready-a").exists() && sb.path("ready-b").exists()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the runs did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sb.write("go", b"");
+    for c in [&mut a, &mut b] {
+        let status = wait_at_most(c, Duration::from_secs(60));
+        let err = child_stderr(c);
+        assert_eq!(status.code(), Some(0), "{err}");
+    }
+    let snaps = sb.snapshots();
+    let names: BTreeSet<&str> = snaps.iter().map(|s| text(s, "/name")).collect();
+    assert_eq!(names.len(), 2, "names are not unique: {names:?}");
+    for s in &snaps {
+        let name = text(s, "/name");
+        assert!(name.starts_with("db_2026-12-01~"), "{name}");
+        let out = sb.ok(&["cat", name, "dump"]);
+        let id = text(s, "/id");
+        assert!(
+            name.ends_with(&id[..8]),
+            "{name} is not named by its id {id}"
+        );
+        assert_eq!(sb.ok(&["cat", id, "dump"]).stdout, out.stdout);
+    }
+    // The name both chose names neither: the error lists both.
+    let out = sb.code(&["cat", "db_2026-12-01", "dump"], exit::USAGE);
+    for s in &snaps {
+        assert!(stderr(&out).contains(text(s, "/name")), "{}", stderr(&out));
+    }
+    // The text listing shows the unique names; the next snapshot that day goes on counting.
+    let listed = stdout(&sb.ok(&["snapshots"]));
+    for name in &names {
+        assert!(listed.contains(name), "{listed}");
+    }
+    let third = sb.json(&[
+        "snapshot",
+        "--source",
+        "db",
+        "--time",
+        "2026-12-01T03:00:00Z",
+        "--stream",
+        "dump=printf c",
+        "--json",
+    ]);
+    assert_eq!(text(&third, "/name"), "db_2026-12-01-2");
+    assert_eq!(sb.ok(&["cat", "db_2026-12-01-2", "dump"]).stdout, b"c");
+}
+
+#[test]
 fn issue20_8_a_damaged_manifest_named_by_id_or_name_is_damage() {
     let sb = Sandbox::init();
     let time = ["--time", "2026-12-01T02:00:00Z"];

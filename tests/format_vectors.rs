@@ -1092,6 +1092,31 @@ fn snapshot_human_name() {
         sopvault::snapshot::human_name(&existing, "db", &t),
         "db_2026-11-22"
     );
+
+    // Two writers at once both recorded web_2026-11-22-3: each is listed
+    // under NAME~ID, with as many hex digits as make the names distinct.
+    s.name = "web_2026-11-22-3".into();
+    let mut a = [0xab; 32];
+    let mut b = [0xab; 32];
+    a[5] = 0x01;
+    b[5] = 0x02;
+    existing.push((SnapshotId(a), s.clone()));
+    existing.push((SnapshotId(b), s.clone()));
+    sopvault::repo::unique_names(&mut existing);
+    let names: Vec<&str> = existing.iter().map(|(_, s)| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "web_2026-11-22",
+            "web_2026-11-22-2",
+            "web_2026-11-22-3~ababababab01",
+            "web_2026-11-22-3~ababababab02"
+        ]
+    );
+    assert_eq!(
+        sopvault::snapshot::human_name(&existing, "web", &t),
+        "web_2026-11-22-4"
+    );
 }
 
 // ---------------------------------------------------------------- postcard
