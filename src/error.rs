@@ -23,6 +23,8 @@ pub enum ErrorKind {
     NoSpace,
     /// The run was interrupted (Ctrl-C, SIGTERM).
     Interrupted,
+    /// Standard output was closed by its reader (a pipe into `head`).
+    OutputClosed,
     /// The user asked for something that does not exist or cannot be done.
     Usage,
     /// Any other I/O or internal failure.
@@ -93,6 +95,8 @@ pub enum Error {
     NoSpace { path: PathBuf },
     #[error("interrupted")]
     Interrupted,
+    #[error("standard output was closed")]
+    OutputClosed,
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -115,6 +119,7 @@ impl Error {
             Error::StreamFailed { .. } => ErrorKind::StreamFailed,
             Error::NoSpace { .. } => ErrorKind::NoSpace,
             Error::Interrupted => ErrorKind::Interrupted,
+            Error::OutputClosed => ErrorKind::OutputClosed,
             Error::Usage(_) | Error::RepositoryExists { .. } => ErrorKind::Usage,
             Error::Io { source, .. } if is_no_space(source) => ErrorKind::NoSpace,
             Error::Io { .. } | Error::Other(_) => ErrorKind::Other,

@@ -83,6 +83,11 @@ impl<'a> Reader<'a> {
     }
     /// Reads and checks the common 16-byte header; returns its flags word.
     pub fn header(&mut self, magic: &[u8; 8]) -> Result<u32> {
+        Ok(self.header_versions(magic, &[FORMAT_VERSION])?.1)
+    }
+    /// Reads and checks the common 16-byte header of a file kind that has
+    /// several versions; returns its version and flags word.
+    pub fn header_versions(&mut self, magic: &[u8; 8], known: &[u32]) -> Result<(u32, u32)> {
         let found = self.bytes(8)?;
         if found != magic {
             return Err(Error::BadMagic {
@@ -96,15 +101,15 @@ impl<'a> Reader<'a> {
             });
         }
         let version = self.u32()?;
-        if version != FORMAT_VERSION {
+        if !known.contains(&version) {
             return Err(Error::UnsupportedVersion {
                 object: self.object.to_string(),
                 what: "file format",
-                expected: FORMAT_VERSION,
+                expected: known.iter().copied().max().unwrap_or(FORMAT_VERSION),
                 found: version,
             });
         }
-        self.u32()
+        Ok((version, self.u32()?))
     }
     /// Fails unless every byte was consumed.
     pub fn finish(&self) -> Result<()> {
@@ -124,8 +129,13 @@ impl<'a> Reader<'a> {
 
 /// Writes the common 16-byte header.
 pub fn write_header(out: &mut Vec<u8>, magic: &[u8; 8], flags: u32) {
+    write_header_version(out, magic, FORMAT_VERSION, flags);
+}
+
+/// Writes the common 16-byte header with another version than [`FORMAT_VERSION`].
+pub fn write_header_version(out: &mut Vec<u8>, magic: &[u8; 8], version: u32, flags: u32) {
     out.extend_from_slice(magic);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&flags.to_le_bytes());
 }
 

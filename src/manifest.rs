@@ -1,9 +1,17 @@
 //! Snapshot manifests: what one snapshot run recorded.
 //!
 //! ```text
-//! header(16): "SOPVSNP\0" | version u32 | flags u32 (0)
-//! sealed with the metadata key, AAD = the header: postcard(Snapshot)
+//! header(16): "SOPVSNP\0" | version u32 (1 or 2) | flags u32 (0)
+//! sealed with the metadata key, AAD = the header:
+//!   version 1: postcard(Snapshot)
+//!   version 2: postcard(Snapshot) || postcard(Vec<Option<u64>>)   (the stream tail)
 //! ```
+//! The stream tail holds, per stream record in order, what postcard cannot
+//! add to `StreamRecord` without breaking older manifests: `shrunk_from`.
+//! A manifest is written as version 2 only when the tail says something, so
+//! every other manifest stays byte for byte what older versions wrote, and
+//! an older reader meeting a version-2 one stops with `UnsupportedVersion`
+//! rather than skipping it as damaged.
 //! The time carries the UTC offset of the machine that took the snapshot, so
 //! the human name `SOURCE_YYYY-MM-DD[-N]` and retention buckets never depend on
 //! the time zone of the machine that reads it.
@@ -12,7 +20,8 @@ use crate::chunker::ChunkerProfile;
 use crate::crypto::{KeyPurpose, MasterKey};
 use crate::error::{Error, Result};
 use crate::format::{
-    decode_postcard, encode_postcard, write_header, Reader, HEADER_LEN, MAGIC_SNAPSHOT,
+    decode_postcard, encode_postcard, write_header_version, Reader, FORMAT_VERSION, HEADER_LEN,
+    MAGIC_SNAPSHOT,
 };
 use crate::ids::{ChunkId, SnapshotId};
 use crate::tree::Timestamp;
@@ -21,6 +30,9 @@ use serde::{Deserialize, Serialize};
 
 /// Decoder limit on a manifest's sealed payload.
 pub const MAX_MANIFEST_LEN: usize = 64 * 1024 * 1024;
+
+/// The manifest version whose payload ends with the stream tail.
+pub const MANIFEST_VERSION_TAIL: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotTime {
@@ -68,6 +80,12 @@ pub struct StreamRecord {
     pub sha256: [u8; 32],
     pub started: SnapshotTime,
     pub ended: SnapshotTime,
+    /// The stream's size in the parent snapshot, when this one is smaller
+    /// than the share of it the run warns under (a dump that shrank that
+    /// much is often a failed one). Carried in the stream tail of a
+    /// version-2 manifest, not in the postcard struct.
+    #[serde(skip)]
+    pub shrunk_from: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,16 +131,25 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn encode(&self, key: &MasterKey) -> Result<Vec<u8>> {
+        let mut plain = encode_postcard(self);
+        let version = if self.streams.iter().any(|r| r.shrunk_from.is_some()) {
+            let tail: Vec<Option<u64>> = self.streams.iter().map(|r| r.shrunk_from).collect();
+            plain.extend_from_slice(&encode_postcard(&tail));
+            MANIFEST_VERSION_TAIL
+        } else {
+            FORMAT_VERSION
+        };
         let mut out = Vec::new();
-        write_header(&mut out, MAGIC_SNAPSHOT, 0);
-        let sealed = key.seal(KeyPurpose::Meta, &out.clone(), &encode_postcard(self))?;
+        write_header_version(&mut out, MAGIC_SNAPSHOT, version, 0);
+        let sealed = key.seal(KeyPurpose::Meta, &out.clone(), &plain)?;
         out.extend_from_slice(&sealed);
         Ok(out)
     }
 
     pub fn decode(key: &MasterKey, bytes: &[u8], object: &str) -> Result<Snapshot> {
         let mut r = Reader::new(bytes, object);
-        r.header(MAGIC_SNAPSHOT)?;
+        let (version, _flags) =
+            r.header_versions(MAGIC_SNAPSHOT, &[FORMAT_VERSION, MANIFEST_VERSION_TAIL])?;
         let sealed = r.rest();
         if sealed.len() > MAX_MANIFEST_LEN {
             return Err(Error::damaged(object, "manifest exceeds the size limit"));
@@ -130,10 +157,35 @@ impl Snapshot {
         let plain = key
             .open(KeyPurpose::Meta, &bytes[..HEADER_LEN], sealed)
             .ok_or_else(|| Error::damaged(object, "snapshot manifest failed authentication"))?;
-        Self::decode_plain(&plain, object)
+        Self::decode_payload(&plain, version, object)
     }
 
+    /// Decodes a version-1 payload.
     pub fn decode_plain(plain: &[u8], object: &str) -> Result<Snapshot> {
         decode_postcard(plain, object)
+    }
+
+    /// Decodes the payload of a manifest of `version` (1, or 2 with the stream tail).
+    pub fn decode_payload(plain: &[u8], version: u32, object: &str) -> Result<Snapshot> {
+        if version != MANIFEST_VERSION_TAIL {
+            return Self::decode_plain(plain, object);
+        }
+        let (mut snap, tail) = postcard::take_from_bytes::<Snapshot>(plain)
+            .map_err(|e| Error::damaged(object, format!("undecodable payload: {e}")))?;
+        let tail: Vec<Option<u64>> = decode_postcard(tail, object)?;
+        if tail.len() != snap.streams.len() {
+            return Err(Error::damaged(
+                object,
+                format!(
+                    "stream tail: expected {} entries (one per stream), found {}",
+                    snap.streams.len(),
+                    tail.len()
+                ),
+            ));
+        }
+        for (r, shrunk_from) in snap.streams.iter_mut().zip(tail) {
+            r.shrunk_from = shrunk_from;
+        }
+        Ok(snap)
     }
 }

@@ -67,6 +67,12 @@ pub struct SnapshotOptions {
     pub force: bool,
     /// Store no new chunk as a delta against its parent version.
     pub no_delta: bool,
+    /// Accept a stream that produces no bytes; otherwise it fails the run
+    /// (closed standard input, a dump command that wrote nothing).
+    pub allow_empty: bool,
+    /// Warn about a stream smaller than this share of its size in the
+    /// parent snapshot (`0.5`: under half); 0 never warns.
+    pub shrink_warn: f64,
 }
 
 pub struct SnapshotOutcome {
@@ -75,18 +81,22 @@ pub struct SnapshotOutcome {
     pub store: StoreStats,
 }
 
-/// Checks a source or stream name: non-empty, no `/`, `:` or control characters.
+/// Checks a source or stream name: 1 to 200 ASCII letters, digits, `.`,
+/// `-` and `_`, and not `.`, `..`, `latest` or `latest-complete`. Names end
+/// up in snapshot names, selectors (`SOURCE:latest`) and file names, so
+/// nothing that a shell or a selector would read differently is allowed.
 pub fn validate_name(what: &str, name: &str) -> Result<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
     if name.is_empty()
         || name == "."
         || name == ".."
         || name == "latest"
         || name == "latest-complete"
         || name.len() > 200
-        || name.chars().any(|c| c == '/' || c == ':' || c.is_control())
+        || !name.chars().all(allowed)
     {
         return Err(Error::Usage(format!(
-            "invalid {what} name {name:?}: use letters, digits, '.', '-', '_' (no '/', ':', not 'latest' or 'latest-complete')"
+            "invalid {what} name {name:?}: use 1 to 200 ASCII letters, digits, '.', '-', '_' (not '.', '..', 'latest' or 'latest-complete')"
         )));
     }
     Ok(())
@@ -109,6 +119,8 @@ pub fn absolute(p: &Path) -> Result<PathBuf> {
 }
 
 /// The human name for a new snapshot: `SOURCE_YYYY-MM-DD`, then `-2`, `-3`... that day.
+/// Names made unique for listing (`NAME~ID`, see [`crate::repo::unique_names`])
+/// count as the name recorded.
 pub fn human_name(
     existing: &[(SnapshotId, Snapshot)],
     source: &str,
@@ -119,13 +131,11 @@ pub fn human_name(
         .iter()
         .filter(|(_, s)| s.source == source)
         .filter_map(|(_, s)| {
-            if s.name == base {
+            let name = crate::repo::recorded_name(&s.name);
+            if name == base {
                 Some(1)
             } else {
-                s.name
-                    .strip_prefix(&format!("{base}-"))?
-                    .parse::<u32>()
-                    .ok()
+                name.strip_prefix(&format!("{base}-"))?.parse::<u32>().ok()
             }
         })
         .max();
@@ -138,6 +148,34 @@ pub fn human_name(
 /// The repository directory as the walk compares paths with it (it is never backed up).
 fn repo_root_of(repo: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(repo).ok()
+}
+
+/// Refuses a path to back up that is the repository or lies inside it. The
+/// walk leaves the repository out where it meets it below a path
+/// ([`Excludes`]); a path given to back up is where the walk starts, so it is
+/// checked here. The path's directory is compared with its symlinks resolved;
+/// the path itself is backed up as it is (a symlink stays a symlink), so a
+/// symlink to the repository is no copy of it.
+fn refuse_repository(abs: &Path, repo_root: &Path) -> Result<()> {
+    let real = match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| abs.to_path_buf()),
+        _ => abs.to_path_buf(),
+    };
+    if real.starts_with(repo_root) {
+        let what = if real == repo_root {
+            "is the repository"
+        } else {
+            "is inside the repository"
+        };
+        return Err(Error::Usage(format!(
+            "{}: cannot back up: it {what} {}; a repository is never backed up into itself",
+            abs.display(),
+            repo_root.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The given paths as a tree of the directories that lead to them.
@@ -179,7 +217,13 @@ pub fn prescan(opts: &SnapshotOptions, repo: &Path) -> Option<Prescan> {
         return None;
     }
     let root = path_tree(&opts.paths).ok()?;
-    let excludes = Excludes::new(&opts.excludes, repo_root_of(repo)).ok()?;
+    let repo_root = repo_root_of(repo);
+    if let Some(r) = &repo_root {
+        for p in &opts.paths {
+            refuse_repository(&absolute(p).ok()?, r).ok()?;
+        }
+    }
+    let excludes = Excludes::new(&opts.excludes, repo_root).ok()?;
     Some(Prescan::start(
         listed_roots(&root),
         excludes,
@@ -324,10 +368,14 @@ fn run_inner(
     // Resolve paths and build the virtual directory structure above them.
     let mut root = BTreeMap::new();
     let mut abs_paths = Vec::new();
+    let repo_root = repo_root_of(repo.root());
     for p in &opts.paths {
         let abs = absolute(p)?;
         std::fs::symlink_metadata(&abs)
             .map_err(|e| Error::Usage(format!("{}: cannot back up: {e}", abs.display())))?;
+        if let Some(repo_root) = &repo_root {
+            refuse_repository(&abs, repo_root)?;
+        }
         abs_paths.push(abs.as_os_str().as_bytes().to_vec());
         insert_path(&mut root, &abs);
     }
@@ -348,7 +396,7 @@ fn run_inner(
         .max_by_key(|(_, s)| s.time.at)
         .cloned();
     let index = repo.index_adopting_orphans()?;
-    let excludes = Excludes::new(&opts.excludes, repo_root_of(repo.root()))?;
+    let excludes = Excludes::new(&opts.excludes, repo_root)?;
     let roots = listed_roots(&root);
     let prescan = prescan.filter(|p| p.matches(&roots, opts.one_file_system, &excludes));
     let parent_root = match &parent {
@@ -457,7 +505,25 @@ fn archive(
                 NodeKind::File { content, .. } => Some(content.clone()),
                 _ => None,
             });
-        let (node, rec) = a.stream(s, prev.as_ref())?;
+        let (node, mut rec) = a.stream(s, prev.as_ref())?;
+        if rec.bytes == 0 && !opts.allow_empty {
+            let what = match s.input {
+                StreamInput::Stdin => "standard input was empty or closed",
+                StreamInput::Command(_) => "the command wrote nothing",
+            };
+            return Err(Error::StreamFailed {
+                name: s.name.clone(),
+                reason: format!("{what} (give --allow-empty if an empty stream is expected)"),
+            });
+        }
+        let before = parent
+            .and_then(|(_, p)| p.streams.iter().find(|r| r.name == s.name))
+            .map(|r| r.bytes);
+        if let Some(before) = before {
+            if (rec.bytes as f64) < opts.shrink_warn * before as f64 {
+                rec.shrunk_from = Some(before);
+            }
+        }
         stream_nodes.push(node);
         records.push(rec);
     }
@@ -956,6 +1022,7 @@ impl Archiver<'_, '_> {
             sha256: sha.finalize().into(),
             started,
             ended,
+            shrunk_from: None,
         };
         Ok((node, record))
     }

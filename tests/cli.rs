@@ -12,7 +12,7 @@ mod common;
 use common::{exit, *};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -732,15 +732,25 @@ fn snapshot_killed_midway_leaves_a_usable_repository() {
     );
     child_stderr(&mut child);
     let packs_left = sb.repo_files("packs").len();
-    assert!(sb.snapshots().is_empty(), "a killed run left a snapshot");
+    // The killed process's lock is stale: the next command removes it, and says so.
+    let out = sb.ok(&["snapshots", "--json"]);
+    assert_eq!(
+        parse_json(&out),
+        serde_json::json!([]),
+        "a killed run left a snapshot"
+    );
+    assert!(
+        stderr(&out).contains("removed the stale lock"),
+        "{}",
+        show(&out)
+    );
 
     let out = sb.ok(&["check"]);
     let out_text = format!("{}{}", stdout(&out), stderr(&out));
     assert!(!out_text.contains("damaged"), "{}", show(&out));
-    // The killed process's lock is stale and `unlock` removes it.
-    let out = sb.ok(&["unlock"]);
-    assert!(stdout(&out).contains("1 lock(s) removed"), "{}", show(&out));
     assert_eq!(std::fs::read_dir(sb.repo.join("locks")).unwrap().count(), 0);
+    let out = sb.ok(&["unlock"]);
+    assert!(stdout(&out).contains("0 lock(s) removed"), "{}", show(&out));
 
     let rerun = sb.json(&args);
     assert_eq!(rerun["complete"], Value::Bool(true));
@@ -1586,4 +1596,352 @@ fn issue20_10_names_that_are_not_utf8_work_everywhere() {
     let back = restored_path(&target, &src);
     assert_eq!(std::fs::read(back.join(latin1)).unwrap(), b"latin-1 name\n");
     assert!(!back.join(newline).exists() && !back.join("plain.txt").exists());
+}
+
+#[test]
+fn issue20_3_the_repository_given_as_a_path_is_refused() {
+    let sb = Sandbox::init();
+    let repo = path_str(&sb.repo);
+    for path in [
+        repo.clone(),
+        format!("{repo}/keys"),
+        format!("{repo}/./config"),
+    ] {
+        let out = sb.code(&["snapshot", "--source", "self", &path], exit::USAGE);
+        let err = stderr(&out);
+        assert!(
+            err.contains("cannot back up") && err.contains("repository"),
+            "snapshot of {path}: {err}"
+        );
+    }
+    // Reached through a symlinked directory, it is the same repository.
+    std::os::unix::fs::symlink(&sb.repo, sb.path("via")).unwrap();
+    sb.code(
+        &["snapshot", "--source", "self", &sb.arg("via/keys")],
+        exit::USAGE,
+    );
+    assert!(sb.snapshots().is_empty(), "a refused snapshot was written");
+    // Around it, the repository is left out, as before; a symlink to it stays a symlink.
+    sb.write("data.txt", b"data\n");
+    sb.ok(&["snapshot", "--source", "around", &path_str(&sb.root)]);
+    let out = sb.ok(&["ls", "latest", "--json"]);
+    let paths = ls_paths(&out);
+    assert!(paths.contains(&sb.arg("data.txt")));
+    assert!(paths.contains(&sb.arg("via")));
+    assert!(
+        !paths.iter().any(|p| p.starts_with(&repo)),
+        "the repository was backed up: {paths:?}"
+    );
+    sb.ok(&["snapshot", "--source", "link", &sb.arg("via")]);
+}
+
+#[test]
+fn issue20_9_source_names_are_letters_digits_dot_dash_underscore() {
+    let sb = Sandbox::init();
+    for bad in [
+        "a b",
+        " ",
+        "",
+        "tab\tname",
+        "é",
+        "a/b",
+        "a:b",
+        "latest",
+        "..",
+        "a~b",
+        "*",
+    ] {
+        let out = sb.code(
+            &["snapshot", "--source", bad, "--stream", "a=echo a"],
+            exit::USAGE,
+        );
+        assert!(
+            stderr(&out).contains("invalid source name"),
+            "source {bad:?}: {}",
+            stderr(&out)
+        );
+        let out = sb.code(
+            &[
+                "snapshot",
+                "--source",
+                "ok",
+                "--stream",
+                &format!("{bad}=echo a"),
+            ],
+            exit::USAGE,
+        );
+        assert!(
+            stderr(&out).contains("invalid stream name"),
+            "stream {bad:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(sb.snapshots().is_empty());
+    sb.ok(&[
+        "snapshot",
+        "--source",
+        "Web-1.prod_x",
+        "--stream",
+        "db.sql=echo a",
+    ]);
+    assert_eq!(sb.snapshots().len(), 1);
+}
+
+/// Runs `args` with standard output into a pipe whose reader takes one line
+/// and closes it; returns the exit status and standard error.
+fn read_one_line_and_close(sb: &Sandbox, args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::BufRead;
+    let mut child = sb.call(args).spawn_piped();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(!line.is_empty(), "`{}` printed nothing", args.join(" "));
+    drop(reader);
+    let status = wait_at_most(&mut child, Duration::from_secs(60));
+    (status, child_stderr(&mut child))
+}
+
+#[test]
+fn issue20_4_closed_pipe_ends_quietly() {
+    let sb = Sandbox::init();
+    // Far more output than a pipe holds, so the writer meets the closed pipe.
+    let names: Vec<String> = (0..2000)
+        .map(|i| {
+            sb.write(
+                format!("src/a-rather-long-file-name-to-fill-the-pipe-{i:05}.txt"),
+                b"x",
+            )
+            .to_str()
+            .unwrap()
+            .to_string()
+        })
+        .collect();
+    let mut args = vec!["snapshot", "--source", "many"];
+    args.extend(names.iter().map(String::as_str));
+    sb.ok(&args);
+    for args in [
+        &["ls", "latest"][..],
+        &["ls", "-l", "latest"],
+        &["ls", "--json", "latest"],
+        &["snapshots"],
+        &["snapshots", "--json"],
+    ] {
+        let (status, err) = read_one_line_and_close(&sb, args);
+        assert_eq!(
+            status.code(),
+            Some(141),
+            "`{}` exited with {status:?}; stderr:\n{err}",
+            args.join(" ")
+        );
+        assert_eq!(err, "", "`{}` wrote to stderr", args.join(" "));
+    }
+    // Its lock was released: prune's exclusive lock is free.
+    assert!(sb.repo_files("locks").is_empty(), "a lock was left behind");
+}
+
+#[test]
+fn issue20_5_empty_or_closed_stdin_is_no_backup() {
+    let sb = Sandbox::init();
+    let args = ["snapshot", "--source", "db", "--stdin", "db.sql"];
+    // Standard input closed (`<&-`), and empty.
+    let closed = [
+        OsString::from("/bin/sh"),
+        OsString::from("-c"),
+        OsString::from("exec \"$0\" \"$@\" <&-"),
+    ];
+    let out = sb.call(&args).wrapped(&closed).code(exit::STREAM_FAILED);
+    assert!(stderr(&out).contains("db.sql"), "{}", show(&out));
+    let out = sb.call(&args).stdin(b"").code(exit::STREAM_FAILED);
+    assert!(stderr(&out).contains("--allow-empty"), "{}", show(&out));
+    let out = sb.code(
+        &["snapshot", "--source", "db", "--stream", "db.sql=true"],
+        exit::STREAM_FAILED,
+    );
+    assert!(stderr(&out).contains("wrote nothing"), "{}", show(&out));
+    assert!(
+        sb.snapshots().is_empty(),
+        "a failed stream wrote a snapshot"
+    );
+    let empty = sb.json(&[&args[..], &["--allow-empty", "--json"]].concat());
+    assert_eq!(num(&empty, "/streams/0/bytes"), 0);
+    assert_eq!(empty["complete"], Value::Bool(true));
+}
+
+#[test]
+fn issue20_5_a_stream_much_smaller_than_its_parent_is_warned_about() {
+    let sb = Sandbox::init();
+    let snap = |bytes: &[u8], extra: &[&str]| {
+        let args = [
+            &["snapshot", "--source", "db", "--stdin", "db.sql", "--json"][..],
+            extra,
+        ]
+        .concat();
+        let out = sb.call(&args).stdin(bytes).ok();
+        (parse_json(&out), stderr(&out))
+    };
+    let (first, err) = snap(&random_bytes(5, 100_000), &[]);
+    assert_eq!(first["streams"][0]["shrunk_from"], Value::Null);
+    assert!(!err.contains("warning"), "{err}");
+    // 60% of the parent: not under half.
+    let (second, err) = snap(&random_bytes(6, 60_000), &[]);
+    assert_eq!(second["streams"][0]["shrunk_from"], Value::Null);
+    assert!(!err.contains("warning"), "{err}");
+    // 20% of the parent: warned about on stderr, in the JSON and in the manifest.
+    let (third, err) = snap(&random_bytes(7, 12_000), &[]);
+    assert_eq!(num(&third, "/streams/0/shrunk_from"), 60_000);
+    assert!(
+        err.contains("warning: stream \"db.sql\"") && err.contains("20%"),
+        "{err}"
+    );
+    let listed = sb.snapshots();
+    assert_eq!(num(&listed[2], "/streams/0/shrunk_from"), 60_000);
+    assert_eq!(listed[1]["streams"][0]["shrunk_from"], Value::Null);
+    // The text output warns too; the threshold is a flag.
+    let out = sb
+        .call(&["snapshot", "--source", "db", "--stdin", "db.sql"])
+        .stdin(&random_bytes(8, 3_000))
+        .ok();
+    assert!(stderr(&out).contains("sopvault: warning: stream \"db.sql\""));
+    let (quiet, err) = snap(&random_bytes(9, 2_000), &["--shrink-warn", "0.1"]);
+    assert_eq!(quiet["streams"][0]["shrunk_from"], Value::Null, "{err}");
+    sb.code(
+        &[
+            "snapshot",
+            "--source",
+            "db",
+            "--stream",
+            "a=echo a",
+            "--shrink-warn",
+            "2",
+        ],
+        exit::USAGE,
+    );
+    // Every manifest, with its stream tail or without, still reads and checks.
+    sb.ok(&["check"]);
+    assert_eq!(
+        sb.ok(&["cat", text(&listed[2], "/id"), "db.sql"])
+            .stdout
+            .len(),
+        12_000
+    );
+}
+
+#[test]
+fn issue20_6_snapshots_of_one_source_and_day_have_unique_names() {
+    let sb = Sandbox::init();
+    // Both runs list the snapshots, then wait in their stream until both are there.
+    let run = |tag: &str| {
+        let cmd =
+            format!("dump=touch ready-{tag}; while [ ! -e go ]; do sleep 0.05; done; printf {tag}");
+        sb.call(&[
+            "snapshot",
+            "--source",
+            "db",
+            "--time",
+            "2026-12-01T02:00:00Z",
+            "--stream",
+            &cmd,
+        ])
+        .spawn()
+    };
+    let mut a = run("a");
+    let mut b = run("b");
+    let start = Instant::now();
+    while !(sb.path("ready-a").exists() && sb.path("ready-b").exists()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the runs did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sb.write("go", b"");
+    for c in [&mut a, &mut b] {
+        let status = wait_at_most(c, Duration::from_secs(60));
+        let err = child_stderr(c);
+        assert_eq!(status.code(), Some(0), "{err}");
+    }
+    let snaps = sb.snapshots();
+    let names: BTreeSet<&str> = snaps.iter().map(|s| text(s, "/name")).collect();
+    assert_eq!(names.len(), 2, "names are not unique: {names:?}");
+    for s in &snaps {
+        let name = text(s, "/name");
+        assert!(name.starts_with("db_2026-12-01~"), "{name}");
+        let out = sb.ok(&["cat", name, "dump"]);
+        let id = text(s, "/id");
+        assert!(
+            name.ends_with(&id[..8]),
+            "{name} is not named by its id {id}"
+        );
+        assert_eq!(sb.ok(&["cat", id, "dump"]).stdout, out.stdout);
+    }
+    // The name both chose names neither: the error lists both.
+    let out = sb.code(&["cat", "db_2026-12-01", "dump"], exit::USAGE);
+    for s in &snaps {
+        assert!(stderr(&out).contains(text(s, "/name")), "{}", stderr(&out));
+    }
+    // The text listing shows the unique names; the next snapshot that day goes on counting.
+    let listed = stdout(&sb.ok(&["snapshots"]));
+    for name in &names {
+        assert!(listed.contains(name), "{listed}");
+    }
+    let third = sb.json(&[
+        "snapshot",
+        "--source",
+        "db",
+        "--time",
+        "2026-12-01T03:00:00Z",
+        "--stream",
+        "dump=printf c",
+        "--json",
+    ]);
+    assert_eq!(text(&third, "/name"), "db_2026-12-01-2");
+    assert_eq!(sb.ok(&["cat", "db_2026-12-01-2", "dump"]).stdout, b"c");
+}
+
+#[test]
+fn issue20_8_a_damaged_manifest_named_by_id_or_name_is_damage() {
+    let sb = Sandbox::init();
+    let time = ["--time", "2026-12-01T02:00:00Z"];
+    let web = sb.json(
+        &[
+            &[
+                "snapshot", "--source", "web", "--stream", "a=echo a", "--json",
+            ][..],
+            &time,
+        ]
+        .concat(),
+    );
+    let db = sb.json(
+        &[
+            &[
+                "snapshot", "--source", "db", "--stream", "b=echo b", "--json",
+            ][..],
+            &time,
+        ]
+        .concat(),
+    );
+    let id = text(&db, "/id").to_string();
+    let file = sb.repo.join("snapshots").join(&id);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    chmod(&file, 0o644);
+    std::fs::write(&file, &bytes).unwrap();
+    for spec in [&id[..], &id[..8], "db_2026-12-01"] {
+        let out = sb.code(&["cat", spec, "b"], exit::DAMAGED);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("snapshots/{id}")) && err.contains("damaged"),
+            "cat {spec}: {err}"
+        );
+        assert!(!err.contains("no snapshot matches"), "{err}");
+        assert_eq!(
+            err.lines().filter(|l| l.contains("error")).count(),
+            1,
+            "{err}"
+        );
+        sb.code(&["ls", spec], exit::DAMAGED);
+    }
+    // The readable one is found as before.
+    assert_eq!(sb.ok(&["cat", text(&web, "/name"), "a"]).stdout, b"a\n");
 }

@@ -313,6 +313,7 @@ fn vector_snapshot(key: &MasterKey) -> Snapshot {
             sha256: sha256(PLAINTEXT),
             started: snapshot_time(TIME),
             ended: snapshot_time(TIME + 5),
+            shrunk_from: None,
         }],
         root: key.chunk_id(&vector_tree(key).encode()),
         parent: Some(SnapshotId([0x33; 32])),
@@ -1038,6 +1039,33 @@ fn snapshot_postcard() {
 }
 
 #[test]
+fn snapshot_stream_tail() {
+    let k = key();
+    let mut s = vector_snapshot(&k);
+    // No stream shrank: version 1, the payload as before.
+    let v1 = s.encode(&k).unwrap();
+    assert_eq!(v1[8..12], 1u32.to_le_bytes());
+    assert_eq!(Snapshot::decode(&k, &v1, "snapshots/v1").unwrap(), s);
+    let mut b = s.streams[0].clone();
+    b.name = "b".into();
+    b.shrunk_from = Some(1000);
+    s.streams.push(b);
+    let v2 = s.encode(&k).unwrap();
+    assert_eq!(v2[8..12], 2u32.to_le_bytes());
+    assert_eq!(Snapshot::decode(&k, &v2, "snapshots/v2").unwrap(), s);
+    let mut payload = encode_postcard(&s);
+    payload.extend_from_slice(&[0x02, 0x00, 0x01, 0xe8, 0x07]);
+    assert_eq!(Snapshot::decode_payload(&payload, 2, "tail").unwrap(), s);
+    // A tail with one entry too few, or trailing bytes after it, is damage.
+    let short = [&encode_postcard(&s)[..], &[0x01, 0x00]].concat();
+    assert!(Snapshot::decode_payload(&short, 2, "tail").is_err());
+    let long = [&payload[..], &[0x00]].concat();
+    assert!(Snapshot::decode_payload(&long, 2, "tail").is_err());
+    // A version-1 payload carries no tail.
+    assert!(Snapshot::decode_payload(&payload, 1, "tail").is_err());
+}
+
+#[test]
 fn snapshot_human_name() {
     let t = snapshot_time(TIME);
     golden("snapshot date", t.date(), "2026-11-22");
@@ -1067,6 +1095,31 @@ fn snapshot_human_name() {
     assert_eq!(
         sopvault::snapshot::human_name(&existing, "db", &t),
         "db_2026-11-22"
+    );
+
+    // Two writers at once both recorded web_2026-11-22-3: each is listed
+    // under NAME~ID, with as many hex digits as make the names distinct.
+    s.name = "web_2026-11-22-3".into();
+    let mut a = [0xab; 32];
+    let mut b = [0xab; 32];
+    a[5] = 0x01;
+    b[5] = 0x02;
+    existing.push((SnapshotId(a), s.clone()));
+    existing.push((SnapshotId(b), s.clone()));
+    sopvault::repo::unique_names(&mut existing);
+    let names: Vec<&str> = existing.iter().map(|(_, s)| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "web_2026-11-22",
+            "web_2026-11-22-2",
+            "web_2026-11-22-3~ababababab01",
+            "web_2026-11-22-3~ababababab02"
+        ]
+    );
+    assert_eq!(
+        sopvault::snapshot::human_name(&existing, "web", &t),
+        "web_2026-11-22-4"
     );
 }
 

@@ -51,9 +51,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     });
     let r = r.and_then(|()| behind.take_error());
     match r {
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
-            Ok(super::exit::OK)
-        }
+        Err(Error::Io { path, source }) if path == stdout => Err(super::stdout_error(source)),
         Err(e) => Err(e),
         Ok(()) => Ok(super::exit::OK),
     }

@@ -45,7 +45,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     if args.json {
         let mut v = serde_json::to_value(&report).expect("report serialises");
         v["ok"] = report.ok().into();
-        print_json(&v);
+        print_json(&v)?;
     } else {
         for w in &report.warnings {
             eprintln!("sopvault: warning: {w}");
@@ -57,7 +57,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             }
         }
         if !ctx.quiet {
-            println!(
+            outln!(
                 "checked {} snapshots, {} trees, {} index files, {} packs; {} files ({}) hashed; {} blobs decrypted and verified",
                 report.snapshots,
                 report.trees,
@@ -66,9 +66,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
                 report.files_hashed,
                 human_bytes(report.bytes_hashed),
                 report.blobs_verified
-            );
+            )?;
             if report.ok() {
-                println!("no errors found");
+                outln!("no errors found")?;
             }
         }
     }

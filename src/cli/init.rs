@@ -21,12 +21,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let repo = Repository::init(&path, &pw, &opts, &ctx.open_options())?;
     ctx.print_warnings(&repo);
     if !ctx.quiet {
-        println!(
+        outln!(
             "created sopvault repository {} at {}",
             &hex::encode(repo.config().repo_id)[..8],
             path.display()
-        );
-        println!("keep the password safe: without it the data cannot be read");
+        )?;
+        outln!("keep the password safe: without it the data cannot be read")?;
     }
     Ok(super::exit::OK)
 }

@@ -53,11 +53,11 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<i32, Error> {
             write_secret_file(&path, secret.as_bytes())?;
             let label = label.unwrap_or_else(default_label);
             match repo.add_key(&secret, Kdf::MachineSecret, &label) {
-                Ok(id) => println!(
+                Ok(id) => outln!(
                     "added key {} (machine secret in {}); keep a copy of that file off this machine, or keep a password",
                     id.short(),
                     path.display()
-                ),
+                )?,
                 Err(e) => {
                     let _ = std::fs::remove_file(&path);
                     return Err(e);
@@ -74,7 +74,7 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<i32, Error> {
                 Kdf::Argon2id(KdfParams::default()),
                 &label.unwrap_or_else(default_label),
             )?;
-            println!("added key {}", id.short());
+            outln!("added key {}", id.short())?;
         }
         KeyCommand::List { json } => {
             let keys = repo.keys()?;
@@ -94,25 +94,25 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<i32, Error> {
                         })
                     })
                     .collect();
-                super::print_json(&serde_json::Value::Array(v));
+                super::print_json(&serde_json::Value::Array(v))?;
             } else {
                 for k in keys {
                     let created = chrono::DateTime::from_timestamp(k.created, 0)
                         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                         .unwrap_or_default();
-                    println!(
+                    outln!(
                         "{} {}  {:<14} {:<30} {created}",
                         if k.current { "*" } else { " " },
                         k.id.short(),
                         kind(k.kdf),
                         k.label
-                    );
+                    )?;
                 }
             }
         }
         KeyCommand::Remove { id } => {
             let removed = repo.remove_key(&id, false)?;
-            println!("removed key {}", removed.short());
+            outln!("removed key {}", removed.short())?;
         }
         KeyCommand::Passwd => {
             let old = repo.current_key();
@@ -129,11 +129,11 @@ pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<i32, Error> {
             let label = current.map(|k| k.label).unwrap_or_else(default_label);
             let id = repo.add_key(&pw, Kdf::Argon2id(KdfParams::default()), &label)?;
             repo.remove_key(&old.to_hex(), true)?;
-            println!(
+            outln!(
                 "password changed: key {} replaces {}",
                 id.short(),
                 old.short()
-            );
+            )?;
         }
     }
     Ok(super::exit::OK)

@@ -1,6 +1,6 @@
 //! `sopvault ls`: list the files of a snapshot, recursively.
 
-use super::{print_json, Ctx};
+use super::Ctx;
 use serde_json::json;
 use sopvault::repo::ListAhead;
 use sopvault::restore::{join_display, resolve_path, walk};
@@ -66,7 +66,7 @@ fn name_fields(v: &mut serde_json::Value, field: &str, bytes: &[u8]) {
     }
 }
 
-fn print(path_bytes: &[u8], n: &Node, json: bool, long: bool) {
+fn print(path_bytes: &[u8], n: &Node, json: bool, long: bool) -> Result<(), Error> {
     let path = sopvault::escape::escape(path_bytes);
     if json {
         let t = sopvault::manifest::SnapshotTime {
@@ -85,7 +85,7 @@ fn print(path_bytes: &[u8], n: &Node, json: bool, long: bool) {
         if let NodeKind::Symlink { target } = &n.kind {
             name_fields(&mut v, "target", target);
         }
-        println!("{v}");
+        outln!("{v}")?;
     } else if long {
         let t = sopvault::manifest::SnapshotTime {
             at: n.mtime,
@@ -107,7 +107,7 @@ fn print(path_bytes: &[u8], n: &Node, json: bool, long: bool) {
             }
             _ => String::new(),
         };
-        println!(
+        outln!(
             "{} {:>8} {:>8} {:>12} {} {}{}",
             mode_string(n),
             owner,
@@ -116,10 +116,11 @@ fn print(path_bytes: &[u8], n: &Node, json: bool, long: bool) {
             t.to_datetime().format("%Y-%m-%d %H:%M:%S"),
             path,
             target
-        );
+        )?;
     } else {
-        println!("{path}");
+        outln!("{path}")?;
     }
+    Ok(())
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
@@ -128,10 +129,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let index = repo.index()?;
     ctx.print_warnings(&repo);
     let start = args.path.as_ref().map_or(&b"/"[..], |p| p.as_bytes());
-    let mut f = |p: &[u8], n: &Node| {
-        print(p, n, args.json, args.long);
-        Ok(())
-    };
+    let mut f = |p: &[u8], n: &Node| print(p, n, args.json, args.long);
     match resolve_path(&repo, &index, &snap.root, start)? {
         (_, None) => {
             let tree = repo.load_tree(&index, &snap.root, "/")?;
@@ -146,9 +144,6 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
                 walk(&repo, &index, &t, &shown, &mut f)?;
             }
         }
-    }
-    if args.json {
-        let _ = print_json;
     }
     Ok(super::exit::OK)
 }

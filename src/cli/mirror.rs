@@ -145,13 +145,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     }
     let first = mirror::plan(&repo, dest.as_ref(), &opts)?;
     if args.dry_run {
-        print_plan(ctx, &args, &first, true);
+        print_plan(ctx, &args, &first, true)?;
         return Ok(exit::OK);
     }
     if first.state == DestinationState::Empty {
         mirror::init_destination(&repo, dest.as_ref())?;
         if !ctx.quiet && !args.json {
-            println!("started a new mirror at {}", dest.location());
+            outln!("started a new mirror at {}", dest.location())?;
         }
     }
     if let Some(root) = dest.local_root() {
@@ -173,7 +173,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     dest.clean_tmp()?;
     let plan = mirror::plan(&repo, dest.as_ref(), &opts)?;
     if !args.json {
-        print_plan(ctx, &args, &plan, false);
+        print_plan(ctx, &args, &plan, false)?;
     }
     let bar = super::progress::Bar::new(!ctx.quiet && !args.json);
     let outcome = mirror::execute(&repo, dest.as_ref(), &plan, &opts, &bar);
@@ -204,19 +204,19 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             "deleted_bytes": outcome.deleted_bytes,
             "waiting_files": plan.kept.len(),
             "damaged_at_source": outcome.damaged_at_source,
-        }));
+        }))?;
     } else if !ctx.quiet {
         if outcome.copied_files == 0 && outcome.deleted_files == 0 {
-            println!("mirror {} is up to date: nothing copied", plan.destination);
+            outln!("mirror {} is up to date: nothing copied", plan.destination)?;
         } else {
-            println!(
+            outln!(
                 "mirror {}: copied {} files ({}), deleted {} files ({})",
                 plan.destination,
                 outcome.copied_files,
                 human_bytes(outcome.copied_bytes),
                 outcome.deleted_files,
                 human_bytes(outcome.deleted_bytes)
-            );
+            )?;
         }
     }
     if !outcome.damaged_at_source.is_empty() {
@@ -243,7 +243,7 @@ fn report_mount(ctx: &Ctx, root: &Path) -> Result<(), Error> {
     let info = mirror::mount_info(&probe)?;
     if info.is_mount_root && probe == root {
         if !ctx.quiet {
-            println!("{} is the root of a mounted file system", root.display());
+            outln!("{} is the root of a mounted file system", root.display())?;
         }
     } else {
         eprintln!(
@@ -273,14 +273,14 @@ fn kind_counts(plan: &MirrorPlan) -> String {
     parts.join(", ")
 }
 
-fn print_plan(ctx: &Ctx, args: &Args, plan: &MirrorPlan, dry_run: bool) {
+fn print_plan(ctx: &Ctx, args: &Args, plan: &MirrorPlan, dry_run: bool) -> Result<(), Error> {
     if args.json {
         let files = |v: &[mirror::FileRef]| -> Vec<serde_json::Value> {
             v.iter()
                 .map(|f| json!({"path": f.rel_path(), "size": f.size}))
                 .collect()
         };
-        print_json(&json!({
+        return print_json(&json!({
             "dry_run": dry_run,
             "source": plan.source,
             "destination": plan.destination,
@@ -292,65 +292,65 @@ fn print_plan(ctx: &Ctx, args: &Args, plan: &MirrorPlan, dry_run: bool) {
             "kept": plan.kept.iter().map(|k| json!({"path": k.file.rel_path(), "reason": k.reason})).collect::<Vec<_>>(),
             "extra": plan.extra,
         }));
-        return;
     }
     if ctx.quiet {
-        return;
+        return Ok(());
     }
     let would = if dry_run { "would " } else { "" };
     if plan.state == DestinationState::Empty {
-        println!("{would}start a new mirror at {}", plan.destination);
+        outln!("{would}start a new mirror at {}", plan.destination)?;
     }
     if plan.copy.is_empty() {
         if dry_run {
-            println!("nothing to copy: {} is up to date", plan.destination);
+            outln!("nothing to copy: {} is up to date", plan.destination)?;
         }
     } else {
-        println!(
+        outln!(
             "{would}copy {} files ({}): {}",
             plan.copy.len(),
             human_bytes(plan.copy_bytes()),
             kind_counts(plan)
-        );
+        )?;
         if dry_run {
             for f in &plan.copy {
-                println!("  copy {}", f.rel_path());
+                outln!("  copy {}", f.rel_path())?;
             }
         }
     }
     if !plan.delete.is_empty() {
-        println!(
+        outln!(
             "{would}delete {} files ({}) that prune records condemn",
             plan.delete.len(),
             human_bytes(plan.delete_bytes())
-        );
+        )?;
         if dry_run {
             for f in &plan.delete {
-                println!("  delete {}", f.rel_path());
+                outln!("  delete {}", f.rel_path())?;
             }
         }
     }
     if plan.extra > 0 {
-        println!(
+        outln!(
             "{} files in the mirror are gone from the source without a prune record; they stay",
             plan.extra
-        );
+        )?;
     }
     if !plan.kept.is_empty() {
         let first = plan
             .next_deletion
             .map(|t| format!("; the first may go from {}", mirror::format_time(t)))
             .unwrap_or_default();
-        println!(
+        outln!(
             "{} files condemned by prune stay for now{first}",
             plan.kept.len()
-        );
+        )?;
         if dry_run {
             for k in &plan.kept {
-                println!("  keep {}: {}", k.file.rel_path(), k.reason);
+                outln!("  keep {}: {}", k.file.rel_path(), k.reason)?;
             }
         }
     }
+    Ok(())
 }
 
 fn verify(ctx: &Ctx, args: &Args, dest_arg: &Path) -> Result<i32, Error> {
@@ -392,20 +392,20 @@ fn verify(ctx: &Ctx, args: &Args, dest_arg: &Path) -> Result<i32, Error> {
         let mut v = serde_json::to_value(&report).expect("report serialises");
         v["ok"] = report.ok().into();
         v["destination"] = dest.location().into();
-        print_json(&v);
+        print_json(&v)?;
     } else {
         for d in &report.damaged {
             eprintln!("sopvault: damaged: {d}");
         }
         if !ctx.quiet {
             for m in &report.missing {
-                println!("missing: {m}");
+                outln!("missing: {m}")?;
             }
             for e in &report.extra {
-                println!("extra: {e}");
+                outln!("extra: {e}")?;
             }
             for s in &report.stray {
-                println!("stray (not a repository file): {s}");
+                outln!("stray (not a repository file): {s}")?;
             }
             let stored = if report.files_by_stored_checksum > 0 {
                 format!(
@@ -415,7 +415,7 @@ fn verify(ctx: &Ctx, args: &Args, dest_arg: &Path) -> Result<i32, Error> {
             } else {
                 String::new()
             };
-            println!(
+            outln!(
                 "verified {}: {} files ({}); {} files ({}) hashed{stored}{}; {} missing, {} extra, {} damaged",
                 dest.location(),
                 report.files,
@@ -430,17 +430,17 @@ fn verify(ctx: &Ctx, args: &Args, dest_arg: &Path) -> Result<i32, Error> {
                 report.missing.len(),
                 report.extra.len(),
                 report.damaged.len()
-            );
+            )?;
             if !report.missing.is_empty() {
-                println!(
+                outln!(
                     "the mirror is behind: run `sopvault mirror {}` to copy the missing files",
                     dest_arg.display()
-                );
+                )?;
             }
             if !report.extra.is_empty() {
-                println!(
+                outln!(
                     "extra files are normal for files pruned at the source within the grace period"
-                );
+                )?;
             }
         }
     }
@@ -527,15 +527,15 @@ fn status(ctx: &Ctx, args: &Args) -> Result<i32, Error> {
                 v
             })
             .collect();
-        print_json(&serde_json::Value::Array(v));
+        print_json(&serde_json::Value::Array(v))?;
         return Ok(status_code(&rows));
     }
     if rows.is_empty() {
-        println!(
+        outln!(
             "repository {} has no mirrors yet (they are remembered in {})",
             &repo_id[..8],
             state::path(&dir, &repo_id).display()
-        );
+        )?;
         return Ok(exit::OK);
     }
     let code = status_code(&rows);
@@ -546,16 +546,16 @@ fn status(ctx: &Ctx, args: &Args) -> Result<i32, Error> {
         let when = format!("last sync {} ({age} ago)", mirror::format_time(d.last_sync));
         match b {
             Ok(b) if b.files == 0 => {
-                println!("{}: {when}; up to date{}", d.location, extra_note(&b))
+                outln!("{}: {when}; up to date{}", d.location, extra_note(&b))?
             }
-            Ok(b) => println!(
+            Ok(b) => outln!(
                 "{}: {when}; behind by {} files ({}){}",
                 d.location,
                 b.files,
                 human_bytes(b.bytes),
                 extra_note(&b)
-            ),
-            Err(e) => println!("{}: {when}; not reachable now: {e}", d.location),
+            )?,
+            Err(e) => outln!("{}: {when}; not reachable now: {e}", d.location)?,
         }
     }
     Ok(code)

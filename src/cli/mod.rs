@@ -4,6 +4,14 @@
 //! global options, the password sources, progress display, and the single
 //! place where errors become one line on stderr and a documented exit code.
 
+/// `println!` for a command's output, through [`write_line`]: evaluates to a
+/// `Result` whose error ends the command (`outln!(...)?`).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::sopvault_cli::write_line(format_args!($($arg)*))
+    };
+}
+
 mod cat;
 mod check;
 mod init;
@@ -38,6 +46,9 @@ pub mod exit {
     pub const LOCKED: i32 = 11;
     pub const WRONG_PASSWORD: i32 = 12;
     pub const INTERRUPTED: i32 = 130;
+    /// Standard output was closed by its reader (`| head`): the command
+    /// stopped quietly, as if killed by SIGPIPE (128 + 13).
+    pub const OUTPUT_CLOSED: i32 = 141;
 }
 
 #[derive(Parser)]
@@ -330,6 +341,7 @@ fn exit_code(e: &Error) -> i32 {
         ErrorKind::Damaged => exit::DAMAGED,
         ErrorKind::NoSpace => exit::NO_SPACE,
         ErrorKind::Interrupted => exit::INTERRUPTED,
+        ErrorKind::OutputClosed => exit::OUTPUT_CLOSED,
         ErrorKind::Usage => exit::USAGE,
         ErrorKind::Other => exit::ERROR,
     }
@@ -393,6 +405,8 @@ pub fn run() -> i32 {
     };
     match result {
         Ok(code) => code,
+        // Whoever closed the pipe wanted no more; like `ls | head`, no message.
+        Err(e) if e.kind() == ErrorKind::OutputClosed => exit::OUTPUT_CLOSED,
         Err(e) => {
             eprintln!("sopvault: error: {e}");
             exit_code(&e)
@@ -416,11 +430,32 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-pub fn print_json(v: &serde_json::Value) {
-    println!(
+pub fn print_json(v: &serde_json::Value) -> Result<(), Error> {
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).expect("JSON values serialise")
-    );
+    )
+}
+
+/// Writes one line of a command's output to standard output. A closed
+/// standard output (its reader is gone, as in `sopvault ls latest | head -1`)
+/// becomes [`Error::OutputClosed`], so the command ends through its normal
+/// error path: locks and temporary files are released by their owners, and
+/// `run` exits with [`exit::OUTPUT_CLOSED`] without a message. (SIGPIPE stays
+/// ignored, as Rust sets it: its default action would kill the process in
+/// the middle of a write, leaving its lock behind.)
+pub fn write_line(line: std::fmt::Arguments<'_>) -> Result<(), Error> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{line}").map_err(stdout_error)
+}
+
+/// The error for a failed write to standard output.
+pub fn stdout_error(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Error::OutputClosed
+    } else {
+        Error::io("standard output", e)
+    }
 }
 
 /// `--time`: an RFC 3339 time with its UTC offset, e.g. 2026-11-01T02:00:00+07:00.

@@ -169,19 +169,19 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
                     (0, 0),
                     |(k, r), x| if x.keep { (k + 1, r) } else { (k, r + 1) },
                 );
-                println!("group {}: keep {k}, remove {r}", d.group);
+                outln!("group {}: keep {k}, remove {r}", d.group)?;
                 group = Some(d.group.clone());
             }
-            println!(
+            outln!(
                 "  {:<6} {}  {:<28} {}  {}",
                 if d.keep { "keep" } else { "remove" },
                 d.id.short(),
                 d.snapshot.name,
                 d.snapshot.time.rfc3339(),
                 d.reasons.join(", ")
-            );
+            )?;
         }
-        println!(
+        outln!(
             "packs: {} in all ({}): delete {}, repack {} (copying {} live), keep {}; frees {}; unused space {} -> {}",
             p.delete.len() as u64 + p.repack.len() as u64 + p.keep,
             human_bytes(p.total_bytes),
@@ -192,13 +192,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             human_bytes(p.freed_bytes()),
             human_bytes(p.unused_bytes),
             human_bytes(p.unused_after)
-        );
+        )?;
     }
     if args.dry_run {
         if args.json {
-            print_json(&json!({"dry_run": true, "snapshots": snapshots_json, "packs": packs_json}));
+            print_json(
+                &json!({"dry_run": true, "snapshots": snapshots_json, "packs": packs_json}),
+            )?;
         } else {
-            println!("dry run: nothing was changed");
+            outln!("dry run: nothing was changed")?;
         }
         return Ok(super::exit::OK);
     }
@@ -210,14 +212,14 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             "dry_run": false, "snapshots": snapshots_json, "packs": packs_json,
             "forgotten": record.forgotten.len(), "deleted_packs": record.deleted_packs.len(),
             "superseded_index_files": record.superseded_index.len(),
-        }));
+        }))?;
     } else if !ctx.quiet {
-        println!(
+        outln!(
             "removed {} snapshot(s), deleted {} pack(s), freed {}",
             record.forgotten.len(),
             record.deleted_packs.len(),
             human_bytes(p.freed_bytes())
-        );
+        )?;
     }
     Ok(super::exit::OK)
 }

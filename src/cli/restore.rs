@@ -50,9 +50,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             "snapshot": id.to_hex(), "name": snap.name, "target": args.target.display().to_string(),
             "files": report.files, "dirs": report.dirs, "bytes": report.bytes,
             "errors": report.errors, "warnings": report.warnings,
-        }));
+        }))?;
     } else if !ctx.quiet {
-        println!(
+        outln!(
             "restored {} ({}) into {}: {} files, {} dirs, {}",
             snap.name,
             id.short(),
@@ -60,7 +60,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             report.files,
             report.dirs,
             human_bytes(report.bytes)
-        );
+        )?;
     }
     if !report.errors.is_empty() {
         eprintln!(

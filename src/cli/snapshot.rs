@@ -38,6 +38,12 @@ pub struct Args {
     /// Store no changed chunk as a delta against its version in the parent snapshot
     #[arg(long)]
     no_delta: bool,
+    /// Accept a stream (--stdin, --stream) that produces no bytes instead of failing
+    #[arg(long)]
+    allow_empty: bool,
+    /// Warn about a stream smaller than RATIO times its size in the parent snapshot (0: never)
+    #[arg(long, value_name = "RATIO", default_value_t = 0.5)]
+    shrink_warn: f64,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -98,7 +104,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         time,
         force: args.force,
         no_delta: args.no_delta,
+        allow_empty: args.allow_empty,
+        shrink_warn: args.shrink_warn,
     };
+    if !(0.0..=1.0).contains(&args.shrink_warn) {
+        return Err(Error::Usage(format!(
+            "--shrink-warn {}: give a share of the parent's size from 0 to 1 (0.5: under half)",
+            args.shrink_warn
+        )));
+    }
     sopvault::snapshot::validate_name("source", &opts.source)?;
     // Directories are read while the passphrase's key is being derived.
     let prescan = sopvault::snapshot::prescan(&opts, &ctx.repo_path()?);
@@ -110,15 +124,27 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     ctx.print_warnings(&repo);
     let out = out?;
     let s = &out.snapshot;
+    for r in &s.streams {
+        if let Some(before) = r.shrunk_from {
+            eprintln!(
+                "sopvault: warning: stream {:?} is {}, {:.0}% of its {} in the parent snapshot {}; a dump that shrank this much may be a failed one",
+                r.name,
+                human_bytes(r.bytes),
+                r.bytes as f64 * 100.0 / before as f64,
+                human_bytes(before),
+                s.parent.map(|p| p.short()).unwrap_or_default()
+            );
+        }
+    }
     if args.json {
         let mut v = super::snapshots::snapshot_json(&out.id, s);
         v["packs_written"] = out.store.packs.into();
         v["chunks_delta"] = out.store.blobs_delta.into();
-        print_json(&v);
+        print_json(&v)?;
     } else if !ctx.quiet {
-        println!("snapshot {} saved as {}", out.id.short(), s.name);
+        outln!("snapshot {} saved as {}", out.id.short(), s.name)?;
         let sum = &s.summary;
-        println!(
+        outln!(
             "  {} files ({} unchanged), {} dirs, {} streams; {} in total, {} read",
             // The summary counts streams as files too; show them apart.
             sum.files.saturating_sub(s.streams.len() as u64),
@@ -127,15 +153,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             s.streams.len(),
             human_bytes(sum.bytes_total),
             human_bytes(sum.bytes_read)
-        );
-        println!(
+        )?;
+        outln!(
             "  {} new in {} chunks ({} as deltas), {} stored after compression; {:.1} s",
             human_bytes(sum.bytes_new),
             sum.chunks_new,
             out.store.blobs_delta,
             human_bytes(sum.bytes_stored),
             sum.duration_ms as f64 / 1000.0
-        );
+        )?;
     }
     if !s.complete {
         eprintln!(

@@ -44,6 +44,7 @@ pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
             "sha256": hex::encode(r.sha256),
             "started": time_json(&r.started),
             "ended": time_json(&r.ended),
+            "shrunk_from": r.shrunk_from,
         })).collect::<Vec<_>>(),
         "parent": s.parent.map(|p| p.to_hex()),
         "complete": s.complete,
@@ -93,13 +94,17 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     if args.json {
         print_json(&serde_json::Value::Array(
             snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect(),
-        ));
+        ))?;
         return Ok(super::exit::OK);
     }
-    println!(
+    outln!(
         "{:<8}  {:<28}  {:<25}  {:>10}  {:>10}  contents",
-        "id", "name", "time", "size", "stored"
-    );
+        "id",
+        "name",
+        "time",
+        "size",
+        "stored"
+    )?;
     for (id, s) in &snaps {
         let mut what: Vec<String> = s
             .streams
@@ -112,7 +117,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
         );
         let flag = if s.complete { "" } else { "  [incomplete]" };
-        println!(
+        outln!(
             "{:<8}  {:<28}  {:<25}  {:>10}  {:>10}  {}{}{}",
             id.short(),
             s.name,
@@ -126,10 +131,10 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
                 format!("  tags: {}", s.tags.join(","))
             },
             flag
-        );
+        )?;
     }
     if !ctx.quiet {
-        println!("{} snapshot(s)", snaps.len());
+        outln!("{} snapshot(s)", snaps.len())?;
     }
     Ok(super::exit::OK)
 }

@@ -20,17 +20,19 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             backend.remove_lock(&name)?;
             removed += 1;
             if !ctx.quiet {
-                println!("removed lock {name}");
+                outln!("removed lock {name}")?;
             }
         } else if let Some(i) = info {
-            println!(
+            outln!(
                 "kept lock {name}: {} (pid {} on {}) is still running or on another host",
-                i.command, i.pid, i.host
-            );
+                i.command,
+                i.pid,
+                i.host
+            )?;
         }
     }
     if !ctx.quiet {
-        println!("{removed} lock(s) removed");
+        outln!("{removed} lock(s) removed")?;
     }
     Ok(super::exit::OK)
 }

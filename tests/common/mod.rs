@@ -258,6 +258,17 @@ impl Call<'_> {
             .expect("start sopvault")
     }
 
+    /// Starts the process in the background with standard output and error
+    /// piped to the caller (standard input empty).
+    pub fn spawn_piped(&self) -> Child {
+        self.command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sopvault")
+    }
+
     pub fn run(self) -> Output {
         let mut c = self.command();
         c.stdin(if self.stdin.is_some() {
