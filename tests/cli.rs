@@ -1541,10 +1541,15 @@ fn issue20_4_closed_pipe_ends_quietly() {
     let mut args = vec!["snapshot", "--source", "many"];
     args.extend(names.iter().map(String::as_str));
     sb.ok(&args);
+    let lines = "a line of a dump, one of many\n".repeat(40_000);
+    sb.call(&["snapshot", "--source", "dump", "--stdin", "dump.sql"])
+        .stdin(lines.as_bytes())
+        .ok();
     for args in [
-        &["ls", "latest"][..],
-        &["ls", "-l", "latest"],
-        &["ls", "--json", "latest"],
+        &["cat", "dump:latest", "dump.sql"][..],
+        &["ls", "many:latest"],
+        &["ls", "-l", "many:latest"],
+        &["ls", "--json", "many:latest"],
         &["snapshots"],
         &["snapshots", "--json"],
     ] {
