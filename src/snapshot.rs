@@ -150,19 +150,44 @@ fn repo_root_of(repo: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(repo).ok()
 }
 
-/// Refuses a path to back up that is the repository or lies inside it. The
-/// walk leaves the repository out where it meets it below a path
-/// ([`Excludes`]); a path given to back up is where the walk starts, so it is
-/// checked here. The path's directory is compared with its symlinks resolved;
-/// the path itself is backed up as it is (a symlink stays a symlink), so a
-/// symlink to the repository is no copy of it.
-fn refuse_repository(abs: &Path, repo_root: &Path) -> Result<()> {
-    let real = match (abs.parent(), abs.file_name()) {
+/// Where a path really is: its directory with symlinks resolved, and its
+/// own name as it is (a symlink is backed up as one, never followed).
+fn real_path(abs: &Path) -> PathBuf {
+    match (abs.parent(), abs.file_name()) {
         (Some(dir), Some(name)) => std::fs::canonicalize(dir)
             .map(|d| d.join(name))
             .unwrap_or_else(|_| abs.to_path_buf()),
         _ => abs.to_path_buf(),
+    }
+}
+
+/// The repository's directory under every name the walk of `paths`
+/// (absolute) can meet it by: the walk names entries after the path given,
+/// so below `/home/x`, where `/home` is a symlink to `/data/home`, a
+/// repository at `/data/home/x/repo` is met as `/home/x/repo`.
+fn repo_in_walk(paths: &[PathBuf], repo_root: Option<PathBuf>) -> Vec<PathBuf> {
+    let Some(repo_root) = repo_root else {
+        return Vec::new();
     };
+    let mut out = vec![repo_root.clone()];
+    for p in paths {
+        if let Ok(rel) = repo_root.strip_prefix(real_path(p)) {
+            let alias = p.join(rel);
+            if !out.contains(&alias) {
+                out.push(alias);
+            }
+        }
+    }
+    out
+}
+
+/// Refuses a path to back up that is the repository or lies inside it. The
+/// walk leaves the repository out where it meets it below a path
+/// ([`Excludes`], [`repo_in_walk`]); a path given to back up is where the
+/// walk starts, so it is checked here, as it [really is](real_path): a
+/// symlink to the repository is backed up as the symlink it is, no copy.
+fn refuse_repository(abs: &Path, repo_root: &Path) -> Result<()> {
+    let real = real_path(abs);
     if real.starts_with(repo_root) {
         let what = if real == repo_root {
             "is the repository"
@@ -218,12 +243,17 @@ pub fn prescan(opts: &SnapshotOptions, repo: &Path) -> Option<Prescan> {
     }
     let root = path_tree(&opts.paths).ok()?;
     let repo_root = repo_root_of(repo);
+    let abs: Vec<PathBuf> = opts
+        .paths
+        .iter()
+        .map(|p| absolute(p).ok())
+        .collect::<Option<_>>()?;
     if let Some(r) = &repo_root {
-        for p in &opts.paths {
-            refuse_repository(&absolute(p).ok()?, r).ok()?;
+        for p in &abs {
+            refuse_repository(p, r).ok()?;
         }
     }
-    let excludes = Excludes::new(&opts.excludes, repo_root).ok()?;
+    let excludes = Excludes::new(&opts.excludes, repo_in_walk(&abs, repo_root)).ok()?;
     Some(Prescan::start(
         listed_roots(&root),
         excludes,
@@ -369,6 +399,7 @@ fn run_inner(
     let mut root = BTreeMap::new();
     let mut abs_paths = Vec::new();
     let repo_root = repo_root_of(repo.root());
+    let mut given = Vec::new();
     for p in &opts.paths {
         let abs = absolute(p)?;
         std::fs::symlink_metadata(&abs)
@@ -378,6 +409,7 @@ fn run_inner(
         }
         abs_paths.push(abs.as_os_str().as_bytes().to_vec());
         insert_path(&mut root, &abs);
+        given.push(abs);
     }
     let root_names: Vec<&Vec<u8>> = root.keys().collect();
     for s in &opts.streams {
@@ -396,7 +428,7 @@ fn run_inner(
         .max_by_key(|(_, s)| s.time.at)
         .cloned();
     let index = repo.index_adopting_orphans()?;
-    let excludes = Excludes::new(&opts.excludes, repo_root)?;
+    let excludes = Excludes::new(&opts.excludes, repo_in_walk(&given, repo_root))?;
     let roots = listed_roots(&root);
     let prescan = prescan.filter(|p| p.matches(&roots, opts.one_file_system, &excludes));
     let parent_root = match &parent {

@@ -34,14 +34,17 @@ pub struct Excludes {
     /// literally: globs are text, file names are bytes.
     literal_names: HashSet<Vec<u8>>,
     literal_paths: HashSet<Vec<u8>>,
-    repo_root: Option<PathBuf>,
+    /// The repository's directory under every name the walk can meet it by.
+    repo: Vec<PathBuf>,
 }
 
 impl Excludes {
     /// Globs without `/` match a name at any depth, globs with `/` the
     /// absolute path; blank lines and `#` comments are skipped. A pattern
     /// that is not valid UTF-8 matches that exact name (or path) literally.
-    pub fn new(patterns: &[OsString], repo_root: Option<PathBuf>) -> Result<Excludes> {
+    /// `repo` is the repository's directory as the walk would name it (one
+    /// path for each way the walk can reach it).
+    pub fn new(patterns: &[OsString], repo: Vec<PathBuf>) -> Result<Excludes> {
         let mut names = GlobSetBuilder::new();
         let mut paths = GlobSetBuilder::new();
         let (mut literal_names, mut literal_paths) = (HashSet::new(), HashSet::new());
@@ -84,20 +87,20 @@ impl Excludes {
             paths: built(paths)?,
             literal_names,
             literal_paths,
-            repo_root,
+            repo,
         })
     }
 
     pub fn excluded(&self, path: &Path, name: &[u8]) -> bool {
-        self.repo_root.as_deref() == Some(path)
+        self.repo.iter().any(|r| r == path)
             || self.names.is_match(std::ffi::OsStr::from_bytes(name))
             || self.paths.is_match(path)
             || self.literal_names.contains(name)
             || self.literal_paths.contains(path.as_os_str().as_bytes())
     }
 
-    pub fn repo_root(&self) -> Option<&Path> {
-        self.repo_root.as_deref()
+    pub fn repo(&self) -> &[PathBuf] {
+        &self.repo
     }
 }
 
@@ -186,7 +189,7 @@ pub struct Prescan {
     thread: Option<JoinHandle<()>>,
     roots: Vec<PathBuf>,
     one_file_system: bool,
-    repo_root: Option<PathBuf>,
+    repo: Vec<PathBuf>,
 }
 
 impl Prescan {
@@ -195,7 +198,7 @@ impl Prescan {
     pub fn start(roots: Vec<PathBuf>, excludes: Excludes, one_file_system: bool) -> Prescan {
         let (tx, rx) = bounded(BATCHES_IN_FLIGHT);
         let stop = Arc::new(AtomicBool::new(false));
-        let repo_root = excludes.repo_root().map(Path::to_path_buf);
+        let repo = excludes.repo().to_vec();
         let thread = {
             let stop = stop.clone();
             let roots = roots.clone();
@@ -234,7 +237,7 @@ impl Prescan {
             thread,
             roots,
             one_file_system,
-            repo_root,
+            repo,
         }
     }
 
@@ -243,7 +246,7 @@ impl Prescan {
         self.thread.is_some()
             && self.roots == roots
             && self.one_file_system == one_file_system
-            && self.repo_root.as_deref() == excludes.repo_root()
+            && self.repo == excludes.repo()
     }
 
     /// The listing of `dir` if it is the next one. `None` means the walks
@@ -399,7 +402,7 @@ mod tests {
     #[test]
     fn prescan_gives_the_direct_listings_in_order() {
         let t = tree();
-        let ex = Excludes::new(&["skip".into()], None).unwrap();
+        let ex = Excludes::new(&["skip".into()], Vec::new()).unwrap();
         let mut want = Vec::new();
         direct(t.path(), &ex, &mut want);
         assert_eq!(
@@ -429,7 +432,7 @@ mod tests {
     #[test]
     fn a_surprise_stops_the_prescan_for_good() {
         let t = tree();
-        let ex = Excludes::new(&[], None).unwrap();
+        let ex = Excludes::new(&[], Vec::new()).unwrap();
         let mut p = Prescan::start(vec![t.path().to_path_buf()], ex, false);
         assert!(p.take(&t.path().join("not-next")).is_none());
         // Even the listing that was next is no longer given out.
@@ -439,7 +442,7 @@ mod tests {
     #[test]
     fn dropping_a_blocked_prescan_returns() {
         let t = tree();
-        let ex = Excludes::new(&[], None).unwrap();
+        let ex = Excludes::new(&[], Vec::new()).unwrap();
         // Nothing is taken: the thread fills the channel and blocks; drop must end it.
         let p = Prescan::start(vec![t.path().to_path_buf()], ex, false);
         std::thread::sleep(std::time::Duration::from_millis(50));

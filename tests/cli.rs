@@ -1633,6 +1633,24 @@ fn issue20_3_the_repository_given_as_a_path_is_refused() {
         "the repository was backed up: {paths:?}"
     );
     sb.ok(&["snapshot", "--source", "link", &sb.arg("via")]);
+    // Around it, reached through a symlinked directory, it is left out too.
+    let inner = sb.path("outer/inner");
+    let repo2 = inner.join("repo2");
+    std::fs::create_dir_all(&inner).unwrap();
+    sb.write("outer/inner/data.txt", b"inner\n");
+    std::os::unix::fs::symlink(sb.path("outer"), sb.path("alias")).unwrap();
+    let in_repo2 = |args: &[&str]| sb.call(args).env("SOPVAULT_REPO", &repo2).ok();
+    in_repo2(&["init"]);
+    let alias = sb.arg("alias/inner");
+    in_repo2(&["snapshot", "--source", "alias", &alias]);
+    let paths = ls_paths(&in_repo2(&["ls", "latest", "--json"]));
+    assert!(paths.contains(&format!("{alias}/data.txt")), "{paths:?}");
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.starts_with(&format!("{alias}/repo2"))),
+        "the repository was backed up through a symlink: {paths:?}"
+    );
 }
 
 #[test]
@@ -1719,10 +1737,15 @@ fn issue20_4_closed_pipe_ends_quietly() {
     let mut args = vec!["snapshot", "--source", "many"];
     args.extend(names.iter().map(String::as_str));
     sb.ok(&args);
+    let lines = "a line of a dump, one of many\n".repeat(40_000);
+    sb.call(&["snapshot", "--source", "dump", "--stdin", "dump.sql"])
+        .stdin(lines.as_bytes())
+        .ok();
     for args in [
-        &["ls", "latest"][..],
-        &["ls", "-l", "latest"],
-        &["ls", "--json", "latest"],
+        &["cat", "dump:latest", "dump.sql"][..],
+        &["ls", "many:latest"],
+        &["ls", "-l", "many:latest"],
+        &["ls", "--json", "many:latest"],
         &["snapshots"],
         &["snapshots", "--json"],
     ] {

@@ -51,8 +51,10 @@ pub struct Sandbox {
 impl Sandbox {
     /// A sandbox without a repository.
     pub fn new() -> Sandbox {
+        // SOPVAULT_KEEP_SANDBOX=1 keeps it after the test, to look at a failure.
         let dir = tempfile::Builder::new()
             .prefix("sopvault-e2e-")
+            .disable_cleanup(std::env::var_os("SOPVAULT_KEEP_SANDBOX").is_some())
             .tempdir()
             .expect("create a temporary directory");
         let root = dir.path().canonicalize().expect("canonical temp dir");
