@@ -119,6 +119,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             .as_deref()
             .map(parse_size)
             .transpose()?,
+        dry_run: args.dry_run,
     };
     let access = if args.dry_run {
         sopvault::lock::Access::PrunePlan
