@@ -116,22 +116,33 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         print(p, n, args.json, args.long);
         Ok(())
     };
+    let mut unreadable = 0usize;
+    let mut damaged = |p: &str, e: Error| {
+        unreadable += 1;
+        eprintln!("sopvault: error: {p}: directory not listed, nor anything below it: {e}");
+    };
     match find_node(&repo, &index, &snap.root, start)? {
         None => {
             let tree = repo.load_tree(&index, &snap.root, "/")?;
-            walk(&repo, &index, &tree, "", &mut f)?;
+            walk(&repo, &index, &tree, "", &mut f, &mut damaged)?;
         }
         Some(node) => {
             let shown = format!("/{}", start.trim_matches('/'));
             f(&shown, &node)?;
             if let NodeKind::Dir { tree } = &node.kind {
                 let t: Tree = repo.load_tree(&index, tree, &shown)?;
-                walk(&repo, &index, &t, &shown, &mut f)?;
+                walk(&repo, &index, &t, &shown, &mut f, &mut damaged)?;
             }
         }
     }
     if args.json {
         let _ = print_json;
+    }
+    if unreadable > 0 {
+        eprintln!(
+            "sopvault: {unreadable} directory(ies) could not be listed because of damaged data"
+        );
+        return Ok(super::exit::DAMAGED);
     }
     Ok(super::exit::OK)
 }
