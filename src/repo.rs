@@ -268,7 +268,9 @@ impl Repository {
                     let lock = crate::lock::Lock::acquire_for(backend.clone(), access, command)?;
                     // A listing that fails here is simply taken again later,
                     // where its error is reported in context.
+                    // Without a lock yet, a listing is not to be trusted.
                     let listed = match ahead {
+                        _ if lock.awaits_reserve() => Prelisted::default(),
                         ListAhead::Index => Prelisted {
                             snapshots: backend.list(FileKind::Snapshot).ok(),
                             index: backend.list(FileKind::Index).ok(),

@@ -30,8 +30,11 @@ fn index(ctx: &Ctx, args: IndexArgs) -> Result<i32, Error> {
     } else {
         sopvault::lock::Access::Prune
     };
-    let (repo, _lock) = ctx.open_locked(access, "repair index", ListAhead::Nothing)?;
+    let (repo, mut lock) = ctx.open_locked(access, "repair index", ListAhead::Nothing)?;
     ctx.print_notices(&repo);
+    for n in lock.take_reserve("repair index")? {
+        eprintln!("sopvault: warning: {n}");
+    }
     let plan = sopvault::repair::plan_index(&repo)?;
     for (id, why) in &plan.damaged_index_files {
         eprintln!("sopvault: damaged index file index/{}: {why}", id.to_hex());
