@@ -19,7 +19,7 @@
 //!   [`added`] — the ids a run added, spilled to disk as they grow.
 //! - [`walk`] — directory listings, `lstat` and xattrs for a snapshot, read ahead on a thread.
 //! - [`retention`] — the retention policy, a pure function.
-//! - [`snapshot`], [`restore`], [`check`], [`prune`], [`mirror`] — orchestration of the commands;
+//! - [`snapshot`], [`restore`], [`check`], [`prune`], [`repair`], [`mirror`] — orchestration of the commands;
 //!   [`writeback`] — restored data leaves the page cache once written.
 //! - [`vfs`] — a read-only view of every snapshot (the FUSE adapter lives in the binary).
 //! - [`faults`] — crash points for fault-injection tests.
@@ -53,6 +53,7 @@ pub mod pack;
 pub mod parent;
 pub mod progress;
 pub mod prune;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod retention;

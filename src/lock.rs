@@ -15,9 +15,12 @@
 //! On a full disk a lock file cannot be written. What happens then depends on
 //! the [`Access`]: a reader goes on without a lock (nothing can write to that
 //! disk, so nothing can prune under it) and says so; prune, whose job is to
-//! free space, deletes the repository's space reserve and tries again; a
-//! writer fails, as its data would not fit either, and so does a prune's dry
-//! run, which must not change anything.
+//! free space, checks the other locks as a reader does and gets a lock that
+//! is not written yet: once its arguments have been checked against the
+//! snapshots, [`Lock::take_reserve`] deletes the repository's space reserve
+//! and writes it (so a usage error leaves the reserve in place); a writer
+//! fails, as its data would not fit either, and so does a prune's dry run,
+//! which must not change anything.
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -99,6 +102,9 @@ pub struct Lock {
     /// Why the lock is not what was asked for, and the stale locks removed
     /// on the way, to show as warnings.
     pub notes: Vec<String>,
+    /// A prune's lock that did not fit on the full disk (the path it was
+    /// to be written to): [`Lock::take_reserve`] writes it.
+    awaiting_reserve: Option<std::path::PathBuf>,
 }
 
 impl Drop for Lock {
@@ -118,17 +124,16 @@ impl Lock {
             Err(Error::NoSpace { path }) => match access {
                 Access::Write | Access::PrunePlan => Err(Error::NoSpace { path }),
                 Access::Prune => {
-                    if !backend.release_reserve()? {
-                        return Err(Error::NoSpace { path });
-                    }
-                    let mut lock = Lock::acquire(backend, true, command)?;
-                    lock.released_reserve = true;
-                    lock.notes.push(
-                        "the repository's disk is full: its space reserve was deleted to make \
-                         room for this prune"
-                            .into(),
-                    );
-                    Ok(lock)
+                    // Nobody may hold a lock, but the reserve stays until
+                    // the prune is known to run.
+                    let notes = check_others(backend.as_ref(), None, true)?;
+                    Ok(Lock {
+                        backend,
+                        name: None,
+                        released_reserve: false,
+                        notes,
+                        awaiting_reserve: Some(path),
+                    })
                 }
                 Access::Read => {
                     // Without a lock of our own, still respect a prune's.
@@ -142,11 +147,40 @@ impl Lock {
                         name: None,
                         released_reserve: false,
                         notes,
+                        awaiting_reserve: None,
                     })
                 }
             },
             r => r,
         }
+    }
+
+    /// Whether this is a prune's lock that the full disk had no room for:
+    /// nothing is locked until [`Lock::take_reserve`].
+    pub fn awaits_reserve(&self) -> bool {
+        self.awaiting_reserve.is_some()
+    }
+
+    /// For a lock that [`Lock::awaits_reserve`]: deletes the space reserve
+    /// and writes the exclusive lock in its room. Call it once the prune is
+    /// known to run. Returns notes to show; a no-op for any other lock.
+    pub fn take_reserve(&mut self, command: &str) -> Result<Vec<String>> {
+        let Some(path) = self.awaiting_reserve.take() else {
+            return Ok(Vec::new());
+        };
+        if !self.backend.release_reserve()? {
+            return Err(Error::NoSpace { path });
+        }
+        let mut lock = Lock::acquire(self.backend.clone(), true, command)?;
+        self.name = lock.name.take();
+        self.released_reserve = true;
+        let mut notes = std::mem::take(&mut lock.notes);
+        notes.push(
+            "the repository's disk is full: its space reserve was deleted to make room for this \
+             prune"
+                .into(),
+        );
+        Ok(notes)
     }
 
     /// Writes a lock file (exclusive or shared) and checks it against the others.
@@ -173,6 +207,7 @@ impl Lock {
             name: Some(name.clone()),
             released_reserve: false,
             notes: Vec::new(),
+            awaiting_reserve: None,
         };
         lock.notes = check_others(backend.as_ref(), Some(&name), exclusive)?;
         Ok(lock)

@@ -108,6 +108,9 @@ pub struct PruneOptions {
     /// The time recorded in the prune record (default: now). Mirrors measure
     /// their grace period from it; tests drive simulated days with it.
     pub time: Option<SnapshotTime>,
+    /// Only plan: write nothing, not even an index file for packs that no
+    /// index lists (which the plan then leaves alone).
+    pub dry_run: bool,
 }
 
 /// One snapshot's fate.
@@ -326,13 +329,23 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
     }
     let decisions = decide(&snaps, opts)?;
     let forget: HashSet<SnapshotId> = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
-    // Packs no index lists (left by an interrupted run) must be counted too.
-    let index = repo.index_adopting_orphans()?;
+    // Packs no index lists (left by an interrupted run) must be counted too;
+    // a dry run writes nothing, so it plans without them (they are kept).
+    // Neither adopts the packs of a damaged index file, which would hide
+    // the damage: the plan refuses below until `repair index` is run.
+    let index = if opts.dry_run {
+        repo.index()?
+    } else {
+        repo.index_adopting_orphans_unless_damaged()?
+    };
     let damaged = repo.take_warnings();
     if !damaged.is_empty() {
         return Err(Error::damaged(
             "index",
-            format!("refusing to prune: {}", damaged.join("; ")),
+            format!(
+                "refusing to prune: {}; `sopvault repair index` rebuilds the index from the packs",
+                damaged.join("; ")
+            ),
         ));
     }
     // Every snapshot not forgotten stays whole, also those outside the selected groups.

@@ -268,7 +268,9 @@ impl Repository {
                     let lock = crate::lock::Lock::acquire_for(backend.clone(), access, command)?;
                     // A listing that fails here is simply taken again later,
                     // where its error is reported in context.
+                    // Without a lock yet, a listing is not to be trusted.
                     let listed = match ahead {
+                        _ if lock.awaits_reserve() => Prelisted::default(),
                         ListAhead::Index => Prelisted {
                             snapshots: backend.list(FileKind::Snapshot).ok(),
                             index: backend.list(FileKind::Index).ok(),
@@ -548,9 +550,28 @@ impl Repository {
     pub fn index_adopting_orphans(&self) -> Result<Index> {
         let present = self.list_packs()?;
         let index = self.index_of(&present)?;
-        match self.adopt_orphans(&index, &present)? {
+        self.adopt_orphans_into(index, &present)
+    }
+
+    /// The index of [`Repository::index`], or, when it merged every index
+    /// file undamaged, [`Repository::index_adopting_orphans`]'s. While an
+    /// index file is damaged its packs look unindexed; adopting them would
+    /// write an index file that hides the damage, so this writes nothing
+    /// and leaves the damage for [`Repository::take_warnings`] to report.
+    pub fn index_adopting_orphans_unless_damaged(&self) -> Result<Index> {
+        let present = self.list_packs()?;
+        let before = self.warnings.lock().unwrap().len();
+        let index = self.index_of(&present)?;
+        if self.warnings.lock().unwrap().len() > before {
+            return Ok(index);
+        }
+        self.adopt_orphans_into(index, &present)
+    }
+
+    fn adopt_orphans_into(&self, index: Index, present: &HashMap<PackId, u64>) -> Result<Index> {
+        match self.adopt_orphans(&index, present)? {
             0 => Ok(index),
-            _ => self.index_of(&present),
+            _ => self.index_of(present),
         }
     }
 
@@ -571,8 +592,10 @@ impl Repository {
         let path = crate::index::cache_path(&self.cache_dir, &self.config.repo_id);
         // A damaged index file contributes nothing; its packs become orphans
         // that the next snapshot re-indexes from their own footers.
+        let damaged = std::sync::atomic::AtomicBool::new(false);
         let load = |id: &IndexId| match self.load_index_file(id) {
             Err(e) if e.kind() == crate::ErrorKind::Damaged => {
+                damaged.store(true, std::sync::atomic::Ordering::Relaxed);
                 self.warn_skipped(&e);
                 Ok(IndexFile::default())
             }
@@ -582,6 +605,14 @@ impl Repository {
             Ok(i) => {
                 if let Some(why) = i.rejected_cache() {
                     self.notice(format!("the index cache was rebuilt: {why}"));
+                }
+                if damaged.load(std::sync::atomic::Ordering::Relaxed) {
+                    // The cache would count the damaged file as merged (and
+                    // empty), and the next run would not read it again: the
+                    // damage would go unnoticed (no warning, prune no longer
+                    // refusing) until it is repaired. Without a cache, every
+                    // run reads it and reports it. (The map stays valid.)
+                    let _ = std::fs::remove_file(&path);
                 }
                 Ok(i)
             }

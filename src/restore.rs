@@ -10,7 +10,9 @@
 //! disturb the recorded mtimes.
 //! Every chunk is authenticated and its id recomputed; a damaged chunk fails
 //! that one file with an error naming the pack and the file, the partial file
-//! is removed, and the restore goes on with the rest.
+//! is removed, and the restore goes on with the rest. A directory whose tree
+//! cannot be read is reported the same way (it and everything below it) and
+//! the rest of the snapshot is restored; [`walk`] lists around it likewise.
 
 use crate::error::{Error, Result};
 use crate::fsmeta;
@@ -104,14 +106,18 @@ pub fn resolve_path(
     Ok((parts, node))
 }
 
-/// Visits every node below `tree`, depth first, with its path in the
-/// snapshot as bytes (`prefix` is the path of `tree`, empty for the root).
+/// Calls `f(path, node)` for every node below `tree`, depth first, in name
+/// order, with its path in the snapshot as bytes (`prefix` is the path of
+/// `tree`, empty for the root). A directory whose tree is damaged is passed
+/// to `damaged(path, error)` and skipped (with everything below it); the
+/// walk goes on.
 pub fn walk(
     repo: &Repository,
     index: &Index,
     tree: &Tree,
     prefix: &[u8],
     f: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    damaged: &mut dyn FnMut(&[u8], Error),
 ) -> Result<()> {
     for n in &tree.nodes {
         let mut path = prefix.strip_suffix(b"/").unwrap_or(prefix).to_vec();
@@ -119,8 +125,11 @@ pub fn walk(
         path.extend_from_slice(&n.name);
         f(&path, n)?;
         if let NodeKind::Dir { tree: t } = &n.kind {
-            let sub = repo.load_tree(index, t, &crate::escape::escape(&path))?;
-            walk(repo, index, &sub, &path, f)?;
+            match repo.load_tree(index, t, &crate::escape::escape(&path)) {
+                Ok(sub) => walk(repo, index, &sub, &path, f, damaged)?,
+                Err(e) if e.kind() == crate::ErrorKind::Damaged => damaged(&path, e),
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())
@@ -263,7 +272,8 @@ pub struct RestoreReport {
     pub files: u64,
     pub dirs: u64,
     pub bytes: u64,
-    /// Files that could not be restored, with the reason.
+    /// Files and directories that could not be restored, one line each with
+    /// the path and the reason.
     pub errors: Vec<String>,
     /// Metadata that could not be applied.
     pub warnings: Vec<String>,
@@ -358,13 +368,21 @@ impl Restorer<'_> {
                 let path = target.join(std::ffi::OsStr::from_bytes(&node.name));
                 let shown = join_display(parts);
                 match &node.kind {
-                    NodeKind::Dir { tree: t } => {
-                        make_dir(&path)?;
-                        let sub = self.repo.load_tree(self.index, t, &shown)?;
-                        self.dir(&sub, &path, parts)?;
-                        self.report.dirs += 1;
-                        self.dir_meta.push((path, node.clone()));
-                    }
+                    NodeKind::Dir { tree: t } => match self.repo.load_tree(self.index, t, &shown) {
+                        Ok(sub) => {
+                            make_dir(&path)?;
+                            self.dir(&sub, &path, parts)?;
+                            self.report.dirs += 1;
+                            self.dir_meta.push((path, node.clone()));
+                        }
+                        // Nothing below it can be found: report it, restore the rest.
+                        Err(e) if e.kind() == crate::ErrorKind::Damaged => {
+                            self.report.errors.push(format!(
+                                "{shown}: directory not restored, nor anything below it: {e}"
+                            ));
+                        }
+                        Err(e) => return Err(e),
+                    },
                     NodeKind::File { .. } if sel == 2 && !is_hard_linked(node) => {
                         self.files.push((node.clone(), path, shown));
                         if self.files.len() >= FILE_BATCH {

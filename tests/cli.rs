@@ -1968,3 +1968,87 @@ fn issue20_8_a_damaged_manifest_named_by_id_or_name_is_damage() {
     // The readable one is found as before.
     assert_eq!(sb.ok(&["cat", text(&web, "/name"), "a"]).stdout, b"a\n");
 }
+
+/// Tree packs (pack kind 1 in the header), by path.
+fn tree_packs(sb: &Sandbox) -> BTreeSet<PathBuf> {
+    sb.repo_files("packs")
+        .into_iter()
+        .filter(|p| {
+            let b = std::fs::read(p).unwrap();
+            b.len() > 16 && b[12..16] == [1, 0, 0, 0]
+        })
+        .collect()
+}
+
+/// Flips a bit in every 16th byte of a pack's blobs (format-spec §11:
+/// header(16) | blobs | footer | trailer(16) with the footer's length first),
+/// so that every blob in it fails authentication while its footer still reads.
+fn damage_every_blob(pack: &Path) {
+    let mut b = std::fs::read(pack).unwrap();
+    let footer_len = u32::from_le_bytes(b[b.len() - 16..b.len() - 12].try_into().unwrap());
+    let blobs_end = b.len() - 16 - footer_len as usize;
+    for i in (16..blobs_end).step_by(16) {
+        b[i] ^= 0x04;
+    }
+    std::fs::write(pack, b).unwrap();
+}
+
+#[test]
+fn issue20_1_a_damaged_tree_blob_fails_only_its_directory() {
+    let sb = Sandbox::init();
+    let src = sb.path("src");
+    sb.write("src/old/a.txt", b"old a\n");
+    sb.write("src/old/sub/b.txt", b"old b\n");
+    sb.ok(&["snapshot", "--source", "s", &path_str(&src)]);
+    let first = tree_packs(&sb);
+    // The second snapshot shares the trees of old/ (unchanged) with the first;
+    // every other tree of it is new, so in a new tree pack.
+    sb.write("src/keep.txt", b"keep\n");
+    sb.write("src/new/c.bin", &random_bytes(21, 200_000));
+    sb.write("src/zz.txt", b"after old in name order\n");
+    sb.ok(&["snapshot", "--source", "s", &path_str(&src)]);
+    assert!(tree_packs(&sb).len() > first.len(), "no new tree pack");
+    for p in &first {
+        damage_every_blob(p);
+    }
+    let old = format!("{}/old", path_str(&src));
+
+    let target = sb.path("target");
+    let out = sb.code(
+        &["restore", "latest", "--target", &path_str(&target)],
+        exit::DAMAGED,
+    );
+    let err = stderr(&out);
+    let named: Vec<&str> = err.lines().filter(|l| l.contains(&old)).collect();
+    assert_eq!(named.len(), 1, "{}", show(&out));
+    assert!(named[0].contains("not restored"), "{}", show(&out));
+    let restored = restored_path(&target, &src);
+    for f in ["keep.txt", "new/c.bin", "zz.txt"] {
+        assert!(
+            same_file_content(&src.join(f), &restored.join(f)),
+            "{f} was not restored\n{}",
+            show(&out)
+        );
+    }
+    assert!(!restored.join("old").exists());
+
+    let out = sb.code(&["ls", "latest"], exit::DAMAGED);
+    let listed = stdout(&out);
+    for f in ["keep.txt", "new/c.bin", "zz.txt", "old"] {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l == format!("{}/{f}", path_str(&src))),
+            "{f} not listed\n{}",
+            show(&out)
+        );
+    }
+    assert!(!listed.contains("a.txt"), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .any(|l| l.contains(&old) && l.contains("not listed")),
+        "{}",
+        show(&out)
+    );
+}

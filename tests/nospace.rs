@@ -382,3 +382,51 @@ fn a_mirror_that_fills_its_disk_fails_with_exit_6_and_finishes_once_there_is_roo
         false,
     );
 }
+
+#[test]
+fn issue20_7_a_prune_usage_error_on_a_full_disk_keeps_the_reserve() {
+    let mut sb = Sandbox::new();
+    let disk = mount_or_skip!(sb, "disk", 16 * 1024);
+    sb.repo = disk.dir.join("repo");
+    let enter = disk.enter();
+    let run = |args: &[&str]| sb.call(args).wrapped(&enter);
+    run(&["init"]).ok();
+    let reserve = disk.outside(&sb.repo.join("reserve"));
+    let site = sb.arg("site");
+    for (day, file) in [(1, "a.bin"), (2, "b.bin")] {
+        let _ = std::fs::remove_dir_all(sb.path("site"));
+        random_file(&sb, &format!("site/{file}"), day, 1 << 20);
+        let time = format!("2026-11-0{day}T02:00:00Z");
+        run(&["snapshot", "-q", "--source", "site", "--time", &time, &site]).ok();
+    }
+    disk.fill();
+    // No keep rule; a policy that empties a group: both refused, reserve kept.
+    for args in [
+        &["prune"][..],
+        &["prune", "--keep-tag", "nonexistent"],
+        &["prune", "--keep-last", "1", "--group-by", "colour"],
+    ] {
+        let out = run(args).code(exit::USAGE);
+        assert!(
+            std::fs::metadata(&reserve).is_ok_and(|m| m.len() >= 4 << 20),
+            "{args:?} deleted the reserve\n{}",
+            show(&out)
+        );
+        assert!(!stderr(&out).contains("reserve"), "{}", show(&out));
+        let left = files_below(&disk.outside(&sb.repo.join("locks")));
+        assert!(left.is_empty(), "{args:?} left {left:?} in locks/");
+    }
+    // A valid prune then runs, using the reserve.
+    let out = run(&["prune", "--keep-last", "1"]).ok();
+    assert!(
+        stderr(&out).contains("space reserve was deleted"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        stdout(&out).contains("removed 1 snapshot(s)"),
+        "{}",
+        show(&out)
+    );
+    run(&["check", "--read-data"]).ok();
+}

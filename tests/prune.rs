@@ -339,3 +339,71 @@ fn dead_pid() -> u32 {
     c.wait().unwrap();
     pid
 }
+
+/// Every file and directory in the repository, with sizes and content hashes.
+fn repo_state(sb: &Sandbox) -> Vec<(std::path::PathBuf, String)> {
+    list_tree(&sb.repo)
+        .into_iter()
+        .map(|rel| {
+            let p = sb.repo.join(&rel);
+            let h = if p.is_file() {
+                sha256_hex(&std::fs::read(&p).unwrap())
+            } else {
+                String::new()
+            };
+            (rel, h)
+        })
+        .collect()
+}
+
+#[test]
+fn issue20_2_prune_refuses_a_damaged_index_until_repair_index() {
+    let sb = Sandbox::init();
+    daily_snapshots(&sb, 4, 32 * 1024);
+    let index_files = sb.repo_files("index");
+    assert!(index_files.len() >= 4);
+    let victim = &index_files[1];
+    let mut bytes = std::fs::read(victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(victim, &bytes).unwrap();
+    sb.code(&["check"], exit::DAMAGED);
+
+    let before = repo_state(&sb);
+    for args in [
+        &["prune", "--keep-last", "2", "--dry-run"][..],
+        &["prune", "--keep-last", "2", "--dry-run"],
+        &["prune", "--keep-last", "2"],
+        &["prune", "--keep-last", "2"],
+    ] {
+        let out = sb.code(args, exit::DAMAGED);
+        assert!(
+            stderr(&out).contains("repair index"),
+            "{args:?}: {}",
+            show(&out)
+        );
+        assert_eq!(repo_state(&sb), before, "{args:?} changed the repository");
+    }
+    sb.code(&["check"], exit::DAMAGED);
+
+    let out = sb.ok(&["repair", "index", "--dry-run"]);
+    assert!(stdout(&out).contains("dry run"), "{}", show(&out));
+    assert_eq!(
+        repo_state(&sb),
+        before,
+        "repair index --dry-run changed the repository"
+    );
+    let out = sb.ok(&["repair", "index"]);
+    assert!(stdout(&out).contains("1 damaged"), "{}", show(&out));
+    assert!(!victim.exists(), "the damaged index file is still there");
+    sb.ok(&["check", "--read-data"]);
+    sb.ok(&["prune", "--keep-last", "2"]);
+    assert_eq!(sb.snapshots().len(), 2);
+    sb.ok(&["check", "--read-data"]);
+    let target = sb.path("target");
+    sb.ok(&["restore", "latest", "--target", &path_str(&target)]);
+    let file =
+        |name: &str| std::fs::read(restored_path(&target, &sb.path("src").join(name))).unwrap();
+    assert_eq!(file("stable.bin"), random_bytes(7, 64 * 1024));
+    assert_eq!(file("daily.bin"), random_bytes(1003, 32 * 1024));
+}

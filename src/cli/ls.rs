@@ -130,10 +130,18 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     ctx.print_warnings(&repo);
     let start = args.path.as_ref().map_or(&b"/"[..], |p| p.as_bytes());
     let mut f = |p: &[u8], n: &Node| print(p, n, args.json, args.long);
+    let mut unreadable = 0usize;
+    let mut damaged = |p: &[u8], e: Error| {
+        unreadable += 1;
+        eprintln!(
+            "sopvault: error: {}: directory not listed, nor anything below it: {e}",
+            sopvault::escape::escape(p)
+        );
+    };
     match resolve_path(&repo, &index, &snap.root, start)? {
         (_, None) => {
             let tree = repo.load_tree(&index, &snap.root, "/")?;
-            walk(&repo, &index, &tree, b"", &mut f)?;
+            walk(&repo, &index, &tree, b"", &mut f, &mut damaged)?;
         }
         (parts, Some(node)) => {
             let shown = parts.join(&b'/');
@@ -141,9 +149,15 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             f(&shown, &node)?;
             if let NodeKind::Dir { tree } = &node.kind {
                 let t: Tree = repo.load_tree(&index, tree, &join_display(&parts))?;
-                walk(&repo, &index, &t, &shown, &mut f)?;
+                walk(&repo, &index, &t, &shown, &mut f, &mut damaged)?;
             }
         }
+    }
+    if unreadable > 0 {
+        eprintln!(
+            "sopvault: {unreadable} directory(ies) could not be listed because of damaged data"
+        );
+        return Ok(super::exit::DAMAGED);
     }
     Ok(super::exit::OK)
 }

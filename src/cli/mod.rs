@@ -21,6 +21,7 @@ mod mirror;
 mod mount;
 mod progress;
 mod prune;
+mod repair;
 mod restore;
 mod snapshot;
 mod snapshots;
@@ -99,6 +100,9 @@ enum Command {
     Check(check::Args),
     /// Forget snapshots by a retention policy and free their space
     Prune(prune::Args),
+    /// Rebuild what can be rebuilt from the repository's own data (`repair index`)
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
     /// Copy the repository to a disk or S3 bucket; verify a copy without the key; list mirrors
     Mirror(mirror::Args),
     /// Manage passwords (key files)
@@ -399,6 +403,7 @@ pub fn run() -> i32 {
         Command::Mount(a) => mount::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
+        Command::Repair(c) => repair::run(&ctx, c),
         Command::Mirror(a) => mirror::run(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
         Command::Unlock(a) => unlock::run(&ctx, a),

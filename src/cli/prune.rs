@@ -124,15 +124,24 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             .map(parse_size)
             .transpose()?,
         time: super::parse_time(args.time.as_deref())?,
+        dry_run: args.dry_run,
     };
     let access = if args.dry_run {
         sopvault::lock::Access::PrunePlan
     } else {
         sopvault::lock::Access::Prune
     };
-    let (repo, lock) = ctx.open_locked(access, "prune", ListAhead::Index)?;
+    let (repo, mut lock) = ctx.open_locked(access, "prune", ListAhead::Index)?;
     // Only the notices: damage skipped while planning makes the plan refuse.
     ctx.print_notices(&repo);
+    if lock.awaits_reserve() {
+        // The disk is full: check the policy against the snapshots before
+        // the reserve goes, so that a usage error leaves it in place.
+        sopvault::prune::decide(&repo.snapshots()?, &opts)?;
+        for n in lock.take_reserve("prune")? {
+            eprintln!("sopvault: warning: {n}");
+        }
+    }
     let mut opts = opts;
     if lock.released_reserve {
         // Repacking writes before it frees; on a full disk, only delete.

@@ -64,7 +64,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     }
     if !report.errors.is_empty() {
         eprintln!(
-            "sopvault: {} file(s) could not be restored because of damaged data",
+            "sopvault: {} path(s) could not be restored because of damaged data",
             report.errors.len()
         );
         return Ok(exit::DAMAGED);

@@ -1,0 +1,192 @@
+//! `repair index`: rebuild the index from the packs' own footers.
+//!
+//! Every pack ends in an encrypted footer listing its blobs (format-spec
+//! §11), so the index files (§12) can always be written again from the packs.
+//! When an index file is damaged, nothing else may change the repository
+//! (prune refuses, `check` fails) until this has run:
+//!
+//! ```text
+//! plan:    list index files and packs → read every pack's footer
+//!          (a pack whose footer cannot be read keeps the entries an
+//!          undamaged index file lists for it; otherwise it is reported)
+//! execute: 1. new index file(s) covering every blob of every present pack,
+//!             each superseding every index file there was
+//!          2. a prune record naming the superseded files (for mirrors)
+//!          3. delete the superseded index files
+//! ```
+//! Each step leaves a valid repository: before step 1 nothing has changed;
+//! after it the old files no longer count, whatever is left of them.
+
+use crate::backend::FileKind;
+use crate::blob::BlobInfo;
+use crate::error::Result;
+use crate::ids::{sha256, IndexId, PackId};
+use crate::index::IndexFile;
+use crate::prune::PruneRecord;
+use crate::repo::Repository;
+use std::collections::{HashMap, HashSet};
+
+/// New index files hold at most this many entries each.
+const ENTRIES_PER_FILE: usize = 1 << 20;
+
+/// Where the entries of one pack come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PackSource {
+    /// Its footer.
+    Footer,
+    /// Its footer cannot be read (the reason); an undamaged index file lists it.
+    OldIndex(String),
+    /// Its footer cannot be read (the reason) and no undamaged index file
+    /// lists it: its blobs stay unindexed.
+    Unindexed(String),
+}
+
+/// What `repair index` will do.
+pub struct IndexRepairPlan {
+    /// Every index file in the repository: the new ones supersede them all.
+    pub old_index_files: Vec<IndexId>,
+    /// Index files that cannot be read, with the reason.
+    pub damaged_index_files: Vec<(IndexId, String)>,
+    /// Every present pack, by name, with where its entries come from.
+    pub packs: Vec<(PackId, u64, PackSource)>,
+    /// Entries (distinct chunk ids) the new index files hold.
+    pub entries: u64,
+    new_files: Vec<IndexFile>,
+}
+
+impl IndexRepairPlan {
+    pub fn new_index_files(&self) -> usize {
+        self.new_files.len()
+    }
+    /// Packs whose blobs stay unindexed, with the reason.
+    pub fn unindexed(&self) -> impl Iterator<Item = (&PackId, &str)> {
+        self.packs.iter().filter_map(|(p, _, s)| match s {
+            PackSource::Unindexed(why) => Some((p, why.as_str())),
+            _ => None,
+        })
+    }
+}
+
+/// Plans the rebuild, reading every pack's footer; changes nothing.
+pub fn plan_index(repo: &Repository) -> Result<IndexRepairPlan> {
+    let backend = repo.backend();
+    let mut old_index_files: Vec<IndexId> = backend
+        .list(FileKind::Index)?
+        .into_iter()
+        .filter_map(|(n, _)| IndexId::from_hex(&n))
+        .collect();
+    old_index_files.sort();
+    let mut packs: Vec<(PackId, u64)> = backend
+        .list(FileKind::Pack)?
+        .into_iter()
+        .filter_map(|(n, s)| Some((PackId::from_hex(&n)?, s)))
+        .collect();
+    packs.sort();
+
+    use rayon::prelude::*;
+    let footers: Vec<Result<Vec<BlobInfo>>> = packs
+        .par_iter()
+        .map(|(p, s)| {
+            crate::interrupt::check()?;
+            repo.read_pack_footer(p, *s)
+        })
+        .collect();
+    // Only needed for packs whose footer cannot be read.
+    let mut damaged_index_files = Vec::new();
+    let mut from_old: HashMap<PackId, Vec<BlobInfo>> = HashMap::new();
+    let unreadable: HashSet<PackId> = packs
+        .iter()
+        .zip(&footers)
+        .filter(|(_, f)| f.is_err())
+        .map(|((p, _), _)| *p)
+        .collect();
+    for id in &old_index_files {
+        match repo.load_index_file(id) {
+            Ok(f) => {
+                for (no, b) in &f.entries {
+                    let (pack, _) = f.packs[*no as usize];
+                    if unreadable.contains(&pack) {
+                        from_old.entry(pack).or_default().push(*b);
+                    }
+                }
+            }
+            Err(e) if e.kind() == crate::ErrorKind::Damaged => {
+                damaged_index_files.push((*id, e.to_string()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    let mut planned = Vec::new();
+    let mut files = Vec::new();
+    let mut file = IndexFile::default();
+    let mut seen = HashSet::new();
+    for ((pack, size), footer) in packs.into_iter().zip(footers) {
+        let (blobs, source) = match footer {
+            Ok(blobs) => (blobs, PackSource::Footer),
+            Err(e) if e.kind() == crate::ErrorKind::Damaged => match from_old.remove(&pack) {
+                Some(blobs) => (blobs, PackSource::OldIndex(e.to_string())),
+                None => (Vec::new(), PackSource::Unindexed(e.to_string())),
+            },
+            Err(e) => return Err(e),
+        };
+        planned.push((pack, size, source));
+        // A chunk stored twice is indexed once, in the first pack by name.
+        let blobs: Vec<BlobInfo> = blobs.into_iter().filter(|b| seen.insert(b.id)).collect();
+        if blobs.is_empty() {
+            continue;
+        }
+        if file.entries.len() + blobs.len() > ENTRIES_PER_FILE && !file.entries.is_empty() {
+            files.push(std::mem::take(&mut file));
+        }
+        let no = file.packs.len() as u32;
+        file.packs.push((pack, size));
+        file.entries.extend(blobs.into_iter().map(|b| (no, b)));
+    }
+    // An empty repository needs no index file; old ones are still superseded.
+    if !file.entries.is_empty() || (files.is_empty() && !old_index_files.is_empty()) {
+        files.push(file);
+    }
+    for f in &mut files {
+        f.supersedes = old_index_files.clone();
+        f.entries.sort_by_key(|e| e.1.id);
+    }
+    Ok(IndexRepairPlan {
+        old_index_files,
+        damaged_index_files,
+        packs: planned,
+        entries: seen.len() as u64,
+        new_files: files,
+    })
+}
+
+/// Carries out a plan made under the same exclusive lock; returns the new index files.
+pub fn execute_index(repo: &Repository, plan: &IndexRepairPlan) -> Result<Vec<IndexId>> {
+    let backend = repo.backend();
+    let mut written = Vec::new();
+    for f in &plan.new_files {
+        written.push(repo.write_index_file(f)?);
+    }
+    let superseded: Vec<IndexId> = plan
+        .old_index_files
+        .iter()
+        .filter(|id| !written.contains(id))
+        .copied()
+        .collect();
+    if superseded.is_empty() {
+        return Ok(written);
+    }
+    let record = PruneRecord {
+        time: Some(crate::sysinfo::now()),
+        host: crate::sysinfo::hostname(),
+        user: crate::sysinfo::username(),
+        forgotten: Vec::new(),
+        deleted_packs: Vec::new(),
+        superseded_index: superseded.clone(),
+    };
+    let bytes = record.encode(repo.key())?;
+    backend.write_new(FileKind::Prune, &hex::encode(sha256(&bytes)), &bytes)?;
+    let names: Vec<String> = superseded.iter().map(|id| id.to_hex()).collect();
+    backend.remove_many(FileKind::Index, &names)?;
+    Ok(written)
+}
