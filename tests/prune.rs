@@ -366,6 +366,7 @@ fn issue20_2_prune_refuses_a_damaged_index_until_repair_index() {
     let mut bytes = std::fs::read(victim).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
+    chmod(victim, 0o600);
     std::fs::write(victim, &bytes).unwrap();
     sb.code(&["check"], exit::DAMAGED);
 
@@ -417,6 +418,7 @@ fn issue20_2_repair_index_keeps_the_entries_of_a_pack_whose_footer_is_damaged() 
     let len = b.len();
     // The footer's last sealed byte (its tag), just before the trailer.
     b[len - 17] ^= 0x01;
+    chmod(&pack, 0o600);
     std::fs::write(&pack, b).unwrap();
 
     let out = sb.ok(&["repair", "index"]);
