@@ -212,7 +212,8 @@ impl LocalBackend {
 
 /// Repository directories are the owner's only, whatever the umask (as
 /// restic's): the files are encrypted, but their names and sizes say how
-/// much is backed up and when. Files are created 0600.
+/// much is backed up and when. Files are created 0600, and content-addressed
+/// ones made read-only once written.
 fn private_dir(recursive: bool) -> fs::DirBuilder {
     use std::os::unix::fs::DirBuilderExt;
     let mut b = fs::DirBuilder::new();
@@ -244,8 +245,10 @@ fn path_in(root: &Path, kind: FileKind, name: &str) -> PathBuf {
 
 /// Links the written (or failed) temporary file `tmp` into place as `dst`
 /// and makes the name durable; `tmp` is removed either way. Errors name
-/// the file being stored, not its temporary name.
+/// the file being stored, not its temporary name. The file becomes
+/// read-only (0400, as restic's): a content-addressed file never changes.
 fn publish(tmp: &Path, dst: &Path, written: Result<()>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = dst.parent().expect("repository paths have a parent");
     let result = written
         .map_err(|e| match e {
@@ -259,6 +262,8 @@ fn publish(tmp: &Path, dst: &Path, written: Result<()>) -> Result<()> {
             e => e,
         })
         .and_then(|()| {
+            fs::set_permissions(tmp, fs::Permissions::from_mode(0o400))
+                .map_err(|e| Error::io(dst, e))?;
             if !dir.exists() {
                 private_dir(true)
                     .create(dir)

@@ -1199,6 +1199,43 @@ mod tests {
     }
 
     #[test]
+    fn a_flipped_bit_anywhere_in_the_cache_is_caught_and_the_cache_rebuilt() {
+        let dir = std::env::temp_dir().join(format!("sopvault-index-mac-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("index.cache");
+        let mut rng = Rng(7);
+        let f = random_file(&mut rng, 2, 300, Vec::new());
+        let present: HashMap<PackId, u64> = f.packs.iter().copied().collect();
+        let id = IndexId(sha256(&f.encode_plain()));
+        let load = |_: &IndexId| Ok(f.clone());
+        let key = test_key();
+        let fresh = Index::open_or_build(&path, &key, &[id], &present, &load).unwrap();
+        assert!(fresh.rejected_cache().is_none());
+        assert!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777 == 0o600);
+        let good = std::fs::read(&path).unwrap();
+        // Past the version (an older version is rebuilt without a warning).
+        for step in 0..50 {
+            let mut bad = good.clone();
+            let at = 12 + (rng.next() as usize) % (bad.len() - 12);
+            bad[at] ^= 1 << (step % 8);
+            std::fs::write(&path, &bad).unwrap();
+            let index = Index::open_or_build(&path, &key, &[id], &present, &load).unwrap();
+            assert!(
+                index.rejected_cache().is_some(),
+                "byte {at} flipped unnoticed"
+            );
+            for (_, b) in &f.entries {
+                assert!(index.lookup(&b.id).is_some());
+            }
+        }
+        // Another key (another repository's cache in its place) fails too.
+        let other = Secret32::from_bytes([8; 32]);
+        let index = Index::open_or_build(&path, &other, &[id], &present, &load).unwrap();
+        assert!(index.rejected_cache().is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_filter_has_no_false_negatives_and_few_false_positives() {
         let n = 100_000u64;
         let blocks = filter::blocks_for(n);

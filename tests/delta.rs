@@ -190,6 +190,7 @@ fn a_damaged_base_is_reported_with_every_chunk_and_file_that_depends_on_it() {
     let mut bytes = std::fs::read(&pack).unwrap();
     let at = (base.blob.offset + base.blob.stored_len as u64 / 2) as usize;
     bytes[at] ^= 0x01;
+    chmod(&pack, 0o600);
     std::fs::write(&pack, &bytes).unwrap();
 
     let out = sb.code(&["check", "--read-data"], exit::DAMAGED);

@@ -324,10 +324,12 @@ fn verify_finds_tampered_truncated_and_missing_files_without_the_key() {
     let pack = sb.data_packs(&mirror)[0].clone();
     let mut bytes = std::fs::read(&pack).unwrap();
     bytes[100] ^= 1;
+    chmod(&pack, 0o600);
     std::fs::write(&pack, &bytes).unwrap();
     let index = files(&mirror.join("index")).into_iter().next().unwrap();
     let index = mirror.join("index").join(index);
     let b = std::fs::read(&index).unwrap();
+    chmod(&index, 0o600);
     std::fs::write(&index, &b[..b.len() - 1]).unwrap();
     let snap = files(&mirror.join("snapshots")).into_iter().next().unwrap();
     std::fs::remove_file(mirror.join("snapshots").join(&snap)).unwrap();

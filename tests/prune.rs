@@ -366,6 +366,7 @@ fn issue20_2_prune_refuses_a_damaged_index_until_repair_index() {
     let mut bytes = std::fs::read(victim).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
+    chmod(victim, 0o600);
     std::fs::write(victim, &bytes).unwrap();
     sb.code(&["check"], exit::DAMAGED);
 
@@ -406,4 +407,31 @@ fn issue20_2_prune_refuses_a_damaged_index_until_repair_index() {
         |name: &str| std::fs::read(restored_path(&target, &sb.path("src").join(name))).unwrap();
     assert_eq!(file("stable.bin"), random_bytes(7, 64 * 1024));
     assert_eq!(file("daily.bin"), random_bytes(1003, 32 * 1024));
+}
+
+#[test]
+fn issue20_2_repair_index_keeps_the_entries_of_a_pack_whose_footer_is_damaged() {
+    let sb = Sandbox::init();
+    daily_snapshots(&sb, 2, 32 * 1024);
+    let pack = sb.data_packs(&sb.repo).remove(0);
+    let mut b = std::fs::read(&pack).unwrap();
+    let len = b.len();
+    // The footer's last sealed byte (its tag), just before the trailer.
+    b[len - 17] ^= 0x01;
+    chmod(&pack, 0o600);
+    std::fs::write(&pack, b).unwrap();
+
+    let out = sb.ok(&["repair", "index"]);
+    let name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(
+        stderr(&out).contains(name) && stderr(&out).contains("undamaged index file"),
+        "{}",
+        show(&out)
+    );
+    // The blobs are still indexed and read: the footer is the only damage.
+    let target = sb.path("target");
+    sb.ok(&["restore", "latest", "--target", &path_str(&target)]);
+    let file = |n: &str| std::fs::read(restored_path(&target, &sb.path("src").join(n))).unwrap();
+    assert_eq!(file("stable.bin"), random_bytes(7, 64 * 1024));
+    assert_eq!(file("daily.bin"), random_bytes(1001, 32 * 1024));
 }
