@@ -29,13 +29,14 @@
 
 use crate::backend::{Backend, FileKind, README_NAME, RESERVE_NAME};
 use crate::error::{Error, Result};
-use crate::ids::{sha256, PackId};
+use crate::ids::{sha256, ChunkId, PackId};
 use crate::index::IndexFile;
 use crate::progress::Progress;
 use crate::repo::{check_name, Repository};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// The order in which files are copied: what a file refers to is always there
@@ -295,17 +296,21 @@ pub fn classify_destination(
 }
 
 /// Builds the plan without changing anything.
-pub fn plan(repo: &Repository, dest: &dyn Backend, opts: &MirrorOptions) -> Result<MirrorPlan> {
+pub fn plan(
+    repo: &Repository,
+    dest: &Arc<dyn Backend>,
+    opts: &MirrorOptions,
+) -> Result<MirrorPlan> {
     let src = repo.backend();
-    if same_place(src.as_ref(), dest) {
+    if same_place(src.as_ref(), dest.as_ref()) {
         return Err(Error::Usage(format!(
             "{} is the repository itself, not a mirror destination",
             dest.location()
         )));
     }
     let source = Listing::of_source(src.as_ref())?;
-    let target = Listing::of(dest)?;
-    let state = classify_destination(repo, dest, &target)?;
+    let target = Listing::of(dest.as_ref())?;
+    let state = classify_destination(repo, dest.as_ref(), &target)?;
     if state == DestinationState::Empty && !opts.init {
         let hint = if dest.local_root().is_some() {
             "it is empty (is the disk plugged in and mounted?)"
@@ -346,7 +351,7 @@ fn same_place(a: &dyn Backend, b: &dyn Backend) -> bool {
 /// Files named by prune records that the mirror may delete now.
 fn plan_deletions(
     repo: &Repository,
-    dest: &dyn Backend,
+    dest: &Arc<dyn Backend>,
     source: &Listing,
     target: &Listing,
     opts: &MirrorOptions,
@@ -437,7 +442,7 @@ fn plan_deletions(
         .collect();
     let mut candidate_index = Vec::new();
     for name in index_names {
-        let file = load_index(repo, dest, source, &name)?;
+        let file = load_index(repo, dest.as_ref(), source, &name)?;
         if due.contains(&(FileKind::Index, name.clone())) {
             candidate_index.push((name, file));
         } else {
@@ -491,6 +496,31 @@ fn plan_deletions(
             reason: "lists packs the mirror still holds and no kept index file lists".into(),
         });
     }
+    let mut delete_packs: BTreeSet<String> = BTreeSet::new();
+    for (kind, name) in due.iter().filter(|(k, _)| *k == FileKind::Pack) {
+        let listed = PackId::from_hex(name).is_some_and(|id| needed.contains(&id));
+        if listed {
+            plan.kept.push(Kept {
+                file: file_ref(target, *kind, name),
+                reason: "still listed by an index file the mirror keeps".into(),
+            });
+        } else {
+            delete_packs.insert(name.clone());
+        }
+    }
+    let mut delete_index: BTreeSet<String> = delete_index.into_iter().collect();
+    let all_index: Vec<(String, Option<IndexFile>)> =
+        staying.into_iter().chain(candidate_index).collect();
+    keep_what_grace_snapshots_need(
+        repo,
+        dest,
+        source,
+        &due,
+        &all_index,
+        &mut delete_index,
+        &mut delete_packs,
+        plan,
+    )?;
     let mut deletions = Vec::new();
     for (kind, name) in due.iter().filter(|(k, _)| *k == FileKind::Snapshot) {
         deletions.push(file_ref(target, *kind, name));
@@ -498,18 +528,117 @@ fn plan_deletions(
     for name in &delete_index {
         deletions.push(file_ref(target, FileKind::Index, name));
     }
-    for (kind, name) in due.iter().filter(|(k, _)| *k == FileKind::Pack) {
-        let id = PackId::from_hex(name).expect("listed names are hex");
-        if needed.contains(&id) {
-            plan.kept.push(Kept {
-                file: file_ref(target, *kind, name),
-                reason: "still listed by an index file the mirror keeps".into(),
-            });
-        } else {
-            deletions.push(file_ref(target, *kind, name));
-        }
+    for name in &delete_packs {
+        deletions.push(file_ref(target, FileKind::Pack, name));
     }
     plan.delete = deletions;
+    Ok(())
+}
+
+/// Keeps what the snapshots the mirror holds for the grace period still need.
+///
+/// A snapshot that a later prune forgot stays in the mirror until that
+/// prune's record is due, and may need chunks that only files an *earlier*
+/// prune condemned still hold: when the earlier prune's output (its compacted
+/// index, the packs it repacked into) never reached the mirror because the
+/// next prune superseded it first (a mirror that runs before the prune, or a
+/// disk that was not plugged in), the mirror has those chunks only in what
+/// the earlier prune condemned. So the trees of the snapshots the mirror
+/// keeps but the source no longer has are walked in the mirror, and an index
+/// file and a pack that are the last to hold one of their chunks stay.
+/// Snapshots still at the source need nothing here: every file the source
+/// has is in the mirror (or copied by this run) and is never deleted.
+#[allow(clippy::too_many_arguments)]
+fn keep_what_grace_snapshots_need(
+    repo: &Repository,
+    dest: &Arc<dyn Backend>,
+    source: &Listing,
+    due: &BTreeSet<(FileKind, String)>,
+    index_files: &[(String, Option<IndexFile>)],
+    delete_index: &mut BTreeSet<String>,
+    delete_packs: &mut BTreeSet<String>,
+    plan: &mut MirrorPlan,
+) -> Result<()> {
+    if delete_index.is_empty() && delete_packs.is_empty() {
+        return Ok(());
+    }
+    let mirror = repo.on_mirror(dest.clone())?;
+    let roots: Vec<ChunkId> = mirror
+        .snapshots()?
+        .into_iter()
+        .filter(|(id, _)| {
+            let name = id.to_hex();
+            source.get(FileKind::Snapshot, &name).is_none()
+                && !due.contains(&(FileKind::Snapshot, name))
+        })
+        .map(|(_, s)| s.root)
+        .collect();
+    if roots.is_empty() {
+        return Ok(());
+    }
+    let index = mirror.index()?;
+    let live_bits = crate::prune::mark(&mirror, &index, &roots).map_err(|e| {
+        Error::damaged(
+            dest.location(),
+            format!(
+                "a snapshot kept for the grace period cannot be walked ({e}); \
+                 refusing to delete anything until `sopvault check` passes on the mirror"
+            ),
+        )
+    })?;
+    let live: HashSet<ChunkId> = index
+        .iter_positions()
+        .filter(|(pos, _)| live_bits[(*pos / 64) as usize] & (1 << (*pos % 64)) != 0)
+        .map(|(_, loc)| loc.blob.id)
+        .collect();
+    let present: HashSet<PackId> = index.packs().iter().map(|p| p.0).collect();
+    // Where each live chunk is, by index file and pack.
+    let mut holders: HashMap<ChunkId, Vec<(usize, PackId)>> = HashMap::new();
+    for (i, (_, file)) in index_files.iter().enumerate() {
+        let Some(file) = file else { continue };
+        for (p, b) in &file.entries {
+            let pack = file.packs[*p as usize].0;
+            if live.contains(&b.id) && present.contains(&pack) {
+                holders.entry(b.id).or_default().push((i, pack));
+            }
+        }
+    }
+    for (chunk, places) in &holders {
+        let kept = |(i, pack): &(usize, PackId)| {
+            !delete_index.contains(&index_files[*i].0) && !delete_packs.contains(&pack.to_hex())
+        };
+        if places.iter().any(kept) {
+            continue;
+        }
+        // The first holder stays: its index file, and every pack that file
+        // lists (a kept index file that lists a missing pack fails `check`).
+        let (i, pack) = places[0];
+        let why = format!("holds chunk {chunk} of a snapshot kept for the grace period");
+        let (name, file) = &index_files[i];
+        if delete_index.remove(name) {
+            plan.kept.push(Kept {
+                file: FileRef {
+                    kind: FileKind::Index,
+                    name: name.clone(),
+                    size: 0,
+                },
+                reason: why.clone(),
+            });
+        }
+        let listed = file.iter().flat_map(|f| f.packs.iter().map(|p| p.0));
+        for p in std::iter::once(pack).chain(listed) {
+            if delete_packs.remove(&p.to_hex()) {
+                plan.kept.push(Kept {
+                    file: FileRef {
+                        kind: FileKind::Pack,
+                        name: p.to_hex(),
+                        size: 0,
+                    },
+                    reason: why.clone(),
+                });
+            }
+        }
+    }
     Ok(())
 }
 

@@ -254,7 +254,7 @@ pub fn decide(
 }
 
 /// Sets the bit of every blob the kept snapshots reach.
-fn mark(repo: &Repository, index: &Index, roots: &[ChunkId]) -> Result<Vec<u64>> {
+pub(crate) fn mark(repo: &Repository, index: &Index, roots: &[ChunkId]) -> Result<Vec<u64>> {
     let mut live = vec![0u64; (index.len() as usize).div_ceil(64).max(1)];
     let mut seen_trees: HashSet<ChunkId> = HashSet::new();
     let set = |live: &mut Vec<u64>, id: &ChunkId, what: &str| -> Result<()> {

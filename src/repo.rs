@@ -188,9 +188,24 @@ impl Repository {
             &ConfigId(sha256(&cbytes)).to_hex(),
             &cbytes,
         )?;
-        let repo = Repository::assemble(backend, path, key, config, key_id, open)?;
+        let repo = Repository::assemble(backend, path, Arc::new(key), config, key_id, open)?;
         repo.keep_reserve(0);
         Ok(repo)
+    }
+
+    /// The same repository on another backend — a mirror of it, which holds
+    /// the same config and keys — opened with the key already in hand, with
+    /// a private index cache (a mirror's index differs from this one's).
+    pub fn on_mirror(&self, backend: Arc<dyn Backend>) -> Result<Repository> {
+        let path = place_of(backend.as_ref());
+        Repository::assemble(
+            backend,
+            &path,
+            self.key.clone(),
+            self.config.clone(),
+            self.key_id,
+            &OpenOptions::default(),
+        )
     }
 
     /// Opens an existing repository (a directory or `s3://BUCKET/PREFIX`) with a password.
@@ -244,7 +259,7 @@ impl Repository {
         let (master, key_id) = Self::unlock(backend.as_ref(), path, password, &repo_id)?;
         let key = MasterKey::from_master(master);
         let config = Config::decode(&key, &cbytes, &format!("config/{config_name}"))?;
-        Repository::assemble(backend, path, key, config, key_id, open)
+        Repository::assemble(backend, path, Arc::new(key), config, key_id, open)
     }
 
     /// [`Repository::open_backend`] and [`Lock::acquire`](crate::lock::Lock::acquire)
@@ -368,7 +383,7 @@ impl Repository {
     fn assemble(
         backend: Arc<dyn Backend>,
         path: &Path,
-        key: MasterKey,
+        key: Arc<MasterKey>,
         config: Config,
         key_id: KeyId,
         open: &OpenOptions,
@@ -385,7 +400,7 @@ impl Repository {
         Ok(Repository {
             backend,
             root: path.to_path_buf(),
-            key: Arc::new(key),
+            key,
             config,
             key_id,
             cache_dir,

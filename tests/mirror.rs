@@ -173,7 +173,7 @@ fn a_mirror_killed_half_way_is_incomplete_not_corrupt_and_a_rerun_finishes_it() 
         let out = sb
             .call(&["mirror", "--verify", &path_str(&mirror)])
             .env_remove("SOPVAULT_PASSWORD_FILE")
-            .ok();
+            .code(exit::INCOMPLETE);
         assert!(stdout(&out).contains("missing:"), "{point}: {}", show(&out));
         // Packs first: no index file or snapshot refers to a pack not yet there.
         assert!(
@@ -386,7 +386,9 @@ fn status_lists_every_mirror_with_what_it_is_behind() {
     );
     snapshots(&sb, 2..3);
     sb.ok(&["mirror", &path_str(&a)]);
-    let v = sb.json(&["mirror", "--status", "--json"]);
+    // One mirror behind: exit 3, with the JSON all the same.
+    let out = sb.code(&["mirror", "--status", "--json"], exit::INCOMPLETE);
+    let v = parse_json(&out);
     let rows = v.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     let row_b = rows
@@ -400,9 +402,9 @@ fn status_lists_every_mirror_with_what_it_is_behind() {
         .unwrap();
     assert_eq!(num(row_a, "/behind_files"), 0, "{v}");
 
-    // An unplugged disk is reported, not an error.
+    // An unplugged disk is reported, with exit 10 for monitoring.
     std::fs::rename(&b, sb.path("unplugged")).unwrap();
-    let out = sb.ok(&["mirror", "--status"]);
+    let out = sb.code(&["mirror", "--status"], exit::NO_REPOSITORY);
     assert!(stdout(&out).contains("not reachable"), "{}", show(&out));
 }
 
@@ -513,4 +515,72 @@ fn issue20_4_monitoring_sees_a_mirror_behind_unreachable_or_damaged() {
     sb.ok(&["snapshots", "--source", "db"]);
     let out = sb.code(&["snapshots", "--source", "dbb"], exit::USAGE);
     assert!(stderr(&out).contains("dbb"), "{}", show(&out));
+}
+
+/// Found by the simulated year: a mirror that ran before a prune never saw
+/// that prune's output (its compacted index and the pack it repacked a live
+/// chunk into) when the next prune superseded it first. When the first
+/// prune's record came due, the mirror deleted the only pack it had with that
+/// chunk, while a snapshot the second prune forgot, still in its grace
+/// period, needed it. Deletions now keep what the snapshots the mirror holds
+/// still need.
+#[test]
+fn a_mirror_keeps_what_its_grace_snapshots_need_when_it_missed_a_prunes_output() {
+    let sb = Sandbox::init();
+    let part = |seed: u64| random_bytes(seed, 600 * 1024);
+    let (a, b, c, d) = (part(1), part(2), part(3), part(4));
+    let day = |n: u32, content: &[Vec<u8>]| {
+        let file = sb.write("dump.sql", &content.concat());
+        let cmd = format!("db.sql=cat {}", path_str(&file));
+        let time = format!("2026-03-{n:02}T00:00:00+07:00");
+        sb.ok(&[
+            "snapshot", "--source", "db", "--stream", &cmd, "--time", &time,
+        ]);
+    };
+    let at = |n: u32, hh: u32| {
+        let (m, d) = if n <= 31 { (3, n) } else { (4, n - 31) };
+        format!("2026-{m:02}-{d:02}T{hh:02}:00:00+07:00")
+    };
+    let mirror = sb.path("M");
+    let m = path_str(&mirror);
+    day(1, &[a.clone(), b.clone()]);
+    day(2, &[b.clone(), c.clone()]);
+    day(3, std::slice::from_ref(&d));
+    sb.ok(&["mirror", "--init", &m, "--time", &at(3, 1)]);
+    // Day 3's prune forgets day 1 and repacks the pack that held `a` and `b`
+    // (`b` is live for day 2); the mirror ran before it and does not see it.
+    let prune = |keep: &str, n: u32| {
+        sb.ok(&[
+            "prune",
+            "--keep-last",
+            keep,
+            "--max-unused",
+            "0%",
+            "--time",
+            &at(n, 2),
+        ])
+    };
+    prune("2", 3);
+    // Day 4's prune forgets day 2 before any mirror ran: `b` is dead at the
+    // source, and the pack the first prune repacked it into is deleted.
+    prune("1", 4);
+    sb.ok(&["mirror", &m, "--time", &at(4, 3)]);
+    let on_mirror = |args: &[&str]| sb.call(args).env("SOPVAULT_REPO", &mirror).run();
+    // Day 33: the first prune's record is due, the second's is not.
+    sb.ok(&["mirror", &m, "--time", &at(33, 3)]);
+    let out = on_mirror(&["check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = on_mirror(&["cat", "db_2026-03-02", "db.sql"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        out.stdout == [b.clone(), c.clone()].concat(),
+        "day 2 differs"
+    );
+    // Day 35: both are due, and the mirror equals the repository.
+    sb.ok(&["mirror", &m, "--time", &at(35, 3)]);
+    assert_diff_equal(&sb.repo, &mirror);
+    let out = on_mirror(&["check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = on_mirror(&["cat", "db_2026-03-03", "db.sql"]);
+    assert!(out.stdout == d, "day 3 differs");
 }

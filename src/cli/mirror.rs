@@ -143,7 +143,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             report_mount(ctx, root)?;
         }
     }
-    let first = mirror::plan(&repo, dest.as_ref(), &opts)?;
+    let first = mirror::plan(&repo, &dest, &opts)?;
     if args.dry_run {
         print_plan(ctx, &args, &first, true)?;
         return Ok(exit::OK);
@@ -171,7 +171,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let _dest_lock = sopvault::lock::Lock::acquire(dest.clone(), true, "mirror")?;
     // Leftovers of an interrupted run; nobody else writes under our exclusive lock.
     dest.clean_tmp()?;
-    let plan = mirror::plan(&repo, dest.as_ref(), &opts)?;
+    let plan = mirror::plan(&repo, &dest, &opts)?;
     if !args.json {
         print_plan(ctx, &args, &plan, false)?;
     }
