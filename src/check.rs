@@ -343,11 +343,21 @@ fn check_in_pool(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         trees: HashMap::new(),
         missing: HashMap::new(),
     };
-    for (name, _) in backend.list(FileKind::Snapshot)? {
+    // Manifests are read side by side (each a round trip on an object store).
+    let manifests: Vec<(String, Result<crate::manifest::Snapshot>)> = backend
+        .list(FileKind::Snapshot)?
+        .into_par_iter()
+        .map(|(name, _)| {
+            let id = SnapshotId::from_hex(&name).unwrap_or_default();
+            let snap = repo.load_snapshot(&id);
+            (name, snap)
+        })
+        .collect();
+    for (name, snap) in manifests {
         crate::interrupt::check()?;
         report.snapshots += 1;
         let id = SnapshotId::from_hex(&name).unwrap_or_default();
-        let snap = match repo.load_snapshot(&id) {
+        let snap = match snap {
             Ok(s) => s,
             Err(e) => {
                 add(problem(format!("snapshots/{name}"), e.to_string()));

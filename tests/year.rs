@@ -7,10 +7,11 @@
 //! directory (the external disk) and to the S3 server (the cloud copy). Some
 //! days the mirror runs before the prune, some days the disk is not plugged in
 //! and is caught up later, and some days a mirror is killed with SIGKILL at a
-//! random moment and run again. After every day the repository and both
-//! mirrors pass `check`, the policy's newest snapshots exist, `mirror
-//! --verify` passes, and a sample of the kept snapshots restores byte for
-//! byte from every copy; at the end all of them do.
+//! random moment and run again. After every day the repository and the disk
+//! mirror pass `check` (the cloud mirror every fourth day, after every kill
+//! and at the end), the policy's newest snapshots exist, `mirror --verify`
+//! passes, and a sample of the kept snapshots restores byte for byte from
+//! every copy; at the end all of them do, after `check --read-data`.
 //!
 //! This is the test that would have caught issue 20's first item: a mirror
 //! made after a prune could not restore the newest snapshots.
@@ -537,11 +538,19 @@ fn a_simulated_year_of_nightly_snapshot_prune_mirror_verify_restore() {
             newest_db,
             ids[(y.rng.next_u64() % ids.len() as u64) as usize].clone(),
         ];
+        // The cloud copy's `check` costs a round trip per manifest and tree
+        // (0.8 s a night here, more than the rest of the night together):
+        // it runs every fourth night, after every kill and at the end; its
+        // restores and `mirror --verify` still run as above.
+        let check_cloud = n % 4 == 0 || n % 9 == 4;
         std::thread::scope(|scope| {
             for c in &copies {
                 let (y, d, sample, expected) = (&y, &d, &sample, &expected);
+                let check = !c.s3 || check_cloud;
                 scope.spawn(move || {
-                    y.ok(c, &["check"], d);
+                    if check {
+                        y.ok(c, &["check"], d);
+                    }
                     for id in sample {
                         restore_and_compare(y, c, id, &expected[id], d);
                     }
