@@ -441,8 +441,18 @@ fn plan_deletions(
         )
         .collect();
     let mut candidate_index = Vec::new();
-    for name in index_names {
-        let file = load_index(repo, dest.as_ref(), source, &name)?;
+    let loaded: Vec<(String, Result<Option<IndexFile>>)> = {
+        use rayon::prelude::*;
+        index_names
+            .into_par_iter()
+            .map(|name| {
+                let file = load_index(repo, dest.as_ref(), source, &name);
+                (name, file)
+            })
+            .collect()
+    };
+    for (name, file) in loaded {
+        let file = file?;
         if due.contains(&(FileKind::Index, name.clone())) {
             candidate_index.push((name, file));
         } else {
@@ -650,7 +660,9 @@ fn file_ref(listing: &Listing, kind: FileKind, name: &str) -> FileRef {
     }
 }
 
-/// Reads and decodes an index file from the mirror, else from the source; `None` when neither can.
+/// Reads and decodes an index file: from the source when it has it (the same
+/// bytes, as the name is their hash, and the source is usually the nearer
+/// copy), else from the mirror; `None` when neither can.
 fn load_index(
     repo: &Repository,
     dest: &dyn Backend,
@@ -663,13 +675,12 @@ fn load_index(
         check_name(&bytes, name, "index").ok()?;
         IndexFile::decode(repo.key(), &bytes, &object).ok()
     };
-    if let Some(f) = from(dest) {
-        return Ok(Some(f));
-    }
     if source.get(FileKind::Index, name).is_some() {
-        return Ok(from(repo.backend().as_ref()));
+        if let Some(f) = from(repo.backend().as_ref()) {
+            return Ok(Some(f));
+        }
     }
-    Ok(None)
+    Ok(from(dest))
 }
 
 pub fn format_time(sec: i64) -> String {
