@@ -18,10 +18,10 @@
 
 use sopvault::blob;
 use sopvault::crypto::Password;
-use sopvault::delta::ParentCursor;
-use sopvault::keyfile::KdfParams;
+use sopvault::format::keyfile::KdfParams;
+use sopvault::format::tree::{ChunkRef, Content};
 use sopvault::repo::{InitOptions, OpenOptions};
-use sopvault::tree::{ChunkRef, Content};
+use sopvault::write::delta::ParentCursor;
 use sopvault::Repository;
 use std::collections::HashSet;
 use std::path::PathBuf;

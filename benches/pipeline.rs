@@ -21,11 +21,11 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use sopvault::crypto::Password;
-use sopvault::keyfile::KdfParams;
-use sopvault::progress::NoProgress;
+use sopvault::format::keyfile::KdfParams;
+use sopvault::ops::progress::NoProgress;
+use sopvault::ops::restore::{self, RestoreOptions};
+use sopvault::ops::snapshot::{self, SnapshotOptions};
 use sopvault::repo::{InitOptions, OpenOptions};
-use sopvault::restore::{self, RestoreOptions};
-use sopvault::snapshot::{self, SnapshotOptions};
 use sopvault::Repository;
 use std::fmt::Write as _;
 use std::hint::black_box;

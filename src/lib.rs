@@ -1,70 +1,44 @@
 //! sopvault: content-addressed, deduplicating, encrypted backups.
 //!
-//! # Layout
-//! Bottom to top, each stage of the data flow in exactly one module:
+//! # Layers
+//! Bottom to top; a module uses only the layers below it (and its own),
+//! which `scripts/check-layers.py` checks in the test command:
 //!
-//! - [`error`], [`ids`] — typed errors; one id type per kind of object;
-//!   [`escape`] — names that are bytes, printed reversibly.
-//! - [`format`](mod@format) — fixed little-endian layouts and magic numbers.
-//! - [`crypto`] — master key, subkeys, XChaCha20-Poly1305 sealing.
-//! - [`chunker`] — keyed FastCDC.
-//! - [`blob`] — compress, seal, verify a chunk; open and verify it again.
-//! - [`delta`] — a new chunk's delta base; decoding chains of deltas.
-//! - [`keyfile`], [`config`], [`pack`], [`index`], [`tree`], [`manifest`] — one module per file format.
-//! - [`backend`] — where bytes live (a local directory), no crypto; [`s3`] — an
-//!   S3-compatible object store behind the same trait.
-//! - [`lock`] — shared and exclusive repository locks.
-//! - [`repo`] — owns keys, backend and config; reads blobs, trees, snapshots.
-//! - [`store`] — the write side: dedup, parallel sealing, packs, index files;
-//!   [`added`] — the ids a run added, spilled to disk as they grow.
-//! - [`walk`] — directory listings, `lstat` and xattrs for a snapshot, read ahead on a thread.
-//! - [`retention`] — the retention policy, a pure function.
-//! - [`snapshot`], [`restore`], [`check`], [`prune`], [`repair`], [`mirror`] — orchestration of the commands;
-//!   [`writeback`] — restored data leaves the page cache once written.
-//! - [`vfs`] — a read-only view of every snapshot (the FUSE adapter lives in the binary).
-//! - [`faults`] — crash points for fault-injection tests.
+//! 1. [`error`], [`ids`], [`escape`], [`faults`], [`interrupt`] — typed errors, one id type per kind of
+//!    object, names that are bytes printed reversibly, crash points for tests, the interruption flag.
+//! 2. [`crypto`] — master key, subkeys, XChaCha20-Poly1305 sealing; [`chunker`] — keyed FastCDC.
+//! 3. [`blob`] — compress, seal, verify a chunk; open and verify it again.
+//! 4. [`format`](mod@format) — the byte layout of every file kind (key, config, pack, tree, manifest).
+//! 5. [`sys`] — everything that asks the operating system (metadata, walks, write-behind, host info).
+//! 6. [`backend`] — where bytes live (a directory, S3), no crypto and no format knowledge.
+//! 7. [`index`] — index files and the merged, memory-mapped index.
+//! 8. [`repo`] — the one door to stored bytes: keys, config, locks, snapshot lookup,
+//!    blob reads and delta chains.
+//! 9. [`write`] — the write side: dedup, parallel sealing, packs, index files, delta bases.
+//! 10. [`ops`] — the commands: snapshot, restore, vfs, check, prune, retention, repair, mirror.
+//!
+//! `ARCHITECTURE.md` follows a chunk through these layers.
 //!
 //! The command line (`src/main.rs`, `src/cli/`) is a thin layer on top; this
 //! library never imports clap, indicatif or fuser.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod added;
 pub mod backend;
 pub mod blob;
-pub mod check;
 pub mod chunker;
-pub mod config;
 pub mod crypto;
-pub mod delta;
 pub mod error;
 pub mod escape;
 pub mod faults;
 pub mod format;
-pub mod fsmeta;
 pub mod ids;
 pub mod index;
 pub mod interrupt;
-pub mod keyfile;
-pub mod lock;
-pub mod manifest;
-pub mod mirror;
-pub mod pack;
-pub mod parent;
-pub mod progress;
-pub mod prune;
-pub mod repair;
+pub mod ops;
 pub mod repo;
-pub mod restore;
-pub mod retention;
-pub mod s3;
-pub mod snapshot;
-pub mod store;
-pub mod sysinfo;
-pub mod tree;
-pub mod vfs;
-pub mod walk;
-pub mod writeback;
+pub mod sys;
+pub mod write;
 
 #[cfg(test)]
 mod testutil;

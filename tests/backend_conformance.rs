@@ -1,10 +1,10 @@
 //! One conformance suite that every backend passes: the contract written at
-//! the top of `src/backend.rs`, checked against a local directory and against
+//! the top of `src/backend/mod.rs`, checked against a local directory and against
 //! a real S3-compatible server (skipped, with a note, when `scripts/test.sh`
 //! has not started one: see `tests/s3.rs`).
 
+use sopvault::backend::s3::S3Backend;
 use sopvault::backend::{Backend, FileKind, LocalBackend};
-use sopvault::s3::S3Backend;
 use sopvault::ErrorKind;
 
 fn sha(bytes: &[u8]) -> String {

@@ -1363,7 +1363,7 @@ fn restore_does_not_write_through_a_symlink_in_the_target() {
 fn ids_spilled_to_disk_still_deduplicate_the_rest_of_the_run() {
     use sopvault::chunker::ChunkerProfile;
     use sopvault::crypto::Password;
-    use sopvault::keyfile::KdfParams;
+    use sopvault::format::keyfile::KdfParams;
     use sopvault::repo::{InitOptions, OpenOptions, Repository};
     let sb = Sandbox::new();
     let opts = InitOptions {

@@ -14,20 +14,20 @@
 use sha2::Digest;
 use sopvault::blob::{self, BlobInfo, BlobKind, Codec, SealedBlob};
 use sopvault::chunker::{Chunker, ChunkerProfile};
-use sopvault::config::Config;
 use sopvault::crypto::{self, KeyPurpose, MasterKey, Password, Secret32, NONCE_LEN};
+use sopvault::format::config::Config;
+use sopvault::format::keyfile::{self, Kdf, KdfParams, KeyFile};
+use sopvault::format::manifest::{Snapshot, SnapshotTime, StreamRecord, Summary};
+use sopvault::format::pack::{self, PackKind, PackWriter, ENTRY_LEN, TRAILER_LEN};
+use sopvault::format::tree::{
+    ChunkList, ChunkRef, Content, ListRef, Node, NodeKind, Timestamp, Tree, Xattr,
+};
 use sopvault::format::{
     encode_postcard, write_header, HEADER_LEN, MAGIC_CONFIG, MAGIC_INDEX, MAGIC_PACK,
     MAGIC_PACK_END, MAGIC_SNAPSHOT,
 };
 use sopvault::ids::{sha256, ChunkId, IndexId, PackId, SnapshotId};
 use sopvault::index::IndexFile;
-use sopvault::keyfile::{self, Kdf, KdfParams, KeyFile};
-use sopvault::manifest::{Snapshot, SnapshotTime, StreamRecord, Summary};
-use sopvault::pack::{self, PackKind, PackWriter, ENTRY_LEN, TRAILER_LEN};
-use sopvault::tree::{
-    ChunkList, ChunkRef, Content, ListRef, Node, NodeKind, Timestamp, Tree, Xattr,
-};
 
 // ---------------------------------------------------------------- fixed inputs
 
@@ -1076,24 +1076,24 @@ fn snapshot_human_name() {
     let k = key();
     let mut existing = Vec::new();
     assert_eq!(
-        sopvault::snapshot::human_name(&existing, "web", &t),
+        sopvault::ops::snapshot::human_name(&existing, "web", &t),
         "web_2026-11-22"
     );
     let mut s = vector_snapshot(&k);
     existing.push((SnapshotId([1; 32]), s.clone()));
     assert_eq!(
-        sopvault::snapshot::human_name(&existing, "web", &t),
+        sopvault::ops::snapshot::human_name(&existing, "web", &t),
         "web_2026-11-22-2"
     );
     s.name = "web_2026-11-22-2".into();
     existing.push((SnapshotId([2; 32]), s.clone()));
     assert_eq!(
-        sopvault::snapshot::human_name(&existing, "web", &t),
+        sopvault::ops::snapshot::human_name(&existing, "web", &t),
         "web_2026-11-22-3"
     );
     // Another source's names do not count.
     assert_eq!(
-        sopvault::snapshot::human_name(&existing, "db", &t),
+        sopvault::ops::snapshot::human_name(&existing, "db", &t),
         "db_2026-11-22"
     );
 
@@ -1118,7 +1118,7 @@ fn snapshot_human_name() {
         ]
     );
     assert_eq!(
-        sopvault::snapshot::human_name(&existing, "web", &t),
+        sopvault::ops::snapshot::human_name(&existing, "web", &t),
         "web_2026-11-22-4"
     );
 }
@@ -1230,17 +1230,20 @@ fn delta_blob_binds_its_base_and_decodes_against_it() {
     }
     // A pack entry carries the base; zero fields on a delta are refused.
     let mut entry = Vec::new();
-    sopvault::pack::encode_entry(&mut entry, &info);
+    sopvault::format::pack::encode_entry(&mut entry, &info);
     assert_eq!(&entry[48..50], &[0, 2], "kind data, codec delta");
     assert_eq!(&entry[50..52], &1u16.to_le_bytes());
     assert_eq!(&entry[52..56], &1u32.to_le_bytes());
     assert_eq!(&entry[56..88], &d.base.0);
     let mut r = sopvault::format::Reader::new(&entry, "entry");
-    assert_eq!(sopvault::pack::decode_entry(&mut r, "entry").unwrap(), info);
+    assert_eq!(
+        sopvault::format::pack::decode_entry(&mut r, "entry").unwrap(),
+        info
+    );
     let mut zeroed = entry.clone();
     zeroed[50..52].copy_from_slice(&[0, 0]);
     let mut r = sopvault::format::Reader::new(&zeroed, "entry");
-    assert!(sopvault::pack::decode_entry(&mut r, "entry").is_err());
+    assert!(sopvault::format::pack::decode_entry(&mut r, "entry").is_err());
 }
 
 /// §17.3a: a codec-1 (zstd) blob and a codec-2 (delta) blob, with every

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sopvault::chunker::Chunker;
-use sopvault::config::Config;
+use sopvault::format::config::Config;
 use sopvault::format::encode_postcard;
 use sopvault_fuzz::{key, OBJECT};
 

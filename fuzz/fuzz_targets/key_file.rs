@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sopvault::crypto::Password;
-use sopvault::keyfile::{Kdf, KeyFile, MAX_M_KIB, MAX_P, MAX_T, MIN_M_KIB, SECRET_PREFIX};
+use sopvault::format::keyfile::{Kdf, KeyFile, MAX_M_KIB, MAX_P, MAX_T, MIN_M_KIB, SECRET_PREFIX};
 use sopvault_fuzz::OBJECT;
 
 fuzz_target!(|data: &[u8]| {

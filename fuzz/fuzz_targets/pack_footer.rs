@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sopvault::format::HEADER_LEN;
-use sopvault::pack::{decode_footer_plain, encode_entry, read_footer_from_bytes, ENTRY_LEN};
+use sopvault::format::pack::{decode_footer_plain, encode_entry, read_footer_from_bytes, ENTRY_LEN};
 use sopvault_fuzz::{key, split_u64, OBJECT};
 
 fuzz_target!(|data: &[u8]| {

@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use sopvault::crypto::SEAL_OVERHEAD;
 use sopvault::format::HEADER_LEN;
-use sopvault::pack::{parse_trailer, MAX_PACK_SIZE, TRAILER_LEN};
+use sopvault::format::pack::{parse_trailer, MAX_PACK_SIZE, TRAILER_LEN};
 use sopvault_fuzz::{split_u64, OBJECT};
 
 fn check(trailer: &[u8], pack_len: u64) {

@@ -10,15 +10,15 @@
 
 use libfuzzer_sys::fuzz_target;
 use sopvault::blob::{self, BlobInfo, BlobKind};
-use sopvault::config::Config;
+use sopvault::format::config::Config;
 use sopvault::crypto::KeyPurpose;
 use sopvault::format::{
     write_header, HEADER_LEN, MAGIC_CONFIG, MAGIC_INDEX, MAGIC_PACK, MAGIC_PACK_END, MAGIC_SNAPSHOT,
 };
 use sopvault::index::IndexFile;
-use sopvault::manifest::Snapshot;
-use sopvault::pack::{decode_footer_plain, read_footer_from_bytes};
-use sopvault::tree::{ChunkList, Tree};
+use sopvault::format::manifest::Snapshot;
+use sopvault::format::pack::{decode_footer_plain, read_footer_from_bytes};
+use sopvault::format::tree::{ChunkList, Tree};
 use sopvault_fuzz::{key, seal_meta_file, sealed, NONCE, OBJECT};
 
 /// `header | blob area of zeros | seal(footer) | trailer`.

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sopvault::format::encode_postcard;
-use sopvault::manifest::Snapshot;
+use sopvault::format::manifest::Snapshot;
 use sopvault_fuzz::{key, OBJECT};
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sopvault::tree::{ChunkList, Tree, LIST_CHUNKS};
+use sopvault::format::tree::{ChunkList, Tree, LIST_CHUNKS};
 use sopvault_fuzz::OBJECT;
 
 fuzz_target!(|data: &[u8]| {

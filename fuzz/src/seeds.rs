@@ -6,15 +6,15 @@
 use crate::{key, seal_meta_file, sealed, BlobPrefix, OBJECT};
 use sopvault::blob::{self, BlobInfo, BlobKind, Codec};
 use sopvault::chunker::ChunkerProfile;
-use sopvault::config::Config;
+use sopvault::format::config::Config;
 use sopvault::crypto::{Password, Secret32};
 use sopvault::format::{encode_postcard, MAGIC_CONFIG, MAGIC_INDEX, MAGIC_SNAPSHOT};
 use sopvault::ids::{IndexId, SnapshotId};
 use sopvault::index::IndexFile;
-use sopvault::keyfile::{self, Kdf, KdfParams};
-use sopvault::manifest::{Snapshot, SnapshotTime, StreamRecord, Summary};
-use sopvault::pack::{encode_entry, parse_trailer, PackKind, PackWriter, TRAILER_LEN};
-use sopvault::tree::{
+use sopvault::format::keyfile::{self, Kdf, KdfParams};
+use sopvault::format::manifest::{Snapshot, SnapshotTime, StreamRecord, Summary};
+use sopvault::format::pack::{encode_entry, parse_trailer, PackKind, PackWriter, TRAILER_LEN};
+use sopvault::format::tree::{
     ChunkList, ChunkRef, Content, ListRef, Node, NodeKind, Timestamp, Tree, Xattr,
 };
 
@@ -314,6 +314,7 @@ pub fn all() -> Vec<Seed> {
             sha256: [4; 32],
             started: at(1_793_000_000),
             ended: at(1_793_000_060),
+            shrunk_from: None,
         }],
         root: key.chunk_id(&tree_plain),
         parent: Some(SnapshotId([5; 32])),

@@ -1,10 +1,10 @@
 //! `sopvault cat`: write one file or stream of a snapshot to standard output.
 
 use super::Ctx;
+use sopvault::format::tree::NodeKind;
+use sopvault::ops::restore::{join_display, resolve_path, write_content};
 use sopvault::repo::ListAhead;
-use sopvault::restore::{join_display, resolve_path, write_content};
-use sopvault::tree::NodeKind;
-use sopvault::writeback::WriteBehind;
+use sopvault::sys::writeback::WriteBehind;
 use sopvault::Error;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -18,8 +18,11 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let (repo, _lock) =
-        ctx.open_locked_for_one_version(sopvault::lock::Access::Read, "cat", ListAhead::Index)?;
+    let (repo, _lock) = ctx.open_locked_for_one_version(
+        sopvault::repo::lock::Access::Read,
+        "cat",
+        ListAhead::Index,
+    )?;
     let (id, snap) = repo.find_snapshot(&args.snapshot)?;
     ctx.warn_if_incomplete(&repo, &id, &snap);
     let index = repo.index()?;

@@ -1,7 +1,7 @@
 //! `sopvault check`: verify structure and, optionally, data.
 
 use super::{exit, human_bytes, print_json, Ctx};
-use sopvault::check::ReadData;
+use sopvault::ops::check::ReadData;
 use sopvault::repo::ListAhead;
 use sopvault::Error;
 
@@ -38,10 +38,13 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         (false, Some(s)) => ReadData::Subset(parse_share(s)?),
         _ => ReadData::None,
     };
-    let (repo, _lock) =
-        ctx.open_locked(sopvault::lock::Access::Read, "check", ListAhead::Nothing)?;
+    let (repo, _lock) = ctx.open_locked(
+        sopvault::repo::lock::Access::Read,
+        "check",
+        ListAhead::Nothing,
+    )?;
     ctx.print_warnings(&repo);
-    let report = sopvault::check::check(&repo, read)?;
+    let report = sopvault::ops::check::check(&repo, read)?;
     if args.json {
         let mut v = serde_json::to_value(&report).expect("report serialises");
         v["ok"] = report.ok().into();

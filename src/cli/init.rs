@@ -7,7 +7,7 @@ use sopvault::{Error, Repository};
 #[derive(clap::Args)]
 pub struct Args {
     /// zstd compression level for new data (-7 to 19; negative levels are faster and larger)
-    #[arg(long, default_value_t = sopvault::config::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(-7..=19), allow_negative_numbers = true)]
+    #[arg(long, default_value_t = sopvault::format::config::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(-7..=19), allow_negative_numbers = true)]
     compression: i32,
 }
 

@@ -1,7 +1,7 @@
 //! `sopvault key`: add, list, remove and change passwords and machine secrets (key files).
 
 use super::{password, Ctx};
-use sopvault::keyfile::{Kdf, KdfParams};
+use sopvault::format::keyfile::{Kdf, KdfParams};
 use sopvault::repo::ListAhead;
 use sopvault::Error;
 use std::io::Write;
@@ -36,20 +36,23 @@ pub enum KeyCommand {
 fn default_label() -> String {
     format!(
         "{}@{}",
-        sopvault::sysinfo::username(),
-        sopvault::sysinfo::hostname()
+        sopvault::sys::sysinfo::username(),
+        sopvault::sys::sysinfo::hostname()
     )
 }
 
 pub fn run(ctx: &Ctx, cmd: KeyCommand) -> Result<i32, Error> {
-    let (repo, _lock) =
-        ctx.open_locked(sopvault::lock::Access::Write, "key", ListAhead::Nothing)?;
+    let (repo, _lock) = ctx.open_locked(
+        sopvault::repo::lock::Access::Write,
+        "key",
+        ListAhead::Nothing,
+    )?;
     match cmd {
         KeyCommand::Add {
             label,
             secret_file: Some(path),
         } => {
-            let secret = sopvault::keyfile::generate_secret()?;
+            let secret = sopvault::format::keyfile::generate_secret()?;
             write_secret_file(&path, secret.as_bytes())?;
             let label = label.unwrap_or_else(default_label);
             match repo.add_key(&secret, Kdf::MachineSecret, &label) {

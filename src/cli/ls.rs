@@ -2,9 +2,9 @@
 
 use super::Ctx;
 use serde_json::json;
+use sopvault::format::tree::{Node, NodeKind, Tree};
+use sopvault::ops::restore::{join_display, resolve_path, walk};
 use sopvault::repo::ListAhead;
-use sopvault::restore::{join_display, resolve_path, walk};
-use sopvault::tree::{Node, NodeKind, Tree};
 use sopvault::Error;
 use std::os::unix::ffi::OsStrExt;
 
@@ -69,7 +69,7 @@ fn name_fields(v: &mut serde_json::Value, field: &str, bytes: &[u8]) {
 fn print(path_bytes: &[u8], n: &Node, json: bool, long: bool) -> Result<(), Error> {
     let path = sopvault::escape::escape(path_bytes);
     if json {
-        let t = sopvault::manifest::SnapshotTime {
+        let t = sopvault::format::manifest::SnapshotTime {
             at: n.mtime,
             utc_offset: 0,
         };
@@ -87,7 +87,7 @@ fn print(path_bytes: &[u8], n: &Node, json: bool, long: bool) -> Result<(), Erro
         }
         outln!("{v}")?;
     } else if long {
-        let t = sopvault::manifest::SnapshotTime {
+        let t = sopvault::format::manifest::SnapshotTime {
             at: n.mtime,
             utc_offset: 0,
         };
@@ -124,7 +124,8 @@ fn print(path_bytes: &[u8], n: &Node, json: bool, long: bool) -> Result<(), Erro
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let (repo, _lock) = ctx.open_locked(sopvault::lock::Access::Read, "ls", ListAhead::Index)?;
+    let (repo, _lock) =
+        ctx.open_locked(sopvault::repo::lock::Access::Read, "ls", ListAhead::Index)?;
     let (_, snap) = repo.find_snapshot(&args.snapshot)?;
     let index = repo.index()?;
     ctx.print_warnings(&repo);

@@ -3,7 +3,7 @@
 use super::{exit, human_bytes, print_json, Ctx};
 use serde_json::json;
 use sopvault::backend::{Backend, FileKind};
-use sopvault::mirror::{self, state, DestinationState, MirrorOptions, MirrorPlan, Sample};
+use sopvault::ops::mirror::{self, state, DestinationState, MirrorOptions, MirrorPlan, Sample};
 use sopvault::repo::ListAhead;
 use sopvault::{Error, Repository};
 use std::path::{Path, PathBuf};
@@ -77,7 +77,7 @@ fn parse_delete_after(s: &str) -> Result<i64, Error> {
     {
         return Ok(0);
     }
-    sopvault::retention::parse_duration(t)
+    sopvault::ops::retention::parse_duration(t)
         .map(|d| d.num_seconds())
         .map_err(|e| Error::Usage(format!("--delete-after {s:?}: {e}")))
 }
@@ -129,8 +129,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         return verify(ctx, &args, &dest_arg);
     }
     let delete_after = parse_delete_after(&args.delete_after)?;
-    let (repo, _src_lock) =
-        ctx.open_locked(sopvault::lock::Access::Read, "mirror", ListAhead::Nothing)?;
+    let (repo, _src_lock) = ctx.open_locked(
+        sopvault::repo::lock::Access::Read,
+        "mirror",
+        ListAhead::Nothing,
+    )?;
     let dest = sopvault::backend::open(&dest_arg)?;
     let opts = MirrorOptions {
         init: args.init,
@@ -163,12 +166,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     }
     // A mirror run killed on this host leaves its lock behind; only mirror runs
     // write to a mirror, so such a lock of a process that is gone is removed.
-    for (name, info) in sopvault::lock::list(dest.as_ref())? {
+    for (name, info) in sopvault::repo::lock::list(dest.as_ref())? {
         if info.is_some_and(|i| i.command == "mirror" && i.is_stale()) {
             dest.remove_lock(&name)?;
         }
     }
-    let _dest_lock = sopvault::lock::Lock::acquire(dest.clone(), true, "mirror")?;
+    let _dest_lock = sopvault::repo::lock::Lock::acquire(dest.clone(), true, "mirror")?;
     // Leftovers of an interrupted run; nobody else writes under our exclusive lock.
     dest.clean_tmp()?;
     let plan = mirror::plan(&repo, &dest, &opts)?;
@@ -488,7 +491,7 @@ fn status(ctx: &Ctx, args: &Args) -> Result<i32, Error> {
         ));
     };
     let bytes = src.read(FileKind::Config, config_name)?;
-    let repo_id = hex::encode(sopvault::config::Config::peek_repo_id(
+    let repo_id = hex::encode(sopvault::format::config::Config::peek_repo_id(
         &bytes,
         &format!("config/{config_name}"),
     )?);
@@ -540,7 +543,7 @@ fn status(ctx: &Ctx, args: &Args) -> Result<i32, Error> {
     }
     let code = status_code(&rows);
     for (d, b) in rows {
-        let age = sopvault::retention::format_duration(chrono::Duration::seconds(
+        let age = sopvault::ops::retention::format_duration(chrono::Duration::seconds(
             (now - d.last_sync).max(0),
         ));
         let when = format!("last sync {} ({age} ago)", mirror::format_time(d.last_sync));

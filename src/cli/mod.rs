@@ -29,7 +29,7 @@ mod unlock;
 
 use clap::{Parser, Subcommand};
 use sopvault::crypto::Password;
-use sopvault::lock::{Access, Lock};
+use sopvault::repo::lock::{Access, Lock};
 use sopvault::repo::{ListAhead, OpenOptions};
 use sopvault::{Error, ErrorKind, Repository};
 use std::path::PathBuf;
@@ -173,7 +173,7 @@ impl Ctx {
         &self,
         repo: &Repository,
         id: &sopvault::ids::SnapshotId,
-        snap: &sopvault::manifest::Snapshot,
+        snap: &sopvault::format::manifest::Snapshot,
     ) {
         if snap.complete {
             return;
@@ -248,7 +248,7 @@ pub mod password {
         std::io::Read::read_to_end(&mut &f, &mut bytes).map_err(cannot)?;
         let pw = finish(bytes, var)?;
         // Like ssh with a private key: a machine secret others can read is refused.
-        if mode & 0o077 != 0 && sopvault::keyfile::machine_secret(&pw)?.is_some() {
+        if mode & 0o077 != 0 && sopvault::format::keyfile::machine_secret(&pw)?.is_some() {
             return Err(Error::Usage(format!(
                 "{var}={path} holds a machine secret but is open to group or others (mode {:04o}); run chmod 600 on it",
                 mode & 0o7777
@@ -464,10 +464,12 @@ pub fn stdout_error(e: std::io::Error) -> Error {
 }
 
 /// `--time`: an RFC 3339 time with its UTC offset, e.g. 2026-11-01T02:00:00+07:00.
-pub fn parse_time(t: Option<&str>) -> Result<Option<sopvault::manifest::SnapshotTime>, Error> {
+pub fn parse_time(
+    t: Option<&str>,
+) -> Result<Option<sopvault::format::manifest::SnapshotTime>, Error> {
     t.map(|t| {
         chrono::DateTime::parse_from_rfc3339(t)
-            .map(sopvault::manifest::SnapshotTime::from_datetime)
+            .map(sopvault::format::manifest::SnapshotTime::from_datetime)
             .map_err(|e| Error::Usage(format!("--time {t:?}: not RFC 3339 ({e})")))
     })
     .transpose()

@@ -2,7 +2,7 @@
 //!
 //! This file is only the adapter between the kernel's FUSE requests (the
 //! `fuser` crate, pure Rust, no libfuse) and the engine's read-only view,
-//! [`sopvault::vfs::Vfs`]. Lookups, attributes and listings are answered on the
+//! [`sopvault::ops::vfs::Vfs`]. Lookups, attributes and listings are answered on the
 //! session thread from the view's inode table; reads go to a small pool of
 //! threads so the kernel's parallel read-ahead requests are served at once.
 //!
@@ -23,9 +23,9 @@ use fuser::{
     FileAttr, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
+use sopvault::format::tree::Timestamp;
+use sopvault::ops::vfs::{Attr, FileType, Vfs, VfsError, VfsOptions, ROOT_INO};
 use sopvault::repo::ListAhead;
-use sopvault::tree::Timestamp;
-use sopvault::vfs::{Attr, FileType, Vfs, VfsError, VfsOptions, ROOT_INO};
 use sopvault::Error;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -63,8 +63,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     }
     // The mount reads the snapshot list and the index lazily, for as long as
     // it runs: nothing is listed ahead.
-    let (repo, lock) =
-        ctx.open_locked(sopvault::lock::Access::Read, "mount", ListAhead::Nothing)?;
+    let (repo, lock) = ctx.open_locked(
+        sopvault::repo::lock::Access::Read,
+        "mount",
+        ListAhead::Nothing,
+    )?;
     let repo = Arc::new(repo);
     // SAFETY: getuid and getgid have no preconditions and cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };

@@ -47,7 +47,7 @@ impl Bar {
     }
 }
 
-impl sopvault::progress::Progress for Bar {
+impl sopvault::ops::progress::Progress for Bar {
     fn shown(&self) -> bool {
         self.bar.is_some()
     }

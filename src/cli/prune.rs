@@ -2,9 +2,9 @@
 
 use super::{human_bytes, print_json, Ctx};
 use serde_json::json;
-use sopvault::prune::{GroupBy, PruneOptions};
+use sopvault::ops::prune::{GroupBy, PruneOptions};
+use sopvault::ops::retention::{parse_count, parse_duration, Count, Policy};
 use sopvault::repo::ListAhead;
-use sopvault::retention::{parse_count, parse_duration, Count, Policy};
 use sopvault::Error;
 
 #[derive(clap::Args)]
@@ -127,9 +127,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         dry_run: args.dry_run,
     };
     let access = if args.dry_run {
-        sopvault::lock::Access::PrunePlan
+        sopvault::repo::lock::Access::PrunePlan
     } else {
-        sopvault::lock::Access::Prune
+        sopvault::repo::lock::Access::Prune
     };
     let (repo, mut lock) = ctx.open_locked(access, "prune", ListAhead::Index)?;
     // Only the notices: damage skipped while planning makes the plan refuse.
@@ -137,7 +137,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     if lock.awaits_reserve() {
         // The disk is full: check the policy against the snapshots before
         // the reserve goes, so that a usage error leaves it in place.
-        sopvault::prune::decide(&repo.snapshots()?, &opts)?;
+        sopvault::ops::prune::decide(&repo.snapshots()?, &opts)?;
         for n in lock.take_reserve("prune")? {
             eprintln!("sopvault: warning: {n}");
         }
@@ -150,7 +150,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             "sopvault: note: this prune deletes but does not repack; run prune again once there is room"
         );
     }
-    let plan = sopvault::prune::plan(&repo, &opts)?;
+    let plan = sopvault::ops::prune::plan(&repo, &opts)?;
     let p = &plan.packs;
     let snapshots_json: Vec<_> = plan
         .snapshots
@@ -213,7 +213,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         }
         return Ok(super::exit::OK);
     }
-    let record = sopvault::prune::execute(&repo, &plan)?;
+    let record = sopvault::ops::prune::execute(&repo, &plan)?;
     repo.keep_reserve(plan.live_entries());
     ctx.print_warnings(&repo);
     if args.json {

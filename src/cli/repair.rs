@@ -1,7 +1,7 @@
 //! `sopvault repair index`: rebuild the index from the packs' footers.
 
 use super::{exit, Ctx};
-use sopvault::repair::PackSource;
+use sopvault::ops::repair::PackSource;
 use sopvault::repo::ListAhead;
 use sopvault::Error;
 
@@ -26,16 +26,16 @@ pub fn run(ctx: &Ctx, cmd: RepairCommand) -> Result<i32, Error> {
 
 fn index(ctx: &Ctx, args: IndexArgs) -> Result<i32, Error> {
     let access = if args.dry_run {
-        sopvault::lock::Access::PrunePlan
+        sopvault::repo::lock::Access::PrunePlan
     } else {
-        sopvault::lock::Access::Prune
+        sopvault::repo::lock::Access::Prune
     };
     let (repo, mut lock) = ctx.open_locked(access, "repair index", ListAhead::Nothing)?;
     ctx.print_notices(&repo);
     for n in lock.take_reserve("repair index")? {
         eprintln!("sopvault: warning: {n}");
     }
-    let plan = sopvault::repair::plan_index(&repo)?;
+    let plan = sopvault::ops::repair::plan_index(&repo)?;
     for (id, why) in &plan.damaged_index_files {
         eprintln!("sopvault: damaged index file index/{}: {why}", id.to_hex());
     }
@@ -69,7 +69,7 @@ fn index(ctx: &Ctx, args: IndexArgs) -> Result<i32, Error> {
             println!("dry run: nothing was changed");
         }
     } else {
-        let written = sopvault::repair::execute_index(&repo, &plan)?;
+        let written = sopvault::ops::repair::execute_index(&repo, &plan)?;
         if !ctx.quiet {
             println!(
                 "wrote {} index file(s), deleted {} old one(s)",

@@ -2,8 +2,8 @@
 
 use super::{exit, human_bytes, print_json, Ctx};
 use serde_json::json;
+use sopvault::ops::restore::RestoreOptions;
 use sopvault::repo::ListAhead;
-use sopvault::restore::RestoreOptions;
 use sopvault::Error;
 use std::path::PathBuf;
 
@@ -23,8 +23,11 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let (repo, _lock) =
-        ctx.open_locked_for_one_version(sopvault::lock::Access::Read, "restore", ListAhead::Index)?;
+    let (repo, _lock) = ctx.open_locked_for_one_version(
+        sopvault::repo::lock::Access::Read,
+        "restore",
+        ListAhead::Index,
+    )?;
     let (id, snap) = repo.find_snapshot(&args.snapshot)?;
     ctx.warn_if_incomplete(&repo, &id, &snap);
     let index = repo.index()?;
@@ -36,9 +39,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             .iter()
             .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
             .collect(),
-        owners: sopvault::sysinfo::is_root(),
+        owners: sopvault::sys::sysinfo::is_root(),
     };
-    let report = sopvault::restore::restore(&repo, &index, &snap.root, &opts)?;
+    let report = sopvault::ops::restore::restore(&repo, &index, &snap.root, &opts)?;
     for w in &report.warnings {
         eprintln!("sopvault: warning: {w}");
     }

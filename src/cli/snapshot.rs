@@ -1,8 +1,8 @@
 //! `sopvault snapshot`: back up paths and dump streams into one snapshot.
 
 use super::{exit, human_bytes, print_json, Ctx};
+use sopvault::ops::snapshot::{SnapshotOptions, StreamInput, StreamSpec};
 use sopvault::repo::ListAhead;
-use sopvault::snapshot::{SnapshotOptions, StreamInput, StreamSpec};
 use sopvault::Error;
 use std::path::PathBuf;
 
@@ -113,13 +113,16 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             args.shrink_warn
         )));
     }
-    sopvault::snapshot::validate_name("source", &opts.source)?;
+    sopvault::ops::snapshot::validate_name("source", &opts.source)?;
     // Directories are read while the passphrase's key is being derived.
-    let prescan = sopvault::snapshot::prescan(&opts, &ctx.repo_path()?);
-    let (repo, _lock) =
-        ctx.open_locked(sopvault::lock::Access::Write, "snapshot", ListAhead::Index)?;
+    let prescan = sopvault::ops::snapshot::prescan(&opts, &ctx.repo_path()?);
+    let (repo, _lock) = ctx.open_locked(
+        sopvault::repo::lock::Access::Write,
+        "snapshot",
+        ListAhead::Index,
+    )?;
     let bar = super::progress::Bar::new(!ctx.quiet && !args.json);
-    let out = sopvault::snapshot::run(&repo, &opts, &bar, prescan);
+    let out = sopvault::ops::snapshot::run(&repo, &opts, &bar, prescan);
     bar.finish();
     ctx.print_warnings(&repo);
     let out = out?;

@@ -2,8 +2,8 @@
 
 use super::{human_bytes, print_json, Ctx};
 use serde_json::json;
+use sopvault::format::manifest::{Snapshot, SnapshotTime};
 use sopvault::ids::SnapshotId;
-use sopvault::manifest::{Snapshot, SnapshotTime};
 use sopvault::repo::ListAhead;
 use sopvault::Error;
 
@@ -66,7 +66,7 @@ pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let (repo, _lock) = ctx.open_locked(
-        sopvault::lock::Access::Read,
+        sopvault::repo::lock::Access::Read,
         "snapshots",
         ListAhead::Nothing,
     )?;

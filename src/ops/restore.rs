@@ -4,7 +4,7 @@
 //! they are written on every core in batches of up to 1024, whatever
 //! directories they are in, each with its metadata (owner names looked up
 //! once per name); a file's chunks are fetched with parallel reads and
-//! written in order, each range handed to [`crate::writeback`] so that the
+//! written in order, each range handed to [`crate::sys::writeback`] so that the
 //! restore keeps only a small window of its data in the page cache.
 //! Directory metadata is applied last so that creating children does not
 //! disturb the recorded mtimes.
@@ -15,12 +15,12 @@
 //! the rest of the snapshot is restored; [`walk`] lists around it likewise.
 
 use crate::error::{Error, Result};
-use crate::fsmeta;
+use crate::format::tree::{ChunkRef, Node, NodeKind, Tree};
 use crate::ids::ChunkId;
 use crate::index::Index;
 use crate::repo::Repository;
-use crate::tree::{ChunkRef, Node, NodeKind, Tree};
-use crate::writeback::WriteBehind;
+use crate::sys::fsmeta;
+use crate::sys::writeback::WriteBehind;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
@@ -539,7 +539,7 @@ impl Restorer<'_> {
 
     fn file(
         &self,
-        content: &crate::tree::Content,
+        content: &crate::format::tree::Content,
         path: &Path,
         shown: &str,
     ) -> Result<(u64, Arc<File>)> {

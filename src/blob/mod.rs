@@ -11,7 +11,9 @@
 //! A delta ([`Codec::Delta`]) is one zstd frame compressed with the plaintext
 //! of an older chunk, its base, as the frame's prefix: what the two share
 //! costs a few bytes. [`seal_delta`] keeps a delta only when it pays;
-//! [`open_delta`] needs the base's verified plaintext (`delta.rs` finds it).
+//! [`open_delta`] needs the base's verified plaintext (`repo::chain` finds it).
+//!
+//! Layer: uses `crypto` and the base modules only.
 
 use crate::crypto::{KeyPurpose, MasterKey, SEAL_OVERHEAD};
 use crate::error::{Error, Result};

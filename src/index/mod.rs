@@ -24,13 +24,16 @@
 //! time: up to [`OVERLAY_MAX_FILES`] files and [`OVERLAY_MAX_ENTRIES`]
 //! entries newer than the cache are held in a small sorted overlay in memory,
 //! and the cache is rewritten only once they outgrow it.
+//!
+//! Layer: uses `format`, `blob`, `crypto` and the base modules; the
+//! repository layer reads and writes the files.
 
 use crate::blob::BlobInfo;
 use crate::crypto::{KeyPurpose, MasterKey, Secret32};
 use crate::error::{Error, Result};
+use crate::format::pack::{decode_entry, encode_entry, ENTRY_LEN};
 use crate::format::{write_header, Reader, HEADER_LEN, MAGIC_INDEX};
 use crate::ids::{ChunkId, IndexId, PackId};
-use crate::pack::{decode_entry, encode_entry, ENTRY_LEN};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};

@@ -16,20 +16,20 @@
 
 use crate::blob::BlobKind;
 use crate::chunker::Chunker;
-use crate::delta::ParentCursor;
 use crate::error::{Error, Result};
-use crate::fsmeta::{self, NameCache};
-use crate::ids::{ChunkId, SnapshotId};
-use crate::index::Index;
-use crate::manifest::{Snapshot, SnapshotTime, StreamRecord, Summary};
-use crate::parent::{self, ParentTrees};
-use crate::progress::Progress;
-use crate::repo::Repository;
-use crate::store::{BlobStore, StoreStats};
-use crate::tree::{
+use crate::format::manifest::{Snapshot, SnapshotTime, StreamRecord, Summary};
+use crate::format::tree::{
     ChunkList, ChunkRef, Content, ListRef, Node, NodeKind, Tree, INLINE_CHUNKS, LIST_CHUNKS_WRITTEN,
 };
-use crate::walk::{self, Excludes, Prescan};
+use crate::ids::{ChunkId, SnapshotId};
+use crate::index::Index;
+use crate::ops::progress::Progress;
+use crate::repo::Repository;
+use crate::sys::fsmeta::{self, NameCache};
+use crate::sys::walk::{self, Excludes, Prescan};
+use crate::write::delta::ParentCursor;
+use crate::write::parent::{self, ParentTrees};
+use crate::write::store::{BlobStore, StoreStats};
 use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -420,7 +420,7 @@ fn run_inner(
             )));
         }
     }
-    let time = opts.time.unwrap_or_else(crate::sysinfo::now);
+    let time = opts.time.unwrap_or_else(crate::sys::sysinfo::now);
     let snaps = repo.snapshots()?;
     let parent = snaps
         .iter()
@@ -524,7 +524,7 @@ fn archive(
                 .config()
                 .features
                 .iter()
-                .any(|f| f == crate::config::FEATURE_DELTA),
+                .any(|f| f == crate::format::config::FEATURE_DELTA),
         summary: Summary::default(),
         hardlinks: HashMap::new(),
     };
@@ -583,8 +583,8 @@ fn archive(
         time,
         name: human_name(snaps, &opts.source, &time),
         source: opts.source.clone(),
-        host: crate::sysinfo::hostname(),
-        user: crate::sysinfo::username(),
+        host: crate::sys::sysinfo::hostname(),
+        user: crate::sys::sysinfo::username(),
         tags: opts.tags.clone(),
         paths: abs_paths,
         streams: records,
@@ -921,7 +921,7 @@ impl Archiver<'_, '_> {
         let mut cursor = prev
             .filter(|_| self.delta)
             .map(|c| ParentCursor::new(self.repo, self.index, c));
-        let started = crate::sysinfo::now();
+        let started = crate::sys::sysinfo::now();
         self.progress.current(&spec.name);
         let fail = |reason: String| Error::StreamFailed {
             name: spec.name.clone(),
@@ -1019,7 +1019,7 @@ impl Archiver<'_, '_> {
             }
             None => None,
         };
-        let ended = crate::sysinfo::now();
+        let ended = crate::sys::sysinfo::now();
         self.summary.files += 1;
         self.summary.bytes_read += read;
         self.summary.bytes_total += read;
@@ -1104,7 +1104,7 @@ fn store_content<R: Read>(
                 let len = chunk.len() as u32;
                 let new = store.add_delta(BlobKind::Data, id, chunk, || {
                     let prev = cursor.as_deref_mut()?.previous(off, len)?;
-                    crate::delta::plan(index, &prev)
+                    crate::write::delta::plan(index, &prev)
                 })?;
                 if let (false, Some(c)) = (new, cursor.as_deref_mut()) {
                     c.known(&id, off);

@@ -26,15 +26,15 @@
 //! of every size freed and allocated again, chunk after chunk, are what
 //! spread glibc's arenas (and the RSS) as a stream goes on.
 
-use crate::added::AddedIds;
 use crate::backend::{FileKind, StagedFile};
 use crate::blob::{self, BlobInfo, BlobKind};
-use crate::delta::DeltaPlan;
 use crate::error::{Error, Result};
+use crate::format::pack::{FinishedPack, PackKind, PackWriter};
 use crate::ids::{ChunkId, IndexId};
 use crate::index::{Index, IndexFile};
-use crate::pack::{FinishedPack, PackKind, PackWriter};
 use crate::repo::Repository;
+use crate::write::added::AddedIds;
+use crate::write::delta::DeltaPlan;
 use crossbeam_channel::{bounded, Sender};
 use std::thread::JoinHandle;
 
@@ -420,13 +420,13 @@ impl WorkerCtx {
         if let Some(plan) = &p.delta {
             // A base that cannot be read only costs this chunk its delta;
             // `check` reports the damage.
-            let base = crate::delta::decode_chain(
+            let base = crate::repo::chain::decode_chain(
                 &self.key,
                 self.backend.as_ref(),
                 &plan.chain,
                 None,
                 None,
-                crate::delta::LinkCheck::Full,
+                crate::repo::chain::LinkCheck::Full,
             );
             if let Ok(base) = base {
                 let b = blob::seal_delta(&self.key, p.id, plain, plan.delta, &base, self.level)?;

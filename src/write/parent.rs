@@ -15,10 +15,10 @@
 //! Trees waiting to be taken are bounded by an estimate of their size in
 //! memory.
 
+use crate::format::tree::{NodeKind, Tree};
 use crate::ids::ChunkId;
 use crate::index::Index;
 use crate::repo::Repository;
-use crate::tree::{NodeKind, Tree};
 use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

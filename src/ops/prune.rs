@@ -22,14 +22,14 @@ use crate::backend::FileKind;
 use crate::blob::{self, SealedBlob};
 use crate::crypto::KeyPurpose;
 use crate::error::{Error, Result};
+use crate::format::manifest::{Snapshot, SnapshotTime};
+use crate::format::pack::{PackKind, PackWriter};
+use crate::format::tree::{Content, NodeKind};
 use crate::format::{decode_postcard, encode_postcard, write_header, Reader, HEADER_LEN};
 use crate::ids::{sha256, ChunkId, IndexId, PackId, SnapshotId};
 use crate::index::{Index, IndexFile};
-use crate::manifest::{Snapshot, SnapshotTime};
-use crate::pack::{PackKind, PackWriter};
+use crate::ops::retention::{Action, Candidate, Decision, Policy};
 use crate::repo::Repository;
-use crate::retention::{Action, Candidate, Decision, Policy};
-use crate::tree::{Content, NodeKind};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -405,7 +405,7 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
         index_files: index.included().to_vec(),
         index,
         live,
-        time: opts.time.unwrap_or_else(crate::sysinfo::now),
+        time: opts.time.unwrap_or_else(crate::sys::sysinfo::now),
     })
 }
 
@@ -415,8 +415,8 @@ pub fn execute(repo: &Repository, plan: &PrunePlan) -> Result<PruneRecord> {
     let index = &plan.index;
     let record = PruneRecord {
         time: Some(plan.time),
-        host: crate::sysinfo::hostname(),
-        user: crate::sysinfo::username(),
+        host: crate::sys::sysinfo::hostname(),
+        user: crate::sys::sysinfo::username(),
         forgotten: plan.forget().map(|d| d.id).collect(),
         deleted_packs: plan
             .packs

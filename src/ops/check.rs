@@ -13,10 +13,10 @@
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
+use crate::format::tree::{Content, NodeKind};
 use crate::ids::{sha256, ChunkId, IndexId, PackId, SnapshotId};
 use crate::index::Index;
 use crate::repo::Repository;
-use crate::tree::{Content, NodeKind};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -245,19 +245,20 @@ fn check_in_pool(repo: &Repository, read: ReadData) -> Result<CheckReport> {
                 ));
             }
             let indexed = by_pack.get(pack);
-            let footer = match crate::pack::read_footer_from_bytes(repo.key(), &bytes, &object) {
-                Ok(f) => f,
-                Err(e) => {
-                    add(problem(&object, e.to_string()));
-                    for b in indexed.into_iter().flatten() {
-                        damaged
-                            .lock()
-                            .unwrap()
-                            .insert(b.id, format!("in {object}, whose footer is unreadable"));
+            let footer =
+                match crate::format::pack::read_footer_from_bytes(repo.key(), &bytes, &object) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        add(problem(&object, e.to_string()));
+                        for b in indexed.into_iter().flatten() {
+                            damaged
+                                .lock()
+                                .unwrap()
+                                .insert(b.id, format!("in {object}, whose footer is unreadable"));
+                        }
+                        return Ok(());
                     }
-                    return Ok(());
-                }
-            };
+                };
             match indexed {
                 None => report_warning(&problems, &object),
                 Some(list) => {
@@ -344,7 +345,7 @@ fn check_in_pool(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         missing: HashMap::new(),
     };
     // Manifests are read side by side (each a round trip on an object store).
-    let manifests: Vec<(String, Result<crate::manifest::Snapshot>)> = backend
+    let manifests: Vec<(String, Result<crate::format::manifest::Snapshot>)> = backend
         .list(FileKind::Snapshot)?
         .into_par_iter()
         .map(|(name, _)| {
@@ -479,7 +480,7 @@ fn check_deltas(
     let mut new_damage: Vec<(ChunkId, String)> = Vec::new();
     for loc in index.iter().filter(|l| l.blob.delta.is_some()) {
         let id = loc.blob.id;
-        match crate::delta::chain(index, &loc, None) {
+        match crate::repo::chain::chain(index, &loc, None) {
             Err(e) => new_damage.push((id, e.to_string())),
             Ok((links, _)) => {
                 if let Some(bad) = links[1..].iter().find(|b| damaged.contains_key(&b.blob.id)) {

@@ -1,6 +1,6 @@
 //! Host and user names, and the local time with its UTC offset.
 
-use crate::tree::Timestamp;
+use crate::format::tree::Timestamp;
 
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -27,9 +27,9 @@ pub fn is_root() -> bool {
 }
 
 /// The current time with the local UTC offset.
-pub fn now() -> crate::manifest::SnapshotTime {
+pub fn now() -> crate::format::manifest::SnapshotTime {
     let t = chrono::Local::now();
-    crate::manifest::SnapshotTime {
+    crate::format::manifest::SnapshotTime {
         at: Timestamp {
             sec: t.timestamp(),
             nsec: t.timestamp_subsec_nanos(),

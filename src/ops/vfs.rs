@@ -30,11 +30,11 @@
 
 use crate::backend::FileKind;
 use crate::error::Error;
+use crate::format::manifest::Snapshot;
+use crate::format::tree::{ChunkRef, Content, Node, NodeKind, Timestamp, Xattr};
 use crate::ids::{ChunkId, SnapshotId};
 use crate::index::{Index, Location};
-use crate::manifest::Snapshot;
 use crate::repo::Repository;
-use crate::tree::{ChunkRef, Content, Node, NodeKind, Timestamp, Xattr};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -987,7 +987,7 @@ impl ChunkCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::SnapshotTime;
+    use crate::format::manifest::SnapshotTime;
 
     fn id(n: u8) -> ChunkId {
         ChunkId([n; 32])

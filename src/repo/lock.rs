@@ -46,7 +46,7 @@ pub struct LockInfo {
 impl LockInfo {
     /// True when the lock was taken on this host by a process that no longer exists.
     pub fn is_stale(&self) -> bool {
-        if self.host != crate::sysinfo::hostname() {
+        if self.host != crate::sys::sysinfo::hostname() {
             return false;
         }
         // SAFETY: kill with signal 0 only checks whether the process exists.
@@ -58,8 +58,8 @@ impl LockInfo {
     pub fn is_certainly_dead(&self) -> bool {
         let same =
             |theirs: &Option<String>, ours: Option<String>| theirs.is_some() && *theirs == ours;
-        same(&self.boot_id, crate::sysinfo::boot_id())
-            && same(&self.pid_namespace, crate::sysinfo::pid_namespace())
+        same(&self.boot_id, crate::sys::sysinfo::boot_id())
+            && same(&self.pid_namespace, crate::sys::sysinfo::pid_namespace())
             && self.is_stale()
     }
 
@@ -187,13 +187,13 @@ impl Lock {
     pub fn acquire(backend: Arc<dyn Backend>, exclusive: bool, command: &str) -> Result<Lock> {
         let info = LockInfo {
             exclusive,
-            host: crate::sysinfo::hostname(),
+            host: crate::sys::sysinfo::hostname(),
             pid: std::process::id(),
-            user: crate::sysinfo::username(),
+            user: crate::sys::sysinfo::username(),
             time: chrono::Local::now().to_rfc3339(),
             command: command.to_string(),
-            boot_id: crate::sysinfo::boot_id(),
-            pid_namespace: crate::sysinfo::pid_namespace(),
+            boot_id: crate::sys::sysinfo::boot_id(),
+            pid_namespace: crate::sys::sysinfo::pid_namespace(),
         };
         let mut r = [0u8; 8];
         crate::crypto::fill_random(&mut r)?;

@@ -31,7 +31,7 @@ use crate::backend::{Backend, FileKind, README_NAME, RESERVE_NAME};
 use crate::error::{Error, Result};
 use crate::ids::{sha256, ChunkId, PackId};
 use crate::index::IndexFile;
-use crate::progress::Progress;
+use crate::ops::progress::Progress;
 use crate::repo::{check_name, Repository};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -264,7 +264,7 @@ pub fn classify_destination(
     let configs: Vec<&String> = listing.kind(FileKind::Config).map(|(n, _)| n).collect();
     if let Some(name) = configs.first() {
         let bytes = dest.read(FileKind::Config, name)?;
-        let theirs = crate::config::Config::peek_repo_id(&bytes, &format!("config/{name}"))
+        let theirs = crate::format::config::Config::peek_repo_id(&bytes, &format!("config/{name}"))
             .map(hex::encode)
             .unwrap_or_else(|_| "an unreadable one".into());
         if theirs != our_id || configs.len() > 1 {
@@ -359,7 +359,7 @@ fn plan_deletions(
 ) -> Result<()> {
     // Candidates: condemned by an authenticated record, gone from the source, present here.
     let mut condemned: BTreeMap<(FileKind, String), i64> = BTreeMap::new();
-    for (_, record) in crate::prune::records(repo)? {
+    for (_, record) in crate::ops::prune::records(repo)? {
         let at = record.time.map(|t| t.at.sec).unwrap_or(i64::MIN);
         let names = record
             .forgotten
@@ -587,7 +587,7 @@ fn keep_what_grace_snapshots_need(
         return Ok(());
     }
     let index = mirror.index()?;
-    let live_bits = crate::prune::mark(&mirror, &index, &roots).map_err(|e| {
+    let live_bits = crate::ops::prune::mark(&mirror, &index, &roots).map_err(|e| {
         Error::damaged(
             dest.location(),
             format!(

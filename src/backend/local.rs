@@ -1,139 +1,15 @@
-//! Where repository bytes live. No crypto and no format knowledge here.
-//!
-//! The contract every backend keeps:
-//! - `write_new` makes a file appear whole or not at all, and never replaces an
-//!   existing file (content-addressed names make a second write of the same
-//!   name a no-op);
-//! - reading a missing file is [`Error::Damaged`] naming the object;
-//! - `list` never shows temporary files.
-//!
-//! [`open`] turns a `--repo` argument into a backend: a directory, or
-//! `s3://BUCKET/PREFIX` for [`crate::s3::S3Backend`].
-//!
 //! [`LocalBackend`] is a directory: files are written under `tmp/`, fsynced,
 //! hard-linked into place (which fails rather than overwrites) and the
 //! directory is fsynced. A pack may be staged there while it is filled
 //! ([`Backend::stage_new`]) and linked under its name once complete.
 
+use super::names::is_valid_name;
+use super::{Backend, FileKind, StagedFile, README_NAME, RESERVE_NAME};
 use crate::error::{Error, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-
-/// The kinds of repository files, each in its own directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum FileKind {
-    Config,
-    Key,
-    Pack,
-    Index,
-    Snapshot,
-    Prune,
-}
-
-impl FileKind {
-    /// Every kind, in dependency order: a file refers only to kinds before it
-    /// (mirrors copy in this order).
-    pub const ALL: [FileKind; 6] = [
-        FileKind::Config,
-        FileKind::Key,
-        FileKind::Pack,
-        FileKind::Index,
-        FileKind::Snapshot,
-        FileKind::Prune,
-    ];
-    pub fn dir(self) -> &'static str {
-        match self {
-            FileKind::Config => "config",
-            FileKind::Key => "keys",
-            FileKind::Pack => "packs",
-            FileKind::Index => "index",
-            FileKind::Snapshot => "snapshots",
-            FileKind::Prune => "prune",
-        }
-    }
-}
-
-/// A narrow interface to stored files.
-pub trait Backend: Send + Sync {
-    /// A human-readable location, for messages.
-    fn location(&self) -> String;
-    /// Names and sizes of all files of a kind.
-    fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>>;
-    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
-    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
-    fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
-    fn write_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()>;
-    /// Starts a new file of `kind` whose name is known only once it is
-    /// complete (a pack is named by the hash of its bytes), so that its bytes
-    /// can go to the disk while it is still being filled. `None`: this
-    /// backend takes files whole, through `write_new`.
-    fn stage_new(&self, _kind: FileKind) -> Result<Option<Box<dyn StagedFile>>> {
-        Ok(None)
-    }
-    fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
-    /// Removes several files of a kind, making the removals durable once at the end.
-    fn remove_many(&self, kind: FileKind, names: &[String]) -> Result<()> {
-        names.iter().try_for_each(|n| self.remove(kind, n))
-    }
-    /// Removes temporary files left by interrupted writers; only safe under an exclusive lock.
-    fn clean_tmp(&self) -> Result<usize>;
-    /// Ephemeral lock files (never mirrored).
-    fn write_lock(&self, name: &str, bytes: &[u8]) -> Result<()>;
-    fn list_locks(&self) -> Result<Vec<String>>;
-    fn read_lock(&self, name: &str) -> Result<Vec<u8>>;
-    fn remove_lock(&self, name: &str) -> Result<()>;
-    /// `SOPVAULT.txt`, or `None` when there is none.
-    fn read_readme(&self) -> Result<Option<Vec<u8>>>;
-    /// Creates the layout and `SOPVAULT.txt` in an empty place; refuses a non-empty one.
-    fn create(&self, readme: &str) -> Result<()>;
-    /// Every stored file (also `locks/` and `tmp/`) by its path relative to
-    /// the repository root, with its size: for mirrors and `mirror --verify`.
-    fn all_files(&self) -> Result<Vec<(String, u64)>>;
-    /// The directory, for a local backend.
-    fn local_root(&self) -> Option<&Path> {
-        None
-    }
-    /// Keeps `reserve` (format-spec §2) at least `bytes` long: space held
-    /// back so that prune can still run when the disk is full. A backend
-    /// without a file system of its own (S3) keeps none.
-    fn keep_reserve(&self, _bytes: u64) -> Result<()> {
-        Ok(())
-    }
-    /// Deletes the reserve; whether there was one.
-    fn release_reserve(&self) -> Result<bool> {
-        Ok(false)
-    }
-    /// The hex SHA-256 of a file as the storage recorded it at upload, when it
-    /// keeps one (S3's `x-amz-checksum-sha256`); `None` means: read the file.
-    fn stored_sha256(&self, _kind: FileKind, _name: &str) -> Result<Option<String>> {
-        Ok(None)
-    }
-}
-
-/// A file being written ahead of its name (see [`Backend::stage_new`]).
-/// Dropping it without `commit` deletes what was written.
-pub trait StagedFile: Send {
-    /// Appends bytes, and starts writing them out without waiting.
-    fn append(&mut self, bytes: &[u8]) -> Result<()>;
-    /// How many bytes were appended.
-    fn written(&self) -> u64;
-    /// Appends the last bytes and makes the file durable as `name`, with
-    /// `write_new`'s guarantees: it appears whole or not at all, and an
-    /// existing file of that name is kept.
-    fn commit(self: Box<Self>, name: &str, rest: &[u8]) -> Result<()>;
-}
-
-/// The backend for a `--repo` argument: `s3://BUCKET/PREFIX` or a directory.
-pub fn open(spec: &Path) -> Result<std::sync::Arc<dyn Backend>> {
-    match spec.to_str() {
-        Some(s) if crate::s3::is_url(s) => {
-            Ok(std::sync::Arc::new(crate::s3::S3Backend::from_url(s)?))
-        }
-        _ => Ok(std::sync::Arc::new(LocalBackend::new(spec))),
-    }
-}
 
 pub struct LocalBackend {
     root: PathBuf,
@@ -146,17 +22,6 @@ pub struct LocalBackend {
 
 /// Packs kept open by [`LocalBackend`].
 const OPEN_PACKS: usize = 16;
-
-pub const README_NAME: &str = "SOPVAULT.txt";
-/// Space held back for prune on a full disk (format-spec §2); not mirrored.
-pub const RESERVE_NAME: &str = "reserve";
-
-fn is_valid_name(name: &str) -> bool {
-    name.len() == 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
 
 impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> LocalBackend {

@@ -19,12 +19,12 @@
 use crate::chunker::ChunkerProfile;
 use crate::crypto::{KeyPurpose, MasterKey};
 use crate::error::{Error, Result};
+use crate::format::tree::Timestamp;
 use crate::format::{
     decode_postcard, encode_postcard, write_header_version, Reader, FORMAT_VERSION, HEADER_LEN,
     MAGIC_SNAPSHOT,
 };
 use crate::ids::{ChunkId, SnapshotId};
-use crate::tree::Timestamp;
 use chrono::{DateTime, FixedOffset, TimeZone};
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,7 @@
 //! otherwise. POSIX ACLs are xattrs (`system.posix_acl_*`) and ride along.
 
 use crate::error::{Error, Result};
-use crate::tree::{Node, NodeKind, Timestamp, Xattr};
+use crate::format::tree::{Node, NodeKind, Timestamp, Xattr};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -63,7 +63,7 @@ pub fn read_node(
     let kind = if ft.is_file() {
         NodeKind::File {
             size: md.len(),
-            content: crate::tree::Content::empty(),
+            content: crate::format::tree::Content::empty(),
         }
     } else if ft.is_dir() {
         NodeKind::Dir {

@@ -64,8 +64,8 @@
 //! only zero counts, a non-positive `keep_within`) must be refused by the caller;
 //! [`Policy::decide`] keeps every snapshot with reason `no policy` if given one.
 
+use crate::format::manifest::SnapshotTime;
 use crate::ids::SnapshotId;
-use crate::manifest::SnapshotTime;
 use chrono::{DateTime, Datelike, FixedOffset, Timelike};
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -420,7 +420,7 @@ pub fn parse_count(s: &str) -> std::result::Result<Count, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::Timestamp;
+    use crate::format::tree::Timestamp;
     use chrono::NaiveDate;
     use std::collections::BTreeMap;
 

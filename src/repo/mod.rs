@@ -1,24 +1,30 @@
 //! The repository: owns the backend, the keys, the config and the write order.
 //!
 //! Opening tries the password against every key file, then reads the single
-//! config. Writers go through [`crate::store::BlobStore`] for packs and index
+//! config. Writers go through [`crate::write::store::BlobStore`] for packs and index
 //! files and through [`Repository::write_snapshot`] for manifests; the store
 //! writes packs before the index file that lists them, and callers write the
 //! manifest only after the store has finished, so a crash at any moment
 //! leaves a repository whose every snapshot is complete.
+//!
+//! Layer: the one door to stored bytes. Uses `backend`, `index`, `format`,
+//! `blob`, `sys`; [`lock`] holds repository locks and [`chain`] decodes delta chains.
+
+pub mod chain;
+pub mod lock;
 
 use crate::backend::{Backend, FileKind, README_NAME};
 use crate::blob;
 use crate::chunker::{Chunker, ChunkerProfile};
-use crate::config::{Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE};
 use crate::crypto::{MasterKey, Password, Secret32};
-use crate::delta::LinkCheck;
 use crate::error::{Error, Result};
+use crate::format::config::{Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE};
+use crate::format::keyfile::{self, Kdf, KdfParams, KeyFile};
+use crate::format::manifest::Snapshot;
+use crate::format::tree::{ChunkList, ChunkRef, Content, Tree};
 use crate::ids::{sha256, ChunkId, ConfigId, IndexId, KeyId, PackId, SnapshotId};
 use crate::index::{Index, IndexFile, Location};
-use crate::keyfile::{self, Kdf, KdfParams, KeyFile};
-use crate::manifest::Snapshot;
-use crate::tree::{ChunkList, ChunkRef, Content, Tree};
+use crate::repo::chain::LinkCheck;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -79,7 +85,7 @@ pub struct Repository {
     /// disk, an unusable cache): shown like warnings, but not damage.
     notices: std::sync::Mutex<Vec<String>>,
     /// Plaintexts of delta bases recently decoded.
-    bases: crate::delta::BaseCache,
+    bases: crate::repo::chain::BaseCache,
     /// Listings taken under this run's lock while the key was derived
     /// ([`Repository::open_locked`]); the first listing of each kind uses it.
     prelisted: std::sync::Mutex<Prelisted>,
@@ -159,8 +165,8 @@ impl Repository {
         backend.create(&readme(&repo_id))?;
         let label = format!(
             "{}@{}",
-            crate::sysinfo::username(),
-            crate::sysinfo::hostname()
+            crate::sys::sysinfo::username(),
+            crate::sys::sysinfo::hostname()
         );
         let now = chrono::Utc::now().timestamp();
         let keybytes = keyfile::create(
@@ -180,7 +186,7 @@ impl Repository {
             pack_size: opts.pack_size,
             compression_level: opts.compression_level,
             created: now,
-            features: vec![crate::config::FEATURE_DELTA.to_string()],
+            features: vec![crate::format::config::FEATURE_DELTA.to_string()],
         };
         let cbytes = config.encode(&key)?;
         backend.write_new(
@@ -262,7 +268,7 @@ impl Repository {
         Repository::assemble(backend, path, Arc::new(key), config, key_id, open)
     }
 
-    /// [`Repository::open_backend`] and [`Lock::acquire`](crate::lock::Lock::acquire)
+    /// [`Repository::open_backend`] and [`Lock::acquire`](crate::repo::lock::Lock::acquire)
     /// at once: the lock is taken on a second thread while the passphrase's
     /// key is derived on this one, and then, with [`ListAhead::Index`], the
     /// snapshot, index and pack directories are listed there too. Listing after the
@@ -273,14 +279,15 @@ impl Repository {
         backend: Arc<dyn Backend>,
         password: &Password,
         open: &OpenOptions,
-        (access, command): (crate::lock::Access, &str),
+        (access, command): (crate::repo::lock::Access, &str),
         ahead: ListAhead,
-    ) -> Result<(Repository, crate::lock::Lock)> {
+    ) -> Result<(Repository, crate::repo::lock::Lock)> {
         std::thread::scope(|s| {
             let side = std::thread::Builder::new()
                 .name("sopvault-lock".into())
                 .spawn_scoped(s, || {
-                    let lock = crate::lock::Lock::acquire_for(backend.clone(), access, command)?;
+                    let lock =
+                        crate::repo::lock::Lock::acquire_for(backend.clone(), access, command)?;
                     // A listing that fails here is simply taken again later,
                     // where its error is reported in context.
                     // Without a lock yet, a listing is not to be trusted.
@@ -407,7 +414,9 @@ impl Repository {
             _tmp_cache: tmp,
             warnings: Default::default(),
             notices: Default::default(),
-            bases: crate::delta::BaseCache::new(open.base_cache_bytes.unwrap_or(BASE_CACHE_BYTES)),
+            bases: crate::repo::chain::BaseCache::new(
+                open.base_cache_bytes.unwrap_or(BASE_CACHE_BYTES),
+            ),
             prelisted: Default::default(),
         })
     }
@@ -702,8 +711,8 @@ impl Repository {
 
     /// Reads the trailer and footer of a pack of `size` bytes.
     pub fn read_pack_footer(&self, pack: &PackId, size: u64) -> Result<Vec<blob::BlobInfo>> {
+        use crate::format::pack::{decode_footer, parse_trailer, TRAILER_LEN};
         use crate::format::HEADER_LEN;
-        use crate::pack::{decode_footer, parse_trailer, TRAILER_LEN};
         let name = pack.to_hex();
         let object = format!("packs/{name}");
         if size < (HEADER_LEN + TRAILER_LEN) as u64 {
@@ -796,13 +805,13 @@ impl Repository {
         check: LinkCheck,
     ) -> Result<Arc<Vec<u8>>> {
         let cached = (check == LinkCheck::Authenticity).then_some(&self.bases);
-        let (mut links, start) = crate::delta::chain(index, loc, cached)?;
+        let (mut links, start) = crate::repo::chain::chain(index, loc, cached)?;
         // `links[0]` is the delta itself: decode only what lies below it.
         links.remove(0);
         if links.is_empty() {
             return start.ok_or_else(|| Error::Other("empty delta chain".into()));
         }
-        crate::delta::decode_chain(
+        crate::repo::chain::decode_chain(
             &self.key,
             self.backend.as_ref(),
             &links,
@@ -1141,7 +1150,7 @@ fn ambiguous_name(spec: &str, snaps: &[&(SnapshotId, Snapshot)]) -> Error {
 /// cheapest key derivation) holding one snapshot of `src`, source `web`.
 #[cfg(test)]
 pub(crate) fn scratch_with_snapshot(dir: &Path, src: &Path) -> Repository {
-    use crate::keyfile::{KdfParams, MIN_M_KIB};
+    use crate::format::keyfile::{KdfParams, MIN_M_KIB};
     let repo = Repository::init(
         &dir.join("repo"),
         &crate::crypto::Password::new(b"pw".to_vec()),
@@ -1159,12 +1168,12 @@ pub(crate) fn scratch_with_snapshot(dir: &Path, src: &Path) -> Repository {
         },
     )
     .unwrap();
-    let opts = crate::snapshot::SnapshotOptions {
+    let opts = crate::ops::snapshot::SnapshotOptions {
         source: "web".into(),
         paths: vec![src.to_path_buf()],
         ..Default::default()
     };
-    crate::snapshot::run(&repo, &opts, &crate::progress::NoProgress, None).unwrap();
+    crate::ops::snapshot::run(&repo, &opts, &crate::ops::progress::NoProgress, None).unwrap();
     repo
 }
 
@@ -1287,7 +1296,7 @@ mod tests {
             backend.clone(),
             &pw,
             &open,
-            (crate::lock::Access::Read, "test"),
+            (crate::repo::lock::Access::Read, "test"),
             ListAhead::Index,
         )
         .unwrap();
@@ -1295,12 +1304,12 @@ mod tests {
 
         // A second snapshot (new pack, index file and manifest) lands after the listings.
         std::fs::write(src.join("g"), "two").unwrap();
-        let opts = crate::snapshot::SnapshotOptions {
+        let opts = crate::ops::snapshot::SnapshotOptions {
             source: "web".into(),
             paths: vec![src.clone()],
             ..Default::default()
         };
-        crate::snapshot::run(&writer, &opts, &crate::progress::NoProgress, None).unwrap();
+        crate::ops::snapshot::run(&writer, &opts, &crate::ops::progress::NoProgress, None).unwrap();
 
         assert_eq!(
             repo.snapshots().unwrap().len(),
@@ -1317,7 +1326,7 @@ mod tests {
             backend.clone(),
             &pw,
             &open,
-            (crate::lock::Access::Prune, "test"),
+            (crate::repo::lock::Access::Prune, "test"),
             ListAhead::Nothing,
         )
         .unwrap();
@@ -1329,7 +1338,7 @@ mod tests {
             backend.clone(),
             &wrong,
             &open,
-            (crate::lock::Access::Read, "test"),
+            (crate::repo::lock::Access::Read, "test"),
             ListAhead::Index,
         )
         .err()

@@ -22,7 +22,7 @@ use crate::blob::BlobInfo;
 use crate::error::Result;
 use crate::ids::{sha256, IndexId, PackId};
 use crate::index::IndexFile;
-use crate::prune::PruneRecord;
+use crate::ops::prune::PruneRecord;
 use crate::repo::Repository;
 use std::collections::{HashMap, HashSet};
 
@@ -177,9 +177,9 @@ pub fn execute_index(repo: &Repository, plan: &IndexRepairPlan) -> Result<Vec<In
         return Ok(written);
     }
     let record = PruneRecord {
-        time: Some(crate::sysinfo::now()),
-        host: crate::sysinfo::hostname(),
-        user: crate::sysinfo::username(),
+        time: Some(crate::sys::sysinfo::now()),
+        host: crate::sys::sysinfo::hostname(),
+        user: crate::sys::sysinfo::username(),
         forgotten: Vec::new(),
         deleted_packs: Vec::new(),
         superseded_index: superseded.clone(),

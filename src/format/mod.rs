@@ -4,6 +4,17 @@
 //! index entries) uses these helpers, so a truncated or hostile file becomes a
 //! [`Error::Damaged`] naming the object and the offset, never a panic.
 //! The layouts themselves are written down in `format-spec.md`.
+//!
+//! One submodule per file kind: [`keyfile`], [`config`], [`pack`] (blobs and
+//! the pack footer), [`tree`], [`manifest`]; index files are [`crate::index`].
+//!
+//! Layer: uses `error`, `ids`, `crypto`, `chunker` and `blob` only; never I/O.
+
+pub mod config;
+pub mod keyfile;
+pub mod manifest;
+pub mod pack;
+pub mod tree;
 
 use crate::error::{Error, Result};
 
