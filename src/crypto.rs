@@ -33,8 +33,9 @@ pub const CTX_META: &str = "sopvault 2026-11 metadata encryption key";
 /// used for anything stored in the repository.
 pub const CTX_INDEX_CACHE: &str = "sopvault 2026-11 index cache authentication key";
 
-/// A 32-byte secret that wipes itself on drop and never prints.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+/// A 32-byte secret that wipes itself on drop and never prints. Not `Clone`:
+/// a second copy in memory is made only by the explicit [`Secret32::duplicate`].
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct Secret32(pub(crate) [u8; 32]);
 
 impl Secret32 {
@@ -48,6 +49,11 @@ impl Secret32 {
     }
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+    /// A second copy, for a cipher that must own its key. Named so that every
+    /// copy of a secret is visible in the code.
+    pub(crate) fn duplicate(&self) -> Secret32 {
+        Secret32(self.0)
     }
 }
 
@@ -77,8 +83,9 @@ impl std::fmt::Debug for Password {
 }
 
 pub fn fill_random(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf)
-        .map_err(|e| Error::Other(format!("operating system random source failed: {e}")))
+    getrandom::fill(buf).map_err(|e| Error::Random {
+        reason: e.to_string(),
+    })
 }
 
 /// The master secret and the subkeys derived from it.
@@ -246,11 +253,11 @@ fn seal_with_into(
 ) -> Result<usize> {
     let len = SEAL_OVERHEAD + plaintext.len();
     let room = out.len();
-    let out = out.get_mut(..len).ok_or_else(|| {
-        Error::Other(format!(
+    let out = out.get_mut(..len).ok_or_else(|| Error::Internal {
+        what: format!(
             "sealing {} bytes: expected {len} bytes of room, found {room}",
             plaintext.len()
-        ))
+        ),
     })?;
     let (head, rest) = out.split_at_mut(NONCE_LEN);
     let (body, tag_out) = rest.split_at_mut(plaintext.len());
@@ -259,7 +266,10 @@ fn seal_with_into(
     let (key, ietf) = cipher.message_key(nonce);
     let tag = key
         .seal_in_place_separate_tag(ietf, Aad::from(aad), body)
-        .map_err(|_| Error::Other("encryption failed: message too long".into()))?;
+        .map_err(|_| Error::Codec {
+            what: "encryption failed",
+            reason: "message too long".into(),
+        })?;
     tag_out.copy_from_slice(tag.as_ref());
     Ok(len)
 }
@@ -295,7 +305,7 @@ fn open_with_into(cipher: &Cipher, aad: &[u8], sealed: &[u8], out: &mut Vec<u8>)
 
 /// A cipher from raw key bytes (used by key files, whose key comes from Argon2id).
 pub(crate) fn cipher_from(key: &Secret32) -> Cipher {
-    Cipher::new(key.clone())
+    Cipher::new(key.duplicate())
 }
 
 #[cfg(test)]

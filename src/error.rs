@@ -3,7 +3,12 @@
 //! Every error names the object it concerns and, where there is one, what was
 //! expected and what was found. The command line maps [`Error::kind`] to its
 //! documented exit codes in one place (`src/cli/mod.rs`).
+//!
+//! Errors never name a command-line flag: where the fix is a flag, the
+//! variant says what is wrong and the command line adds the hint
+//! (`src/cli/hints.rs`). Ids are typed, so a message prints them one way.
 
+use crate::ids::ChunkId;
 use std::path::PathBuf;
 
 /// What went wrong, independent of the object: used for exit codes.
@@ -32,6 +37,7 @@ pub enum ErrorKind {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("{path}: {source}")]
     Io {
@@ -91,6 +97,57 @@ pub enum Error {
     MissingChunk { chunk: String, needed_by: String },
     #[error("stream {name:?} failed: {reason}; no snapshot was written")]
     StreamFailed { name: String, reason: String },
+    /// A stream produced no bytes and the caller did not allow that.
+    #[error("stream {name:?} failed: {what}; no snapshot was written")]
+    EmptyStream { name: String, what: &'static str },
+    /// A snapshot was asked for with neither paths nor streams.
+    #[error("nothing to back up: no paths and no streams given")]
+    NothingToBackUp,
+    /// A retention policy without a single keep rule.
+    #[error("no keep rule given: refusing to forget every snapshot")]
+    NoKeepRule,
+    /// The policy would remove every snapshot of a group.
+    #[error("the policy would remove every snapshot of group {group}; refusing")]
+    WouldRemoveAll { group: String },
+    /// A snapshot grouping names a field that does not exist.
+    #[error("unknown grouping field {field:?} (source, host, tags)")]
+    UnknownGroupField { field: String },
+    /// A mirror destination that holds no repository yet.
+    #[error("no sopvault repository at {path}: {reason}")]
+    NotAMirror { path: PathBuf, reason: String },
+    /// A password that has the form of a machine secret.
+    #[error("a password may not start with {prefix}: that is a machine secret")]
+    PasswordIsSecret { prefix: &'static str },
+    /// A thread the engine needs could not be started.
+    #[error("cannot start {what}: {source}")]
+    Threads {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stage of the engine stopped without a result (a worker panicked or
+    /// an internal invariant failed); the message says which.
+    #[error("{what}")]
+    Internal { what: String },
+    /// A just-sealed blob did not open to its own id: memory or compressor fault.
+    #[error("{what} {chunk} failed verification right after sealing (memory or compressor fault?): {reason}")]
+    SealingFault {
+        what: &'static str,
+        chunk: ChunkId,
+        reason: String,
+    },
+    /// Compression or encryption could not run (no memory, a rejected parameter).
+    #[error("{what}: {reason}")]
+    Codec { what: &'static str, reason: String },
+    /// The operating system's random source failed.
+    #[error("operating system random source failed: {reason}")]
+    Random { reason: String },
+    /// An object store refused or failed a request.
+    #[error("{object}: {reason}")]
+    Remote { object: String, reason: String },
+    /// A file of this machine's own state (not of the repository) is unreadable.
+    #[error("{path}: {reason}")]
+    LocalState { path: PathBuf, reason: String },
     #[error("no space left on device while writing {path}")]
     NoSpace { path: PathBuf },
     #[error("interrupted")]
@@ -116,13 +173,27 @@ impl Error {
             | Error::HashMismatch { .. }
             | Error::BlobDamaged { .. }
             | Error::MissingChunk { .. } => ErrorKind::Damaged,
-            Error::StreamFailed { .. } => ErrorKind::StreamFailed,
+            Error::StreamFailed { .. } | Error::EmptyStream { .. } => ErrorKind::StreamFailed,
+            Error::NotAMirror { .. } => ErrorKind::NoRepository,
+            Error::NothingToBackUp
+            | Error::NoKeepRule
+            | Error::WouldRemoveAll { .. }
+            | Error::UnknownGroupField { .. }
+            | Error::PasswordIsSecret { .. } => ErrorKind::Usage,
             Error::NoSpace { .. } => ErrorKind::NoSpace,
             Error::Interrupted => ErrorKind::Interrupted,
             Error::OutputClosed => ErrorKind::OutputClosed,
             Error::Usage(_) | Error::RepositoryExists { .. } => ErrorKind::Usage,
             Error::Io { source, .. } if is_no_space(source) => ErrorKind::NoSpace,
-            Error::Io { .. } | Error::Other(_) => ErrorKind::Other,
+            Error::Io { .. }
+            | Error::Threads { .. }
+            | Error::Internal { .. }
+            | Error::SealingFault { .. }
+            | Error::Codec { .. }
+            | Error::Random { .. }
+            | Error::Remote { .. }
+            | Error::LocalState { .. }
+            | Error::Other(_) => ErrorKind::Other,
         }
     }
 

@@ -189,13 +189,14 @@ fn window_log(prefix: usize, data: usize) -> u32 {
 /// Compresses `data` as one zstd frame with `base` as its prefix.
 pub fn compress_with_prefix(level: i32, data: &[u8], base: &[u8]) -> Result<Vec<u8>> {
     use zstd::zstd_safe::{CCtx, CParameter};
-    let fail = |e: usize| {
-        Error::Other(format!(
-            "zstd delta compression failed: {}",
-            zstd::zstd_safe::get_error_name(e)
-        ))
+    let fail = |e: usize| Error::Codec {
+        what: "zstd delta compression failed",
+        reason: zstd::zstd_safe::get_error_name(e).to_string(),
     };
-    let mut cctx = CCtx::try_create().ok_or_else(|| Error::Other("zstd: no memory".into()))?;
+    let mut cctx = CCtx::try_create().ok_or_else(|| Error::Codec {
+        what: "zstd",
+        reason: "no memory".into(),
+    })?;
     cctx.set_parameter(CParameter::CompressionLevel(level))
         .map_err(fail)?;
     cctx.set_parameter(CParameter::WindowLog(window_log(base.len(), data.len())))
@@ -236,12 +237,17 @@ fn with_compressor<T>(
     COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().map(|(l, _)| *l) != Some(level) {
-            let comp = zstd::bulk::Compressor::new(level)
-                .map_err(|e| Error::Other(format!("zstd level {level}: {e}")))?;
+            let comp = zstd::bulk::Compressor::new(level).map_err(|e| Error::Codec {
+                what: "zstd",
+                reason: format!("level {level}: {e}"),
+            })?;
             *c = Some((level, comp));
         }
         let (_, comp) = c.as_mut().expect("set above");
-        f(comp).map_err(|e| Error::Other(format!("zstd compression failed: {e}")))
+        f(comp).map_err(|e| Error::Codec {
+            what: "zstd compression failed",
+            reason: e.to_string(),
+        })
     })
 }
 
@@ -284,11 +290,11 @@ fn raw_len(kind: BlobKind, plaintext: &[u8]) -> Result<u32> {
     u32::try_from(plaintext.len())
         .ok()
         .filter(|l| *l <= kind.max_raw_len())
-        .ok_or_else(|| {
-            Error::Other(format!(
+        .ok_or_else(|| Error::Internal {
+            what: format!(
                 "blob of {} bytes exceeds the {kind:?} limit",
                 plaintext.len()
-            ))
+            ),
         })
 }
 
@@ -371,9 +377,11 @@ pub fn seal_into(
 }
 
 fn sealing_fault(id: &ChunkId, e: OpenError) -> Error {
-    Error::Other(format!(
-        "blob {id} failed verification right after sealing (memory or compressor fault?): {e}"
-    ))
+    Error::SealingFault {
+        what: "blob",
+        chunk: *id,
+        reason: e.to_string(),
+    }
 }
 
 /// Opens a just-sealed plain (not delta) blob with `s`'s buffers and checks
@@ -491,10 +499,10 @@ pub fn seal_delta(
         raw_len,
         delta: Some(delta),
     };
-    open_delta(key, &info, &bytes, base).map_err(|e| {
-        Error::Other(format!(
-            "delta blob {id} failed verification right after sealing (memory or compressor fault?): {e}"
-        ))
+    open_delta(key, &info, &bytes, base).map_err(|e| Error::SealingFault {
+        what: "delta blob",
+        chunk: id,
+        reason: e.to_string(),
     })?;
     Ok(SealedBlob {
         id,

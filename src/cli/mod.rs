@@ -14,6 +14,7 @@ macro_rules! outln {
 
 mod cat;
 mod check;
+pub mod hints;
 mod init;
 mod key;
 mod ls;
@@ -413,7 +414,7 @@ pub fn run() -> i32 {
         // Whoever closed the pipe wanted no more; like `ls | head`, no message.
         Err(e) if e.kind() == ErrorKind::OutputClosed => exit::OUTPUT_CLOSED,
         Err(e) => {
-            eprintln!("sopvault: error: {e}");
+            eprintln!("sopvault: error: {}", hints::describe(&e));
             exit_code(&e)
         }
     }

@@ -288,9 +288,9 @@ pub fn create_with(
                 )));
             }
             if machine_secret(password)?.is_some() {
-                return Err(Error::Usage(format!(
-                    "a password may not start with {SECRET_PREFIX}: that is a machine secret (key add --secret-file)"
-                )));
+                return Err(Error::PasswordIsSecret {
+                    prefix: SECRET_PREFIX,
+                });
             }
             p
         }
@@ -362,8 +362,10 @@ fn derive(password: &Password, salt: &[u8; 32], kdf: Kdf) -> Result<Secret32> {
 /// vector pins it, and a test checks both crates against each other.
 fn argon2id(password: &Password, salt: &[u8; 32], kdf: KdfParams) -> Result<Secret32> {
     use argon2_rust::params::{Memory, TagLen};
-    let rejected =
-        |e: argon2_rust::Error| Error::Other(format!("Argon2id parameters rejected: {e}"));
+    let rejected = |e: argon2_rust::Error| Error::Codec {
+        what: "Argon2id parameters rejected",
+        reason: e.to_string(),
+    };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let params = argon2_rust::Params::builder()
         .memory(Memory::kib(u64::from(kdf.m_kib)))
@@ -381,7 +383,10 @@ fn argon2id(password: &Password, salt: &[u8; 32], kdf: KdfParams) -> Result<Secr
     let mut out = [0u8; 32];
     argon
         .hash_into(password.as_bytes(), salt, &mut out)
-        .map_err(|e| Error::Other(format!("Argon2id failed: {e}")))?;
+        .map_err(|e| Error::Codec {
+            what: "Argon2id failed",
+            reason: e.to_string(),
+        })?;
     Ok(Secret32::from_bytes(out))
 }
 

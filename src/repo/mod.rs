@@ -302,11 +302,16 @@ impl Repository {
                     };
                     Ok((lock, listed))
                 })
-                .map_err(|e| Error::Other(format!("cannot start a thread: {e}")))?;
+                .map_err(|source| Error::Threads {
+                    what: "a thread",
+                    source,
+                })?;
             let repo = Repository::open_backend(backend.clone(), password, open);
-            let side: Result<_> = side
-                .join()
-                .unwrap_or_else(|_| Err(Error::Other("the lock thread panicked".into())));
+            let side: Result<_> = side.join().unwrap_or_else(|_| {
+                Err(Error::Internal {
+                    what: "the lock thread panicked".into(),
+                })
+            });
             let repo = repo?;
             let (lock, listed) = side?;
             *repo.prelisted.lock().unwrap_or_else(|e| e.into_inner()) = listed;
