@@ -320,7 +320,13 @@ pub fn create_with(
     out.extend_from_slice(&params.p.to_le_bytes());
     out.extend_from_slice(salt);
     out.extend_from_slice(&created.to_le_bytes());
-    out.extend_from_slice(&(label.len() as u16).to_le_bytes());
+    let label_len = u16::try_from(label.len()).map_err(|_| Error::Internal {
+        what: format!(
+            "key label of {} bytes: expected at most {MAX_LABEL_LEN}",
+            label.len()
+        ),
+    })?;
+    out.extend_from_slice(&label_len.to_le_bytes());
     out.extend_from_slice(label);
     let wrap = derive(password, salt, kdf)?;
     let mut payload = [0u8; PAYLOAD_LEN];
@@ -366,7 +372,8 @@ fn argon2id(password: &Password, salt: &[u8; 32], kdf: KdfParams) -> Result<Secr
         what: "Argon2id parameters rejected",
         reason: e.to_string(),
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
     let params = argon2_rust::Params::builder()
         .memory(Memory::kib(u64::from(kdf.m_kib)))
         .passes(kdf.t)
@@ -407,7 +414,7 @@ mod tests {
             (65536, 3, 4, "correct horse battery staple"),
         ];
         for (i, (m_kib, t, p, pw)) in cases.into_iter().enumerate() {
-            let salt = [i as u8 ^ 0x5a; 32];
+            let salt = [u8::try_from(i).unwrap() ^ 0x5a; 32];
             let kdf = KdfParams { m_kib, t, p };
             let password = Password::new(pw.as_bytes().to_vec());
             let ours = argon2id(&password, &salt, kdf).unwrap();

@@ -10,6 +10,9 @@
 //!
 //! Layer: uses `error`, `ids`, `crypto`, `chunker` and `blob` only; never I/O.
 
+// On-disk lengths are u16/u32/u64: a narrowing cast must say why it fits.
+#![deny(clippy::cast_possible_truncation)]
+
 pub mod config;
 pub mod keyfile;
 pub mod manifest;

@@ -199,7 +199,13 @@ impl PackWriter {
     }
     pub fn finish(mut self, key: &MasterKey) -> Result<FinishedPack> {
         let mut plain = Vec::with_capacity(4 + self.blobs.len() * ENTRY_LEN);
-        plain.extend_from_slice(&(self.blobs.len() as u32).to_le_bytes());
+        let count = u32::try_from(self.blobs.len()).map_err(|_| Error::Internal {
+            what: format!(
+                "a pack of {} blobs: expected at most u32::MAX",
+                self.blobs.len()
+            ),
+        })?;
+        plain.extend_from_slice(&count.to_le_bytes());
         for b in &self.blobs {
             encode_entry(&mut plain, b);
         }
@@ -207,8 +213,13 @@ impl PackWriter {
         self.buf
             .reserve_exact(footer.len() + 4 + 4 + MAGIC_PACK_END.len());
         self.buf.extend_from_slice(&footer);
-        self.buf
-            .extend_from_slice(&(footer.len() as u32).to_le_bytes());
+        let footer_len = u32::try_from(footer.len()).map_err(|_| Error::Internal {
+            what: format!(
+                "a pack footer of {} bytes: expected at most u32::MAX",
+                footer.len()
+            ),
+        })?;
+        self.buf.extend_from_slice(&footer_len.to_le_bytes());
         self.buf.extend_from_slice(&0u32.to_le_bytes());
         self.buf.extend_from_slice(MAGIC_PACK_END);
         self.hasher.update(&self.buf);
@@ -326,6 +337,16 @@ pub fn read_footer_from_bytes(
         bytes.len() as u64,
         object,
     )?;
-    let sealed = &bytes[off as usize..off as usize + len as usize];
+    // parse_trailer checked that the footer lies within `bytes`.
+    let sealed = usize::try_from(off)
+        .ok()
+        .zip(usize::try_from(len).ok())
+        .and_then(|(o, l)| bytes.get(o..o.checked_add(l)?))
+        .ok_or_else(|| {
+            Error::damaged(
+                object,
+                format!("footer at {off}+{len} lies outside the pack"),
+            )
+        })?;
     decode_footer(key, &bytes[..HEADER_LEN], sealed, off, object)
 }
