@@ -246,7 +246,9 @@ fn apply_to(
         let (uid, gid) = (owners.uid(node), owners.gid(node));
         // SAFETY: a valid NUL-terminated path, or a descriptor that `entry` keeps open.
         let r = match entry {
+            // SAFETY: `c` is a valid NUL-terminated path.
             Entry::Path(c, _) => unsafe { libc::lchown(c.as_ptr(), uid, gid) },
+            // SAFETY: `f` keeps the descriptor open for the call.
             Entry::File(f) => unsafe { libc::fchown(f.as_raw_fd(), uid, gid) },
         };
         if r != 0 {
@@ -275,7 +277,9 @@ fn apply_to(
     // SAFETY: as above.
     let r = match entry {
         Entry::Path(_, true) => 0,
+        // SAFETY: `c` is a valid NUL-terminated path.
         Entry::Path(c, false) => unsafe { libc::chmod(c.as_ptr(), mode) },
+        // SAFETY: `f` keeps the descriptor open for the call.
         Entry::File(f) => unsafe { libc::fchmod(f.as_raw_fd(), mode) },
     };
     if r != 0 {
@@ -288,6 +292,7 @@ fn apply_to(
     let times = [ts, ts];
     // SAFETY: as above; times points to two timespecs.
     let r = match entry {
+        // SAFETY: `c` is a valid NUL-terminated path; `times` holds two timespecs.
         Entry::Path(c, _) => unsafe {
             libc::utimensat(
                 libc::AT_FDCWD,
@@ -296,6 +301,7 @@ fn apply_to(
                 libc::AT_SYMLINK_NOFOLLOW,
             )
         },
+        // SAFETY: `f` keeps the descriptor open; `times` holds two timespecs.
         Entry::File(f) => unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) },
     };
     if r != 0 {

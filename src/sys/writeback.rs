@@ -338,6 +338,7 @@ mod tests {
     fn resident_pages(path: &Path) -> usize {
         let file = File::open(path).unwrap();
         let len = file.metadata().unwrap().len() as usize;
+        // SAFETY: the test's own file, not modified while mapped.
         let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
         let pages = len.div_ceil(PAGE as usize);
         let mut vec = vec![0u8; pages];
@@ -349,6 +350,7 @@ mod tests {
 
     fn on_tmpfs(path: &Path) -> bool {
         let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: statfs is plain old data; all zeroes is a valid value.
         let mut s: libc::statfs = unsafe { std::mem::zeroed() };
         // SAFETY: a valid C string and a statfs to fill.
         assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut s) }, 0);
