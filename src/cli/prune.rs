@@ -2,9 +2,10 @@
 
 use super::{human_bytes, print_json, Ctx};
 use serde_json::json;
-use sopvault::ops::prune::{GroupBy, PruneOptions};
+use sopvault::ops::prune::{GroupBy, PackPlan, PruneOptions, PrunePlan};
 use sopvault::ops::retention::{parse_count, parse_duration, Count, Policy};
-use sopvault::repo::ListAhead;
+use sopvault::repo::lock::{Access, Lock};
+use sopvault::repo::{ListAhead, Repository};
 use sopvault::Error;
 
 #[derive(clap::Args)]
@@ -95,8 +96,8 @@ fn parse_share(s: &str) -> Result<f64, Error> {
     Ok(n / 100.0)
 }
 
-pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let policy = Policy {
+fn policy(args: &Args) -> Result<Policy, Error> {
+    Ok(Policy {
         keep_last: count("keep-last", &args.keep_last)?,
         keep_hourly: count("keep-hourly", &args.keep_hourly)?,
         keep_daily: count("keep-daily", &args.keep_daily)?,
@@ -111,9 +112,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             })
             .transpose()?,
         keep_tags: args.keep_tag.clone(),
-    };
-    let opts = PruneOptions {
-        policy,
+    })
+}
+
+fn options(args: &Args) -> Result<PruneOptions, Error> {
+    Ok(PruneOptions {
+        policy: policy(args)?,
         group_by: GroupBy::parse(&args.group_by)?,
         source: args.source.clone(),
         allow_remove_all: args.allow_remove_all,
@@ -125,83 +129,25 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             .transpose()?,
         time: super::parse_time(args.time.as_deref())?,
         dry_run: args.dry_run,
-    };
+    })
+}
+
+pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
+    let mut opts = options(&args)?;
     let access = if args.dry_run {
-        sopvault::repo::lock::Access::PrunePlan
+        Access::PrunePlan
     } else {
-        sopvault::repo::lock::Access::Prune
+        Access::Prune
     };
     let (repo, mut lock) = ctx.open_locked(access, "prune", ListAhead::Index)?;
     // Only the notices: damage skipped while planning makes the plan refuse.
     ctx.print_notices(&repo);
-    if lock.awaits_reserve() {
-        // The disk is full: check the policy against the snapshots before
-        // the reserve goes, so that a usage error leaves it in place.
-        sopvault::ops::prune::decide(&repo.snapshots()?, &opts)?;
-        for n in lock.take_reserve("prune")? {
-            eprintln!("sopvault: warning: {n}");
-        }
-    }
-    let mut opts = opts;
-    if lock.released_reserve {
-        // Repacking writes before it frees; on a full disk, only delete.
-        opts.max_repack_size = Some(0);
-        eprintln!(
-            "sopvault: note: this prune deletes but does not repack; run prune again once there is room"
-        );
-    }
+    take_reserve_if_full(&repo, &mut lock, &mut opts)?;
     let plan = sopvault::ops::prune::plan(&repo, &opts)?;
-    let p = &plan.packs;
-    let snapshots_json: Vec<_> = plan
-        .snapshots
-        .iter()
-        .map(|d| {
-            json!({
-                "id": d.id.to_hex(), "short_id": d.id.short(), "name": d.snapshot.name,
-                "time": d.snapshot.time.rfc3339(), "source": d.snapshot.source, "group": d.group,
-                "action": if d.keep { "keep" } else { "remove" }, "reasons": d.reasons,
-            })
-        })
-        .collect();
-    let packs_json = json!({
-        "total": p.delete.len() as u64 + p.repack.len() as u64 + p.keep,
-        "delete": p.delete.len(), "repack": p.repack.len(), "keep": p.keep,
-        "total_bytes": p.total_bytes, "live_bytes": p.live_bytes, "unused_bytes": p.unused_bytes,
-        "unused_bytes_after": p.unused_after, "repack_live_bytes": p.repack_live_bytes,
-        "freed_bytes": p.freed_bytes(),
-    });
+    let snapshots_json = snapshots_json(&plan);
+    let packs_json = packs_json(&plan.packs);
     if !args.json && !ctx.quiet {
-        let mut group = None;
-        for d in &plan.snapshots {
-            if group.as_ref() != Some(&d.group) {
-                let (k, r) = plan.snapshots.iter().filter(|x| x.group == d.group).fold(
-                    (0, 0),
-                    |(k, r), x| if x.keep { (k + 1, r) } else { (k, r + 1) },
-                );
-                outln!("group {}: keep {k}, remove {r}", d.group)?;
-                group = Some(d.group.clone());
-            }
-            outln!(
-                "  {:<6} {}  {:<28} {}  {}",
-                if d.keep { "keep" } else { "remove" },
-                d.id.short(),
-                d.snapshot.name,
-                d.snapshot.time.rfc3339(),
-                d.reasons.join(", ")
-            )?;
-        }
-        outln!(
-            "packs: {} in all ({}): delete {}, repack {} (copying {} live), keep {}; frees {}; unused space {} -> {}",
-            p.delete.len() as u64 + p.repack.len() as u64 + p.keep,
-            human_bytes(p.total_bytes),
-            p.delete.len(),
-            p.repack.len(),
-            human_bytes(p.repack_live_bytes),
-            p.keep,
-            human_bytes(p.freed_bytes()),
-            human_bytes(p.unused_bytes),
-            human_bytes(p.unused_after)
-        )?;
+        print_plan(&plan)?;
     }
     if args.dry_run {
         if args.json {
@@ -227,8 +173,95 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             "removed {} snapshot(s), deleted {} pack(s), freed {}",
             record.forgotten.len(),
             record.deleted_packs.len(),
-            human_bytes(p.freed_bytes())
+            human_bytes(plan.packs.freed_bytes())
         )?;
     }
     Ok(super::exit::OK)
+}
+
+/// On a full disk the lock waits for the space reserve: the policy is
+/// checked against the snapshots before the reserve goes (so that a usage
+/// error leaves it in place), and a prune on the freed reserve only deletes.
+fn take_reserve_if_full(
+    repo: &Repository,
+    lock: &mut Lock,
+    opts: &mut PruneOptions,
+) -> Result<(), Error> {
+    if lock.awaits_reserve() {
+        sopvault::ops::prune::decide(&repo.snapshots()?, opts)?;
+        for n in lock.take_reserve("prune")? {
+            eprintln!("sopvault: warning: {n}");
+        }
+    }
+    if lock.released_reserve {
+        // Repacking writes before it frees; on a full disk, only delete.
+        opts.max_repack_size = Some(0);
+        eprintln!(
+            "sopvault: note: this prune deletes but does not repack; run prune again once there is room"
+        );
+    }
+    Ok(())
+}
+
+fn snapshots_json(plan: &PrunePlan) -> Vec<serde_json::Value> {
+    plan.snapshots
+        .iter()
+        .map(|d| {
+            json!({
+                "id": d.id.to_hex(), "short_id": d.id.short(), "name": d.snapshot.name,
+                "time": d.snapshot.time.rfc3339(), "source": d.snapshot.source, "group": d.group,
+                "action": if d.keep { "keep" } else { "remove" }, "reasons": d.reasons,
+            })
+        })
+        .collect()
+}
+
+fn packs_json(p: &PackPlan) -> serde_json::Value {
+    json!({
+        "total": p.delete.len() as u64 + p.repack.len() as u64 + p.keep,
+        "delete": p.delete.len(), "repack": p.repack.len(), "keep": p.keep,
+        "total_bytes": p.total_bytes, "live_bytes": p.live_bytes, "unused_bytes": p.unused_bytes,
+        "unused_bytes_after": p.unused_after, "repack_live_bytes": p.repack_live_bytes,
+        "freed_bytes": p.freed_bytes(),
+    })
+}
+
+/// Each group's decisions with their reasons, then what happens to the packs.
+fn print_plan(plan: &PrunePlan) -> Result<(), Error> {
+    let mut group = None;
+    for d in &plan.snapshots {
+        if group.as_ref() != Some(&d.group) {
+            let (k, r) =
+                plan.snapshots
+                    .iter()
+                    .filter(|x| x.group == d.group)
+                    .fold(
+                        (0, 0),
+                        |(k, r), x| if x.keep { (k + 1, r) } else { (k, r + 1) },
+                    );
+            outln!("group {}: keep {k}, remove {r}", d.group)?;
+            group = Some(d.group.clone());
+        }
+        outln!(
+            "  {:<6} {}  {:<28} {}  {}",
+            if d.keep { "keep" } else { "remove" },
+            d.id.short(),
+            d.snapshot.name,
+            d.snapshot.time.rfc3339(),
+            d.reasons.join(", ")
+        )?;
+    }
+    let p = &plan.packs;
+    outln!(
+        "packs: {} in all ({}): delete {}, repack {} (copying {} live), keep {}; frees {}; unused space {} -> {}",
+        p.delete.len() as u64 + p.repack.len() as u64 + p.keep,
+        human_bytes(p.total_bytes),
+        p.delete.len(),
+        p.repack.len(),
+        human_bytes(p.repack_live_bytes),
+        p.keep,
+        human_bytes(p.freed_bytes()),
+        human_bytes(p.unused_bytes),
+        human_bytes(p.unused_after)
+    )
 }

@@ -12,12 +12,11 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
     let repo = ctx.open()?;
-    let backend = repo.backend();
     let mut removed = 0;
-    for (name, info) in sopvault::repo::lock::list(backend.as_ref())? {
+    for (name, info) in repo.locks()? {
         let stale = info.as_ref().map(|i| i.is_stale()).unwrap_or(false);
         if args.remove_all || stale {
-            backend.remove_lock(&name)?;
+            repo.remove_lock(&name)?;
             removed += 1;
             if !ctx.quiet {
                 outln!("removed lock {name}")?;

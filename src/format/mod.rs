@@ -6,7 +6,8 @@
 //! The layouts themselves are written down in `format-spec.md`.
 //!
 //! One submodule per file kind: [`keyfile`], [`config`], [`pack`] (blobs and
-//! the pack footer), [`tree`], [`manifest`]; index files are [`crate::index`].
+//! the pack footer), [`tree`], [`manifest`], [`prune`] (prune records); index
+//! files are [`crate::index`].
 //!
 //! Layer: uses `error`, `ids`, `crypto`, `chunker` and `blob` only; never I/O.
 
@@ -17,6 +18,7 @@ pub mod config;
 pub mod keyfile;
 pub mod manifest;
 pub mod pack;
+pub mod prune;
 pub mod tree;
 
 use crate::error::{Error, Result};

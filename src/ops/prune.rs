@@ -18,22 +18,18 @@
 //! A rerun plans again from what is there and finishes the job. The whole run
 //! holds the exclusive lock, so no snapshot can start in between.
 
-use crate::backend::FileKind;
-use crate::blob::{self, SealedBlob};
-use crate::crypto::KeyPurpose;
+use crate::blob::{self, BlobInfo, SealedBlob};
 use crate::error::{Error, Result};
 use crate::format::manifest::{Snapshot, SnapshotTime};
 use crate::format::pack::{PackKind, PackWriter};
 use crate::format::tree::{Content, NodeKind};
-use crate::format::{decode_postcard, encode_postcard, write_header, Reader, HEADER_LEN};
-use crate::ids::{sha256, ChunkId, IndexId, PackId, SnapshotId};
+use crate::ids::{ChunkId, IndexId, PackId, SnapshotId};
 use crate::index::{Index, IndexFile};
 use crate::ops::retention::{Action, Candidate, Decision, Policy};
 use crate::repo::Repository;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-pub const MAGIC_PRUNE: &[u8; 8] = b"SOPVPRN\0";
+pub use crate::format::prune::{PruneRecord, MAGIC_PRUNE};
 
 /// Which snapshot fields form a group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,44 +159,11 @@ impl PrunePlan {
         self.snapshots.iter().filter(|d| !d.keep)
     }
     fn is_live(&self, pos: u64) -> bool {
-        self.live[(pos / 64) as usize] & (1 << (pos % 64)) != 0
+        bit_is_set(&self.live, pos)
     }
     /// How many index entries the kept snapshots need (the compacted index's size).
     pub fn live_entries(&self) -> u64 {
         self.live.iter().map(|w| u64::from(w.count_ones())).sum()
-    }
-}
-
-/// What prune did, as written in its authenticated record.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PruneRecord {
-    pub time: Option<SnapshotTime>,
-    pub host: String,
-    pub user: String,
-    pub forgotten: Vec<SnapshotId>,
-    pub deleted_packs: Vec<PackId>,
-    pub superseded_index: Vec<IndexId>,
-}
-
-impl PruneRecord {
-    pub fn encode(&self, key: &crate::crypto::MasterKey) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        write_header(&mut out, MAGIC_PRUNE, 0);
-        let sealed = key.seal(KeyPurpose::Meta, &out.clone(), &encode_postcard(self))?;
-        out.extend_from_slice(&sealed);
-        Ok(out)
-    }
-    pub fn decode(
-        key: &crate::crypto::MasterKey,
-        bytes: &[u8],
-        object: &str,
-    ) -> Result<PruneRecord> {
-        let mut r = Reader::new(bytes, object);
-        r.header(MAGIC_PRUNE)?;
-        let plain = key
-            .open(KeyPurpose::Meta, &bytes[..HEADER_LEN], r.rest())
-            .ok_or_else(|| Error::damaged(object, "prune record failed authentication"))?;
-        decode_postcard(&plain, object)
     }
 }
 
@@ -292,10 +255,9 @@ pub(crate) fn mark(repo: &Repository, index: &Index, roots: &[ChunkId]) -> Resul
         }
     }
     // A delta's base stays live while the delta is: follow every live delta's chain.
-    let is_live = |live: &Vec<u64>, pos: u64| live[(pos / 64) as usize] & (1 << (pos % 64)) != 0;
     let mut bases: Vec<(ChunkId, ChunkId)> = index
         .iter_positions()
-        .filter(|(pos, _)| is_live(&live, *pos))
+        .filter(|(pos, _)| bit_is_set(&live, *pos))
         .filter_map(|(_, loc)| loc.blob.delta.map(|d| (d.base, loc.blob.id)))
         .collect();
     while let Some((base, of)) = bases.pop() {
@@ -304,7 +266,7 @@ pub(crate) fn mark(repo: &Repository, index: &Index, roots: &[ChunkId]) -> Resul
             needed_by: format!("delta chunk {of} (its base)"),
         })?;
         let pos = index.position(&base).expect("looked up above");
-        if !is_live(&live, pos) {
+        if !bit_is_set(&live, pos) {
             set(&mut live, &base, "")?;
             if let Some(d) = loc.blob.delta {
                 bases.push((d.base, base));
@@ -317,37 +279,12 @@ pub(crate) fn mark(repo: &Repository, index: &Index, roots: &[ChunkId]) -> Resul
 /// Builds the whole plan without changing anything.
 pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
     let snaps = repo.snapshots()?;
-    let skipped = repo.take_warnings();
-    if !skipped.is_empty() {
-        return Err(Error::damaged(
-            "repository",
-            format!(
-                "refusing to prune while files are damaged ({}); run `sopvault check`",
-                skipped.join("; ")
-            ),
-        ));
-    }
+    refuse_if_damaged(repo, "repository", |skipped| {
+        format!("refusing to prune while files are damaged ({skipped}); run `sopvault check`")
+    })?;
     let decisions = decide(&snaps, opts)?;
     let forget: HashSet<SnapshotId> = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
-    // Packs no index lists (left by an interrupted run) must be counted too;
-    // a dry run writes nothing, so it plans without them (they are kept).
-    // Neither adopts the packs of a damaged index file, which would hide
-    // the damage: the plan refuses below until `repair index` is run.
-    let index = if opts.dry_run {
-        repo.index()?
-    } else {
-        repo.index_adopting_orphans_unless_damaged()?
-    };
-    let damaged = repo.take_warnings();
-    if !damaged.is_empty() {
-        return Err(Error::damaged(
-            "index",
-            format!(
-                "refusing to prune: {}; `sopvault repair index` rebuilds the index from the packs",
-                damaged.join("; ")
-            ),
-        ));
-    }
+    let index = planning_index(repo, opts)?;
     // Every snapshot not forgotten stays whole, also those outside the selected groups.
     let roots: Vec<ChunkId> = snaps
         .iter()
@@ -355,20 +292,70 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
         .map(|(_, s)| s.root)
         .collect();
     let live = mark(repo, &index, &roots)?;
-    let is_live = |pos: u64| live[(pos / 64) as usize] & (1 << (pos % 64)) != 0;
+    let packs = plan_packs(&index, &live, opts);
+    Ok(PrunePlan {
+        snapshots: decisions,
+        packs,
+        index_files: index.included().to_vec(),
+        index,
+        live,
+        time: opts.time.unwrap_or_else(crate::sys::sysinfo::now),
+    })
+}
 
-    let mut per_pack: HashMap<PackId, (u64, u64)> = HashMap::new();
+/// Fails with damage to `object` when reads so far skipped damaged files.
+fn refuse_if_damaged(
+    repo: &Repository,
+    object: &str,
+    message: impl FnOnce(&str) -> String,
+) -> Result<()> {
+    let skipped = repo.take_warnings();
+    if skipped.is_empty() {
+        return Ok(());
+    }
+    Err(Error::damaged(object, message(&skipped.join("; "))))
+}
+
+/// The index the plan marks in. Packs no index lists (left by an
+/// interrupted run) must be counted too; a dry run writes nothing, so it
+/// plans without them (they are kept). Neither adopts the packs of a
+/// damaged index file, which would hide the damage: planning refuses until
+/// `repair index` is run.
+fn planning_index(repo: &Repository, opts: &PruneOptions) -> Result<Index> {
+    let index = if opts.dry_run {
+        repo.index()?
+    } else {
+        repo.index_adopting_orphans_unless_damaged()?
+    };
+    refuse_if_damaged(repo, "index", |damaged| {
+        format!(
+            "refusing to prune: {damaged}; `sopvault repair index` rebuilds the index from the packs"
+        )
+    })?;
+    Ok(index)
+}
+
+fn bit_is_set(live: &[u64], pos: u64) -> bool {
+    live[(pos / 64) as usize] & (1 << (pos % 64)) != 0
+}
+
+/// A pack that keeps live blobs: (pack, size, live bytes, unused bytes).
+type RepackCandidate = (PackId, u64, u64, u64);
+
+/// Per pack: delete it (nothing live), repack it (too much unused) or keep it.
+fn plan_packs(index: &Index, live: &[u64], opts: &PruneOptions) -> PackPlan {
+    let mut live_per_pack: HashMap<PackId, u64> = HashMap::new();
     for (pos, loc) in index.iter_positions() {
-        let e = per_pack.entry(loc.pack).or_default();
-        if is_live(pos) {
-            e.0 += loc.blob.stored_len as u64;
+        let e = live_per_pack.entry(loc.pack).or_default();
+        if bit_is_set(live, pos) {
+            *e += loc.blob.stored_len as u64;
         }
     }
     let mut packs = PackPlan::default();
-    let mut candidates = Vec::new();
+    let mut candidates: Vec<RepackCandidate> = Vec::new();
     for (pack, size) in index.packs() {
         packs.total_bytes += size;
-        let live_bytes = per_pack.get(pack).map(|e| e.0).unwrap_or(0);
+        let live_bytes = live_per_pack.get(pack).copied().unwrap_or(0);
         packs.live_bytes += live_bytes;
         let unused = size.saturating_sub(live_bytes);
         if live_bytes == 0 {
@@ -379,12 +366,17 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
         }
     }
     packs.unused_bytes = packs.total_bytes - packs.live_bytes;
-    // Repack the emptiest packs first until unused space is within bounds.
+    choose_repacks(&mut packs, candidates, opts);
+    packs
+}
+
+/// Repacks the emptiest packs first until unused space is within bounds.
+fn choose_repacks(packs: &mut PackPlan, mut candidates: Vec<RepackCandidate>, opts: &PruneOptions) {
     candidates.sort_by(|a, b| (b.3 * a.1).cmp(&(a.3 * b.1)).then(a.0.cmp(&b.0)));
     let kept_total = |p: &PackPlan| p.live_bytes + p.unused_after;
     let mut repacked_bytes = 0u64;
     for (pack, size, live_bytes, unused) in candidates {
-        let over = packs.unused_after as f64 > opts.max_unused * kept_total(&packs) as f64;
+        let over = packs.unused_after as f64 > opts.max_unused * kept_total(packs) as f64;
         // Packs that are mostly full stay, whatever the totals say.
         let worth_it = unused * 5 >= size;
         let budget = opts
@@ -399,21 +391,44 @@ pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan> {
             packs.keep += 1;
         }
     }
-    Ok(PrunePlan {
-        snapshots: decisions,
-        packs,
-        index_files: index.included().to_vec(),
-        index,
-        live,
-        time: opts.time.unwrap_or_else(crate::sys::sysinfo::now),
-    })
 }
 
 /// Carries out a plan made under the same exclusive lock.
 pub fn execute(repo: &Repository, plan: &PrunePlan) -> Result<PruneRecord> {
-    let backend = repo.backend();
-    let index = &plan.index;
-    let record = PruneRecord {
+    let record = record_of(plan);
+    // Under the exclusive lock nobody else writes: leftovers in tmp/ are garbage.
+    repo.remove_temporary_files()?;
+    let nothing_to_do = record.forgotten.is_empty() && record.deleted_packs.is_empty();
+    if nothing_to_do {
+        return Ok(record);
+    }
+    // 1. The record of what is about to go, for mirrors (and people).
+    repo.write_prune_record(&record)?;
+    crate::faults::point("prune:after-record");
+
+    // 2. Forget.
+    repo.forget_snapshots(&record.forgotten)?;
+    crate::faults::point("prune:after-forget");
+
+    // 3. Repack live blobs of the selected packs, ciphertext verbatim.
+    let (mut compacted, to_copy) = compacted_index_of_kept_packs(plan);
+    repack(repo, &to_copy, &mut compacted)?;
+
+    // 4. One index that supersedes all the old ones.
+    compacted.entries.sort_by_key(|e| e.1.id);
+    repo.write_index_file(&compacted)?;
+    crate::faults::point("prune:after-index");
+
+    // 5. Delete what is no longer referenced.
+    repo.delete_index_files(&plan.index_files)?;
+    crate::faults::point("prune:after-delete-index");
+    repo.delete_packs(&record.deleted_packs)?;
+    Ok(record)
+}
+
+/// The record of what the plan forgets, deletes and supersedes.
+fn record_of(plan: &PrunePlan) -> PruneRecord {
+    PruneRecord {
         time: Some(plan.time),
         host: crate::sys::sysinfo::hostname(),
         user: crate::sys::sysinfo::username(),
@@ -426,27 +441,16 @@ pub fn execute(repo: &Repository, plan: &PrunePlan) -> Result<PruneRecord> {
             .map(|p| p.0)
             .collect(),
         superseded_index: plan.index_files.clone(),
-    };
-    // Under the exclusive lock nobody else writes: leftovers in tmp/ are garbage.
-    backend.clean_tmp()?;
-    let nothing_to_do = record.forgotten.is_empty() && record.deleted_packs.is_empty();
-    if nothing_to_do {
-        return Ok(record);
     }
-    // 1. The record of what is about to go, for mirrors (and people).
-    let bytes = record.encode(repo.key())?;
-    backend.write_new(FileKind::Prune, &hex::encode(sha256(&bytes)), &bytes)?;
-    crate::faults::point("prune:after-record");
+}
 
-    // 2. Forget.
-    let names: Vec<String> = record.forgotten.iter().map(|id| id.to_hex()).collect();
-    backend.remove_many(FileKind::Snapshot, &names)?;
-    crate::faults::point("prune:after-forget");
-
-    // 3. Repack live blobs of the selected packs, ciphertext verbatim.
+/// The compacted index's entries for live blobs in packs that stay, and,
+/// per pack to repack (in name order), its live blobs.
+fn compacted_index_of_kept_packs(plan: &PrunePlan) -> (IndexFile, BTreeMap<PackId, Vec<BlobInfo>>) {
+    let index = &plan.index;
     let repack: HashSet<PackId> = plan.packs.repack.iter().map(|p| p.0).collect();
     let deleted: HashSet<PackId> = plan.packs.delete.iter().map(|p| p.0).collect();
-    let mut by_pack: HashMap<PackId, Vec<crate::blob::BlobInfo>> = HashMap::new();
+    let mut to_copy: BTreeMap<PackId, Vec<BlobInfo>> = BTreeMap::new();
     let mut compacted = IndexFile {
         supersedes: plan.index_files.clone(),
         ..Default::default()
@@ -458,7 +462,7 @@ pub fn execute(repo: &Repository, plan: &PrunePlan) -> Result<PruneRecord> {
             continue;
         }
         if repack.contains(&loc.pack) {
-            by_pack.entry(loc.pack).or_default().push(loc.blob);
+            to_copy.entry(loc.pack).or_default().push(loc.blob);
         } else {
             let no = *pack_no.entry(loc.pack).or_insert_with(|| {
                 compacted.packs.push((loc.pack, sizes[&loc.pack]));
@@ -467,91 +471,85 @@ pub fn execute(repo: &Repository, plan: &PrunePlan) -> Result<PruneRecord> {
             compacted.entries.push((no, loc.blob));
         }
     }
+    (compacted, to_copy)
+}
+
+/// Copies the live blobs of the packs to repack into new packs (one writer
+/// per pack kind), each verified first, and lists them in `compacted`.
+fn repack(
+    repo: &Repository,
+    to_copy: &BTreeMap<PackId, Vec<BlobInfo>>,
+    compacted: &mut IndexFile,
+) -> Result<()> {
     let mut writers: HashMap<u32, PackWriter> = HashMap::new();
     let target = u64::from(repo.config().pack_size);
-    let flush = |w: PackWriter, compacted: &mut IndexFile| -> Result<()> {
-        let pack = w.finish(repo.key())?;
-        backend.write_new(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
-        crate::faults::point("prune:during-repack");
-        compacted.packs.push((pack.id, pack.len));
-        let no = (compacted.packs.len() - 1) as u32;
-        compacted
-            .entries
-            .extend(pack.blobs.iter().map(|b| (no, *b)));
-        Ok(())
-    };
-    let mut order: Vec<&PackId> = by_pack.keys().collect();
-    order.sort();
-    for pack in order {
+    for (pack, blobs) in to_copy {
         crate::interrupt::check()?;
-        let bytes = backend.read(FileKind::Pack, &pack.to_hex())?;
-        for b in &by_pack[pack] {
-            let sealed = &bytes[b.offset as usize..(b.offset + b.stored_len as u64) as usize];
-            // Never carry damage forward: a blob must open before it is copied.
-            let loc = crate::index::Location {
-                pack: *pack,
-                blob: *b,
-            };
-            // A delta is authenticated here; its chain is `check --read-data`'s job.
-            let opened = match b.codec {
-                blob::Codec::Delta => blob::authenticate(repo.key(), b, sealed),
-                _ => blob::open(repo.key(), b, sealed),
-            };
-            opened.map_err(|e| Error::BlobDamaged {
-                chunk: b.id.to_hex(),
-                pack: loc.pack.to_hex(),
-                offset: b.offset,
-                reason: format!("{e}; prune stopped before deleting anything of it"),
-            })?;
+        let bytes = repo.read_pack(pack)?;
+        for b in blobs {
+            let sealed = verified_copy(repo, pack, b, &bytes)?;
             let kind = PackKind::for_blob(b.kind);
             let w = writers
                 .entry(kind as u32)
                 .or_insert_with(|| PackWriter::new(kind));
-            w.add(&SealedBlob {
-                id: b.id,
-                kind: b.kind,
-                codec: b.codec,
-                raw_len: b.raw_len,
-                delta: b.delta,
-                bytes: sealed.to_vec(),
-            });
+            w.add(&sealed);
             if w.len() >= target {
                 let full = std::mem::replace(w, PackWriter::new(kind));
-                flush(full, &mut compacted)?;
+                store_repacked(repo, full, compacted)?;
             }
         }
     }
     for (_, w) in writers {
         if !w.is_empty() {
-            flush(w, &mut compacted)?;
+            store_repacked(repo, w, compacted)?;
         }
     }
+    Ok(())
+}
 
-    // 4. One index that supersedes all the old ones.
-    compacted.entries.sort_by_key(|e| e.1.id);
-    repo.write_index_file(&compacted)?;
-    crate::faults::point("prune:after-index");
+/// One live blob's ciphertext, cut from its pack's bytes once it opens:
+/// prune never carries damage forward.
+fn verified_copy(
+    repo: &Repository,
+    pack: &PackId,
+    b: &BlobInfo,
+    bytes: &[u8],
+) -> Result<SealedBlob> {
+    let sealed = &bytes[b.offset as usize..(b.offset + b.stored_len as u64) as usize];
+    // A delta is authenticated here; its chain is `check --read-data`'s job.
+    let opened = match b.codec {
+        blob::Codec::Delta => repo.authenticate_sealed_blob(b, sealed),
+        _ => repo.verify_sealed_blob(b, sealed),
+    };
+    opened.map_err(|e| Error::BlobDamaged {
+        chunk: b.id.to_hex(),
+        pack: pack.to_hex(),
+        offset: b.offset,
+        reason: format!("{e}; prune stopped before deleting anything of it"),
+    })?;
+    Ok(SealedBlob {
+        id: b.id,
+        kind: b.kind,
+        codec: b.codec,
+        raw_len: b.raw_len,
+        delta: b.delta,
+        bytes: sealed.to_vec(),
+    })
+}
 
-    // 5. Delete what is no longer referenced.
-    let names: Vec<String> = plan.index_files.iter().map(|id| id.to_hex()).collect();
-    backend.remove_many(FileKind::Index, &names)?;
-    crate::faults::point("prune:after-delete-index");
-    let names: Vec<String> = record.deleted_packs.iter().map(|id| id.to_hex()).collect();
-    backend.remove_many(FileKind::Pack, &names)?;
-    Ok(record)
+/// Stores a full pack of copied blobs and lists its blobs in `compacted`.
+fn store_repacked(repo: &Repository, w: PackWriter, compacted: &mut IndexFile) -> Result<()> {
+    let pack = repo.store_pack(w)?;
+    crate::faults::point("prune:during-repack");
+    compacted.packs.push((pack.id, pack.len));
+    let no = (compacted.packs.len() - 1) as u32;
+    compacted
+        .entries
+        .extend(pack.blobs.iter().map(|b| (no, *b)));
+    Ok(())
 }
 
 /// Reads every prune record (oldest first by time).
 pub fn records(repo: &Repository) -> Result<Vec<(String, PruneRecord)>> {
-    let mut out = Vec::new();
-    for (name, _) in repo.backend().list(FileKind::Prune)? {
-        let bytes = repo.backend().read(FileKind::Prune, &name)?;
-        crate::repo::check_name(&bytes, &name, "prune")?;
-        out.push((
-            name.clone(),
-            PruneRecord::decode(repo.key(), &bytes, &format!("prune/{name}"))?,
-        ));
-    }
-    out.sort_by_key(|(_, r)| r.time.map(|t| t.at));
-    Ok(out)
+    repo.prune_records()
 }

@@ -17,12 +17,11 @@
 //! Each step leaves a valid repository: before step 1 nothing has changed;
 //! after it the old files no longer count, whatever is left of them.
 
-use crate::backend::FileKind;
 use crate::blob::BlobInfo;
 use crate::error::Result;
-use crate::ids::{sha256, IndexId, PackId};
+use crate::format::prune::PruneRecord;
+use crate::ids::{ChunkId, IndexId, PackId};
 use crate::index::IndexFile;
-use crate::ops::prune::PruneRecord;
 use crate::repo::Repository;
 use std::collections::{HashMap, HashSet};
 
@@ -69,38 +68,67 @@ impl IndexRepairPlan {
 
 /// Plans the rebuild, reading every pack's footer; changes nothing.
 pub fn plan_index(repo: &Repository) -> Result<IndexRepairPlan> {
-    let backend = repo.backend();
-    let mut old_index_files: Vec<IndexId> = backend
-        .list(FileKind::Index)?
-        .into_iter()
-        .filter_map(|(n, _)| IndexId::from_hex(&n))
-        .collect();
+    let mut old_index_files = repo.stored_index_files()?;
     old_index_files.sort();
-    let mut packs: Vec<(PackId, u64)> = backend
-        .list(FileKind::Pack)?
-        .into_iter()
-        .filter_map(|(n, s)| Some((PackId::from_hex(&n)?, s)))
-        .collect();
+    let mut packs = repo.stored_packs()?;
     packs.sort();
-
-    use rayon::prelude::*;
-    let footers: Vec<Result<Vec<BlobInfo>>> = packs
-        .par_iter()
-        .map(|(p, s)| {
-            crate::interrupt::check()?;
-            repo.read_pack_footer(p, *s)
-        })
-        .collect();
-    // Only needed for packs whose footer cannot be read.
-    let mut damaged_index_files = Vec::new();
-    let mut from_old: HashMap<PackId, Vec<BlobInfo>> = HashMap::new();
+    let footers = read_footers(repo, &packs);
     let unreadable: HashSet<PackId> = packs
         .iter()
         .zip(&footers)
         .filter(|(_, f)| f.is_err())
         .map(|((p, _), _)| *p)
         .collect();
-    for id in &old_index_files {
+    let (mut from_old, damaged_index_files) =
+        entries_from_old_index(repo, &old_index_files, &unreadable)?;
+    let mut planned = Vec::new();
+    let mut new_files = NewIndexFiles::default();
+    for ((pack, size), footer) in packs.into_iter().zip(footers) {
+        let (blobs, source) = match footer {
+            Ok(blobs) => (blobs, PackSource::Footer),
+            Err(e) if e.kind() == crate::ErrorKind::Damaged => match from_old.remove(&pack) {
+                Some(blobs) => (blobs, PackSource::OldIndex(e.to_string())),
+                None => (Vec::new(), PackSource::Unindexed(e.to_string())),
+            },
+            Err(e) => return Err(e),
+        };
+        planned.push((pack, size, source));
+        new_files.add(pack, size, blobs);
+    }
+    let entries = new_files.seen.len() as u64;
+    let new_files = new_files.finish(&old_index_files);
+    Ok(IndexRepairPlan {
+        old_index_files,
+        damaged_index_files,
+        packs: planned,
+        entries,
+        new_files,
+    })
+}
+
+/// Every pack's footer, read side by side, in the order of `packs`.
+fn read_footers(repo: &Repository, packs: &[(PackId, u64)]) -> Vec<Result<Vec<BlobInfo>>> {
+    use rayon::prelude::*;
+    packs
+        .par_iter()
+        .map(|(p, s)| {
+            crate::interrupt::check()?;
+            repo.read_pack_footer(p, *s)
+        })
+        .collect()
+}
+
+/// The entries that undamaged old index files list for the `unreadable`
+/// packs, by pack, and the old index files that are damaged, with why.
+#[allow(clippy::type_complexity)]
+fn entries_from_old_index(
+    repo: &Repository,
+    old_index_files: &[IndexId],
+    unreadable: &HashSet<PackId>,
+) -> Result<(HashMap<PackId, Vec<BlobInfo>>, Vec<(IndexId, String)>)> {
+    let mut damaged_index_files = Vec::new();
+    let mut from_old: HashMap<PackId, Vec<BlobInfo>> = HashMap::new();
+    for id in old_index_files {
         match repo.load_index_file(id) {
             Ok(f) => {
                 for (no, b) in &f.entries {
@@ -116,53 +144,53 @@ pub fn plan_index(repo: &Repository) -> Result<IndexRepairPlan> {
             Err(e) => return Err(e),
         }
     }
+    Ok((from_old, damaged_index_files))
+}
 
-    let mut planned = Vec::new();
-    let mut files = Vec::new();
-    let mut file = IndexFile::default();
-    let mut seen = HashSet::new();
-    for ((pack, size), footer) in packs.into_iter().zip(footers) {
-        let (blobs, source) = match footer {
-            Ok(blobs) => (blobs, PackSource::Footer),
-            Err(e) if e.kind() == crate::ErrorKind::Damaged => match from_old.remove(&pack) {
-                Some(blobs) => (blobs, PackSource::OldIndex(e.to_string())),
-                None => (Vec::new(), PackSource::Unindexed(e.to_string())),
-            },
-            Err(e) => return Err(e),
-        };
-        planned.push((pack, size, source));
+/// The new index files as they fill up, pack by pack in name order.
+#[derive(Default)]
+struct NewIndexFiles {
+    files: Vec<IndexFile>,
+    file: IndexFile,
+    /// Chunk ids indexed so far.
+    seen: HashSet<ChunkId>,
+}
+
+impl NewIndexFiles {
+    fn add(&mut self, pack: PackId, size: u64, blobs: Vec<BlobInfo>) {
         // A chunk stored twice is indexed once, in the first pack by name.
-        let blobs: Vec<BlobInfo> = blobs.into_iter().filter(|b| seen.insert(b.id)).collect();
+        let blobs: Vec<BlobInfo> = blobs
+            .into_iter()
+            .filter(|b| self.seen.insert(b.id))
+            .collect();
         if blobs.is_empty() {
-            continue;
+            return;
         }
-        if file.entries.len() + blobs.len() > ENTRIES_PER_FILE && !file.entries.is_empty() {
-            files.push(std::mem::take(&mut file));
+        if self.file.entries.len() + blobs.len() > ENTRIES_PER_FILE && !self.file.entries.is_empty()
+        {
+            self.files.push(std::mem::take(&mut self.file));
         }
-        let no = file.packs.len() as u32;
-        file.packs.push((pack, size));
-        file.entries.extend(blobs.into_iter().map(|b| (no, b)));
+        let no = self.file.packs.len() as u32;
+        self.file.packs.push((pack, size));
+        self.file.entries.extend(blobs.into_iter().map(|b| (no, b)));
     }
-    // An empty repository needs no index file; old ones are still superseded.
-    if !file.entries.is_empty() || (files.is_empty() && !old_index_files.is_empty()) {
-        files.push(file);
+
+    /// The files, each superseding every old index file, entries sorted by id.
+    fn finish(mut self, old_index_files: &[IndexId]) -> Vec<IndexFile> {
+        // An empty repository needs no index file; old ones are still superseded.
+        if !self.file.entries.is_empty() || (self.files.is_empty() && !old_index_files.is_empty()) {
+            self.files.push(self.file);
+        }
+        for f in &mut self.files {
+            f.supersedes = old_index_files.to_vec();
+            f.entries.sort_by_key(|e| e.1.id);
+        }
+        self.files
     }
-    for f in &mut files {
-        f.supersedes = old_index_files.clone();
-        f.entries.sort_by_key(|e| e.1.id);
-    }
-    Ok(IndexRepairPlan {
-        old_index_files,
-        damaged_index_files,
-        packs: planned,
-        entries: seen.len() as u64,
-        new_files: files,
-    })
 }
 
 /// Carries out a plan made under the same exclusive lock; returns the new index files.
 pub fn execute_index(repo: &Repository, plan: &IndexRepairPlan) -> Result<Vec<IndexId>> {
-    let backend = repo.backend();
     let mut written = Vec::new();
     for f in &plan.new_files {
         written.push(repo.write_index_file(f)?);
@@ -184,9 +212,7 @@ pub fn execute_index(repo: &Repository, plan: &IndexRepairPlan) -> Result<Vec<In
         deleted_packs: Vec::new(),
         superseded_index: superseded.clone(),
     };
-    let bytes = record.encode(repo.key())?;
-    backend.write_new(FileKind::Prune, &hex::encode(sha256(&bytes)), &bytes)?;
-    let names: Vec<String> = superseded.iter().map(|id| id.to_hex()).collect();
-    backend.remove_many(FileKind::Index, &names)?;
+    repo.write_prune_record(&record)?;
+    repo.delete_index_files(&superseded)?;
     Ok(written)
 }

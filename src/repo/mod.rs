@@ -12,6 +12,7 @@
 
 pub mod chain;
 pub mod lock;
+mod maintenance;
 
 use crate::backend::{Backend, FileKind, README_NAME};
 use crate::blob;
