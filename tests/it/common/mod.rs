@@ -731,3 +731,20 @@ pub fn assert_same_tree(original: &Path, restored: &Path, owners: bool) {
         }
     }
 }
+
+/// The generator's stream is pinned (the same as `src/testutil.rs` pins for
+/// the unit tests' `Rng`), so test data cannot change unnoticed.
+#[test]
+fn the_generator_is_xorshift64_star_from_a_mixed_seed() {
+    let mut r = Xorshift::new(1);
+    assert_eq!(
+        (r.next_u64(), r.next_u64()),
+        (0x0d83_b3e2_9a21_487a, 0x54c4_4c79_f1fe_9d67)
+    );
+    let mut raw = Xorshift::from_state(0x9E37_79B9_7F4A_7C15 | 1);
+    assert_eq!(raw.next_u64(), 0x0d83_b3e2_9a21_487a);
+    assert_eq!(
+        random_bytes(1, 13)[..8],
+        0x0d83_b3e2_9a21_487au64.to_le_bytes()
+    );
+}
