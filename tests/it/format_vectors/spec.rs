@@ -16,6 +16,7 @@ use std::ops::Range;
 const SPEC: &str = include_str!("../../../format-spec.md");
 
 /// One value §17 prints, and where its digits are in the section.
+#[derive(Default)]
 struct Item {
     value: String,
     at: Vec<Range<usize>>,
@@ -85,14 +86,8 @@ fn block_items(
     items: &mut Vec<Item>,
     errors: &mut Vec<String>,
 ) {
-    let mut hex = Item {
-        value: String::new(),
-        at: Vec::new(),
-    };
-    let mut list = Item {
-        value: String::new(),
-        at: Vec::new(),
-    };
+    let mut hex = Item::default();
+    let mut list = Item::default();
     for &(at, line) in body {
         let data = line.find("  ").map_or(line, |i| &line[..i]);
         if is_hex(&data.replace(' ', "")) {
@@ -100,13 +95,7 @@ fn block_items(
             hex.at.push(at..at + data.len());
         } else if let Some(sha) = line.strip_prefix("SHA-256: ") {
             if !list.value.is_empty() {
-                items.push(std::mem::replace(
-                    &mut list,
-                    Item {
-                        value: String::new(),
-                        at: Vec::new(),
-                    },
-                ));
+                items.push(std::mem::take(&mut list));
             }
             let start = at + "SHA-256: ".len();
             items.push(Item::at(sha, start..start + sha.len()));
