@@ -45,22 +45,15 @@ const TREE_SECTIONS: usize = 10;
 const TREE_SUBDIRS: usize = 10;
 const TREE_FILES_PER_DIR: usize = 50;
 
-/// xorshift64*: deterministic and fast.
-struct Rng(u64);
+/// The generator the integration tests use (xorshift64*), started from fixed
+/// states so the inputs stay byte for byte what they were.
+#[path = "../tests/it/common/rng.rs"]
+mod rng;
+use rng::Xorshift;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
+/// One of `items`, chosen by `rng`.
+fn pick<'a>(rng: &mut Xorshift, items: &[&'a str]) -> &'a str {
+    items[rng.below(items.len() as u64) as usize]
 }
 
 const FIRST: &[&str] = &[
@@ -207,8 +200,8 @@ fn write_row(out: &mut String, id: u64, fixed: &str, m: &Mutable) {
 /// day 2 with `CHANGED_PERCENT`% of the rows updated in runs of `CHANGED_RUN`.
 /// zstd level 1 compresses it about 3:1, like a real dump.
 fn dumps(len: usize) -> (Vec<u8>, Vec<u8>) {
-    let mut rows = Rng(0x5eed_0001);
-    let mut changes = Rng(0x5eed_0002);
+    let mut rows = Xorshift::from_state(0x5eed_0001);
+    let mut changes = Xorshift::from_state(0x5eed_0002);
     let head = "--\n-- PostgreSQL database dump\n--\n\n\
         SET statement_timeout = 0;\nSET lock_timeout = 0;\nSET client_encoding = 'UTF8';\n\
         SET standard_conforming_strings = on;\n\n\
@@ -228,7 +221,7 @@ fn dumps(len: usize) -> (Vec<u8>, Vec<u8>) {
     let mut run_left = 0usize;
     while day1.len() + tail.len() < len {
         id += 1;
-        let (first, last) = (rows.pick(FIRST), rows.pick(LAST));
+        let (first, last) = (pick(&mut rows, FIRST), pick(&mut rows, LAST));
         fixed.clear();
         let _ = write!(
             fixed,
@@ -237,14 +230,14 @@ fn dumps(len: usize) -> (Vec<u8>, Vec<u8>) {
             first.to_lowercase(),
             last.to_lowercase(),
             rows.below(100),
-            rows.pick(DOMAINS),
-            rows.pick(CITIES),
-            rows.next(),
+            pick(&mut rows, DOMAINS),
+            pick(&mut rows, CITIES),
+            rows.next_u64(),
         );
         let m = Mutable {
             amount: rows.below(10_000_000),
-            status: rows.pick(STATUS),
-            updated: rows.next(),
+            status: pick(&mut rows, STATUS),
+            updated: rows.next_u64(),
         };
         write_row(&mut day1, id, &fixed, &m);
         if run_left == 0 && id as usize % CHANGED_RUN == 0 && changes.below(100) < CHANGED_PERCENT {
@@ -254,8 +247,8 @@ fn dumps(len: usize) -> (Vec<u8>, Vec<u8>) {
             run_left -= 1;
             let m2 = Mutable {
                 amount: changes.below(10_000_000),
-                status: changes.pick(STATUS),
-                updated: changes.next(),
+                status: pick(&mut changes, STATUS),
+                updated: changes.next_u64(),
             };
             write_row(&mut day2, id, &fixed, &m2);
         } else {
@@ -271,7 +264,7 @@ fn dumps(len: usize) -> (Vec<u8>, Vec<u8>) {
 /// Three files in five are HTML/CSS/JS text (1–12 KiB), two are "images"
 /// (4–28 KiB of random bytes).
 fn write_tree(root: &Path) -> u64 {
-    let mut rng = Rng(0x5eed_0003);
+    let mut rng = Xorshift::from_state(0x5eed_0003);
     let mut total = 0u64;
     let mut n = 0usize;
     for s in 0..TREE_SECTIONS {
@@ -290,7 +283,7 @@ fn write_tree(root: &Path) -> u64 {
                     let size = 4096 + rng.below(24 * 1024) as usize;
                     let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
                     while b.len() < size {
-                        b.extend_from_slice(&rng.next().to_le_bytes());
+                        b.extend_from_slice(&rng.next_u64().to_le_bytes());
                     }
                     b.truncate(size);
                     (format!("img-{n:05}.png"), b)
@@ -303,7 +296,7 @@ fn write_tree(root: &Path) -> u64 {
     total
 }
 
-fn web_text(rng: &mut Rng, size: usize) -> Vec<u8> {
+fn web_text(rng: &mut Xorshift, size: usize) -> Vec<u8> {
     let mut s = String::with_capacity(size + 256);
     s.push_str("<!DOCTYPE html>\n<html lang=\"id\">\n<head>\n<meta charset=\"utf-8\">\n");
     s.push_str("<link rel=\"stylesheet\" href=\"/assets/css/site.css\">\n</head>\n<body>\n");
@@ -312,10 +305,10 @@ fn web_text(rng: &mut Rng, size: usize) -> Vec<u8> {
             s,
             "<p class=\"c{}\" id=\"p{:x}\">",
             rng.below(20),
-            rng.next() >> 40
+            rng.next_u64() >> 40
         );
         for _ in 0..8 + rng.below(24) {
-            s.push_str(rng.pick(WORDS));
+            s.push_str(pick(rng, WORDS));
             s.push(' ');
         }
         s.push_str("</p>\n");

@@ -27,36 +27,24 @@ const INDEX_PACKS: usize = 1_000;
 /// Lookups per iteration of an index benchmark, so one iteration is long enough to time.
 const LOOKUPS: usize = 1024;
 
-/// xorshift64*: deterministic, fast, and incompressible enough for zstd.
-struct Rng(u64);
+/// The generator the integration tests use (xorshift64*), started from fixed
+/// states so the inputs stay byte for byte what they were.
+#[path = "../tests/it/common/rng.rs"]
+mod rng;
+use rng::Xorshift;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            out.extend_from_slice(&self.next().to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
-    fn id(&mut self) -> [u8; 32] {
-        self.bytes(32).try_into().expect("32 bytes")
-    }
+/// A random 32-byte id.
+fn random_id(rng: &mut Xorshift) -> [u8; 32] {
+    rng.bytes(32).try_into().expect("32 bytes")
 }
 
 /// Rows of a SQL dump: repetitive structure, varying values (compresses about 3-5×).
 fn text_like(len: usize) -> Vec<u8> {
-    let mut rng = Rng(7);
+    let mut rng = Xorshift::from_state(7);
     let mut out = Vec::with_capacity(len + 128);
     let names = ["widget", "gadget", "sprocket", "flange", "grommet"];
     while out.len() < len {
-        let r = rng.next();
+        let r = rng.next_u64();
         out.extend_from_slice(
             format!(
                 "INSERT INTO orders VALUES ({}, '{}', {}, '2026-{:02}-{:02} {:02}:{:02}:00', {}.{:02});\n",
@@ -82,7 +70,7 @@ fn key() -> MasterKey {
 }
 
 fn chunker(c: &mut Criterion) {
-    let data = Rng(1).bytes(16 * MIB);
+    let data = Xorshift::from_state(1).bytes(16 * MIB);
     let chunker = Chunker::with_gear_key(&[0x17; 32], ChunkerProfile::default());
     let mut g = c.benchmark_group("chunker");
     g.throughput(Throughput::Bytes(data.len() as u64));
@@ -95,7 +83,7 @@ fn chunker(c: &mut Criterion) {
 
 fn chunk_id(c: &mut Criterion) {
     let key = key();
-    let data = Rng(2).bytes(CHUNK);
+    let data = Xorshift::from_state(2).bytes(CHUNK);
     let mut g = c.benchmark_group("chunk_id");
     g.throughput(Throughput::Bytes(CHUNK as u64));
     g.bench_function("keyed_blake3/64KiB", |b| {
@@ -108,7 +96,10 @@ fn blobs(c: &mut Criterion) {
     let key = key();
     let mut g = c.benchmark_group("blob");
     g.throughput(Throughput::Bytes(CHUNK as u64));
-    for (name, data) in [("text", text_like(CHUNK)), ("random", Rng(3).bytes(CHUNK))] {
+    for (name, data) in [
+        ("text", text_like(CHUNK)),
+        ("random", Xorshift::from_state(3).bytes(CHUNK)),
+    ] {
         let id = key.chunk_id(&data);
         g.bench_function(format!("seal/{name}/64KiB"), |b| {
             b.iter(|| blob::seal(&key, BlobKind::Data, id, black_box(&data), 3).expect("seal"))
@@ -147,7 +138,7 @@ fn aead(c: &mut Criterion) {
     let key = key();
     let raw = [5u8; 32];
     let peer = chacha20poly1305::XChaCha20Poly1305::new(&raw.into());
-    let data = Rng(5).bytes(CHUNK);
+    let data = Xorshift::from_state(5).bytes(CHUNK);
     let aad = [1u8; 46];
     let nonce = [2u8; NONCE_LEN];
     let payload = |msg| Payload { msg, aad: &aad };
@@ -183,7 +174,7 @@ fn aead(c: &mut Criterion) {
 }
 
 fn sha(c: &mut Criterion) {
-    let data = Rng(4).bytes(16 * MIB);
+    let data = Xorshift::from_state(4).bytes(16 * MIB);
     let mut g = c.benchmark_group("sha256");
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.sample_size(10);
@@ -192,14 +183,14 @@ fn sha(c: &mut Criterion) {
 }
 
 /// An index file of `INDEX_ENTRIES` random ids spread over `INDEX_PACKS` packs.
-fn index_file(rng: &mut Rng) -> IndexFile {
+fn index_file(rng: &mut Xorshift) -> IndexFile {
     let packs: Vec<(PackId, u64)> = (0..INDEX_PACKS)
-        .map(|_| (PackId(rng.id()), 16 * MIB as u64))
+        .map(|_| (PackId(random_id(rng)), 16 * MIB as u64))
         .collect();
     let entries = (0..INDEX_ENTRIES)
         .map(|i| {
             let blob = BlobInfo {
-                id: ChunkId(rng.id()),
+                id: ChunkId(random_id(rng)),
                 kind: BlobKind::Data,
                 codec: Codec::Zstd,
                 offset: 16 + (i % 256) as u64 * CHUNK as u64,
@@ -218,7 +209,7 @@ fn index_file(rng: &mut Rng) -> IndexFile {
 }
 
 fn index(c: &mut Criterion) {
-    let mut rng = Rng(5);
+    let mut rng = Xorshift::from_state(5);
     let file = index_file(&mut rng);
     let present: HashMap<PackId, u64> = file.packs.iter().copied().collect();
     let mut present_ids: Vec<ChunkId> = file
@@ -229,7 +220,9 @@ fn index(c: &mut Criterion) {
         .collect();
     // Visit the sample in random order, not in the file's order.
     present_ids.sort_by_key(|id| sha256(&id.0));
-    let absent_ids: Vec<ChunkId> = (0..present_ids.len()).map(|_| ChunkId(rng.id())).collect();
+    let absent_ids: Vec<ChunkId> = (0..present_ids.len())
+        .map(|_| ChunkId(random_id(&mut rng)))
+        .collect();
 
     let dir = tempfile::TempDir::new().expect("temporary directory");
     let path = dir.path().join("index.cache");

@@ -4,9 +4,9 @@
 //! ordinary file system calls. Without `/dev/fuse` or `fusermount3` (Debian's
 //! `fuse3`, which `scripts/test.sh` installs), the tests print a SKIP line and
 //! pass: they cannot run there, but they must not hide a failure where they can.
+//! Under `SOPVAULT_STRICT=1` (`scripts/test.sh`) a missing FUSE fails them.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::ffi::OsStr;
 use std::io::ErrorKind;
@@ -39,7 +39,7 @@ fn fuse_missing() -> Option<String> {
 macro_rules! require_fuse {
     () => {
         if let Some(why) = fuse_missing() {
-            eprintln!("SKIP: {why}; the mount tests did not run");
+            skip("the mount tests", &why);
             return;
         }
     };

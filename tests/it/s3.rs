@@ -6,12 +6,11 @@
 //! The server is found through the standard `AWS_ENDPOINT_URL`, `AWS_REGION`,
 //! `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` and the bucket through
 //! `SOPVAULT_TEST_BUCKET`; without them every test prints SKIP and passes, so
-//! a plain `cargo test` works anywhere. `rclone` (`SOPVAULT_TEST_RCLONE`) is
-//! the independent reader and checker.
+//! a plain `cargo test` works anywhere (under `SOPVAULT_STRICT=1`, as
+//! `scripts/test.sh` runs them, they fail instead). `rclone`
+//! (`SOPVAULT_TEST_RCLONE`) is the independent reader and checker.
 
-mod common;
-
-use common::{exit, *};
+use crate::common::{exit, *};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,20 +29,25 @@ struct S3 {
 }
 
 impl S3 {
-    /// The server from the environment, or `None` (after printing SKIP).
+    /// The server from the environment, or `None` (after [`skip`]).
     fn from_env(test: &str) -> Option<S3> {
         let mut env = Vec::new();
         for v in AWS_VARS {
             match std::env::var(v) {
                 Ok(x) if !x.is_empty() => env.push((v.to_string(), x)),
                 _ => {
-                    eprintln!("SKIP {test}: {v} is not set (run scripts/test.sh, which starts a local S3 server)");
+                    skip(
+                        test,
+                        &format!(
+                            "{v} is not set (run scripts/test.sh, which starts a local S3 server)"
+                        ),
+                    );
                     return None;
                 }
             }
         }
         let Ok(bucket) = std::env::var("SOPVAULT_TEST_BUCKET") else {
-            eprintln!("SKIP {test}: SOPVAULT_TEST_BUCKET is not set");
+            skip(test, "SOPVAULT_TEST_BUCKET is not set");
             return None;
         };
         let rclone = std::env::var_os("SOPVAULT_TEST_RCLONE").map(PathBuf::from);
@@ -197,7 +201,10 @@ fn a_mirror_in_s3_holds_every_file_byte_for_byte_and_verifies_without_the_key() 
             .unwrap();
         assert!(out.status.success(), "rclone check: {}", show(&out));
     } else {
-        eprintln!("note: SOPVAULT_TEST_RCLONE not set; objects compared through sopvault only");
+        skip(
+            "comparing the objects with rclone",
+            "SOPVAULT_TEST_RCLONE is not set; objects compared through sopvault only",
+        );
     }
 
     // --verify uses the SHA-256 checksum SeaweedFS stored at upload; --download
@@ -344,7 +351,10 @@ fn a_mirror_through_rclone_serve_s3_lands_byte_for_byte_on_its_disk() {
     // A second, independent server, which ignores conditional create: the
     // backend's HEAD-then-PUT path. Its bucket is a directory we can diff.
     let Some(rclone) = std::env::var_os("SOPVAULT_TEST_RCLONE") else {
-        eprintln!("SKIP a_mirror_through_rclone_serve_s3: SOPVAULT_TEST_RCLONE is not set (run scripts/test.sh)");
+        skip(
+            "a_mirror_through_rclone_serve_s3",
+            "SOPVAULT_TEST_RCLONE is not set (run scripts/test.sh)",
+        );
         return;
     };
     let sb = Sandbox::init();

@@ -1,15 +1,21 @@
 //! Golden test vectors for the on-disk format (`format-spec.md`, "Test vectors").
 //!
-//! Every value below is derived from fixed inputs: the master key `00 01 .. 1f`,
+//! Every value is derived from fixed inputs: the master key `00 01 .. 1f`,
 //! the repository id `20 21 .. 3f`, fixed nonces and salts, and a 1 MiB input
-//! that is the BLAKE3 XOF of a fixed string. The expected values are frozen
-//! here and copied into `format-spec.md`; a change in any pinned dependency
-//! (fastcdc, blake3, chacha20poly1305, argon2-rust, postcard, sha2) or in the
-//! layouts shows up as a failure naming the vector.
+//! that is the BLAKE3 XOF of a fixed string. The inputs and the expected
+//! values are frozen in [`pinned`] and printed in `format-spec.md` §17, which
+//! [`spec`] checks against them; a change in any pinned dependency (fastcdc,
+//! blake3, chacha20poly1305, argon2-rust, postcard, sha2) or in the layouts
+//! shows up as a failure naming the vector.
 //!
 //! After a deliberate format change, print the new values with
-//! `SOPVAULT_PRINT_VECTORS=1 cargo test --test format_vectors -- --nocapture`
-//! (asserts are skipped in that mode), then update this file and the spec together.
+//! `SOPVAULT_PRINT_VECTORS=1 cargo test --release --test it format_vectors:: -- --nocapture`
+//! (asserts are skipped in that mode), then update `pinned.rs` and the spec together.
+
+mod pinned;
+mod spec;
+
+use pinned::*;
 
 use sha2::Digest;
 use sopvault::blob::{self, BlobInfo, BlobKind, Codec, SealedBlob};
@@ -39,27 +45,6 @@ fn seq<const N: usize>(start: u8) -> [u8; N] {
     }
     a
 }
-
-const MASTER_START: u8 = 0x00;
-const REPO_ID_START: u8 = 0x20;
-const NONCE_BLOB: u8 = 0x40;
-const NONCE_FOOTER: u8 = 0x58;
-const NONCE_INDEX: u8 = 0x70;
-const NONCE_CONFIG: u8 = 0x88;
-const NONCE_SNAPSHOT: u8 = 0xa0;
-const NONCE_KEYFILE: u8 = 0xb8;
-const SALT_START: u8 = 0xd0;
-const NONCE_TREE_BLOB: u8 = 0xf0;
-
-/// The plaintext used for the chunk id and the sealed blobs (28 bytes).
-const PLAINTEXT: &[u8] = b"sopvault format test vector\n";
-const CHUNKER_INPUT_SEED: &[u8] = b"sopvault format vectors: chunker input";
-const CHUNKER_INPUT_LEN: usize = 1 << 20;
-const PASSWORD: &[u8] = b"correct horse battery staple";
-const KEY_LABEL: &str = "vector@sopvault";
-/// 2026-11-21T23:30:00Z, i.e. 2026-11-22 06:30:00 at UTC+07:00.
-const TIME: i64 = 1_795_303_800;
-const UTC_PLUS_7: i32 = 7 * 3600;
 
 fn master() -> [u8; 32] {
     seq(MASTER_START)
@@ -94,6 +79,12 @@ fn sha_hex(b: &[u8]) -> String {
     hex::encode(sha256(b))
 }
 
+/// Cut points as the spec lists them: `35052, 71476, …`.
+fn cut_list(cuts: &[usize]) -> String {
+    let text: Vec<String> = cuts.iter().map(usize::to_string).collect();
+    text.join(", ")
+}
+
 /// SHA-256 over the cut points written as little-endian u64s.
 fn cuts_digest(cuts: &[usize]) -> String {
     let mut h = sha2::Sha256::new();
@@ -117,7 +108,7 @@ fn golden(label: &str, actual: impl std::fmt::Display, expected: &str) {
     assert_eq!(
         actual, expected,
         "golden vector {label:?} changed; if the format change is deliberate, update \
-         tests/format_vectors.rs and format-spec.md together"
+         tests/it/format_vectors/pinned.rs and format-spec.md §17 together"
     );
 }
 
@@ -184,7 +175,7 @@ fn vector_pack(key: &MasterKey) -> (Vec<u8>, Vec<u8>, BlobInfo) {
 fn vector_index(key: &MasterKey) -> IndexFile {
     let (pack_bytes, _, info) = vector_pack(key);
     IndexFile {
-        supersedes: vec![IndexId([0x11; 32])],
+        supersedes: vec![IndexId([SUPERSEDED_INDEX_BYTE; 32])],
         packs: vec![(PackId(sha256(&pack_bytes)), pack_bytes.len() as u64)],
         entries: vec![(0, info)],
     }
@@ -246,7 +237,7 @@ fn vector_tree(key: &MasterKey) -> Tree {
         NodeKind::File {
             size: 70_000,
             content: Content::Lists(vec![ListRef {
-                id: ChunkId([0x0b; 32]),
+                id: ChunkId([BIG_SQL_LIST_BYTE; 32]),
                 chunks: 2000,
                 bytes: 70_000,
             }]),
@@ -265,7 +256,7 @@ fn vector_tree(key: &MasterKey) -> Tree {
     let sub = node(
         b"sub",
         NodeKind::Dir {
-            tree: ChunkId([0x5a; 32]),
+            tree: ChunkId([SUB_TREE_BYTE; 32]),
         },
         0o040755,
     );
@@ -282,7 +273,7 @@ fn vector_chunk_list(key: &MasterKey) -> ChunkList {
                 len: 28,
             },
             ChunkRef {
-                id: ChunkId([0xcc; 32]),
+                id: ChunkId([SECOND_CHUNK_BYTE; 32]),
                 len: 65_536,
             },
         ],
@@ -299,7 +290,7 @@ fn snapshot_time(sec: i64) -> SnapshotTime {
 fn vector_snapshot(key: &MasterKey) -> Snapshot {
     Snapshot {
         time: snapshot_time(TIME),
-        name: "web_2026-11-22".into(),
+        name: NAME_WEB_1.into(),
         source: "web".into(),
         host: "db1".into(),
         user: "root".into(),
@@ -316,7 +307,7 @@ fn vector_snapshot(key: &MasterKey) -> Snapshot {
             shrunk_from: None,
         }],
         root: key.chunk_id(&vector_tree(key).encode()),
-        parent: Some(SnapshotId([0x33; 32])),
+        parent: Some(SnapshotId([PARENT_SNAPSHOT_BYTE; 32])),
         chunker: ChunkerProfile::default(),
         program: "sopvault 0.1.0".into(),
         summary: Summary {
@@ -367,22 +358,22 @@ fn subkeys() {
     golden(
         "subkey chunk id",
         hex::encode(blake3::derive_key(crypto::CTX_CHUNK_ID, &m)),
-        "d43b84c858330c84167d7d910f4e7f7a926ff43e78477da6b2c9d5e127442793",
+        SUBKEY_CHUNK_ID,
     );
     golden(
         "subkey gear",
         hex::encode(blake3::derive_key(crypto::CTX_GEAR, &m)),
-        "c854d7d94074f29c3feec073be6ae53178d22710c940c6f716bbdb32606f69bb",
+        SUBKEY_GEAR,
     );
     golden(
         "subkey data",
         hex::encode(blake3::derive_key(crypto::CTX_DATA, &m)),
-        "36feefb9d95e839a8ffc14f507c591067f73aac63bace098a6b9ceecdff64624",
+        SUBKEY_DATA,
     );
     golden(
         "subkey meta",
         hex::encode(blake3::derive_key(crypto::CTX_META, &m)),
-        "a2bd55ae0c210b9f7c8dca745181f96fed4d4b9d8b0b5ee12da83cf2ee525d80",
+        SUBKEY_META,
     );
     // The context strings are part of the format.
     assert_eq!(crypto::CTX_CHUNK_ID, "sopvault 2026-11 chunk id key");
@@ -406,12 +397,11 @@ fn subkeys() {
 fn chunk_id() {
     let k = key();
     let id_key = blake3::derive_key(crypto::CTX_CHUNK_ID, &master());
-    let expected = "1c63b44023829a08d4ee16322b4f3177a9d2beceb39645ae1e8291df94150dd8";
-    golden("chunk id", k.chunk_id(PLAINTEXT), expected);
+    golden("chunk id", k.chunk_id(PLAINTEXT), CHUNK_ID);
     golden(
         "chunk id (keyed_hash)",
         blake3::keyed_hash(&id_key, PLAINTEXT).to_hex(),
-        expected,
+        CHUNK_ID,
     );
 }
 
@@ -425,31 +415,11 @@ fn gear_table() {
         .finalize_xof()
         .fill(&mut raw);
     let entry = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap());
-    golden(
-        "gear[0]",
-        format!("{:#018x}", entry(0)),
-        "0x102981083a29e194",
-    );
-    golden(
-        "gear[1]",
-        format!("{:#018x}", entry(1)),
-        "0x9263e402472481f6",
-    );
-    golden(
-        "gear[2]",
-        format!("{:#018x}", entry(2)),
-        "0x956753423681b82f",
-    );
-    golden(
-        "gear[3]",
-        format!("{:#018x}", entry(3)),
-        "0xaf8b1dc2d7e5c3ac",
-    );
-    golden(
-        "gear table sha256",
-        sha_hex(&raw),
-        "36da0afd0e240dd2122d8baf1fc969e980aca77d49f10db07aa8da27967f8dc1",
-    );
+    golden("gear[0]", format!("{:#018x}", entry(0)), GEAR_0);
+    golden("gear[1]", format!("{:#018x}", entry(1)), GEAR_1);
+    golden("gear[2]", format!("{:#018x}", entry(2)), GEAR_2);
+    golden("gear[3]", format!("{:#018x}", entry(3)), GEAR_3);
+    golden("gear table sha256", sha_hex(&raw), GEAR_TABLE_SHA256);
 }
 
 #[test]
@@ -492,12 +462,12 @@ fn chunker_masks() {
     golden(
         "default profile masks (s, l, s_ls, l_ls)",
         masks(ChunkerProfile::default().avg),
-        "0x0000d90703537000 0x0000d90f03530000 0x0001b20e06a6e000 0x0001b21e06a60000",
+        MASKS_DEFAULT,
     );
     golden(
         "small profile masks (s, l, s_ls, l_ls)",
         masks(small_profile().avg),
-        "0x0000d90303530000 0x0000d90003530000 0x0001b20606a60000 0x0001b20006a60000",
+        MASKS_SMALL,
     );
 }
 
@@ -508,12 +478,12 @@ fn chunker_input_generator() {
     golden(
         "chunker input sha256",
         sha_hex(&input),
-        "9016aedf8f8163f73ab62c8ab4bfc562b7c65fda8c180a3abf4598dcb0a19351",
+        CHUNKER_INPUT_SHA256,
     );
     golden(
         "chunker input first 8 bytes",
         hex::encode(&input[..8]),
-        "cfb72917ad478e86",
+        CHUNKER_INPUT_FIRST_8,
     )
 }
 
@@ -522,16 +492,11 @@ fn chunker_default_profile() {
     let gear_key = blake3::derive_key(crypto::CTX_GEAR, &master());
     let c = Chunker::with_gear_key(&gear_key, ChunkerProfile::default());
     let cuts = c.cut_points(&chunker_input());
-    golden(
-        "default profile cut points",
-        format!("{cuts:?}"),
-        "[35052, 71476, 160354, 236638, 346997, 387320, 459724, 512720, 616215, 649419, \
-         806611, 893280, 910761, 980761, 1011316, 1048576]",
-    );
+    golden("default profile cut points", cut_list(&cuts), CUTS_DEFAULT);
     golden(
         "default profile cut points sha256",
         cuts_digest(&cuts),
-        "b711abb8d9834d25c80f6c1cbfedf9776e84b5345d3efa1329606acbe518c032",
+        CUTS_DEFAULT_SHA256,
     );
 }
 
@@ -541,23 +506,23 @@ fn chunker_small_profile() {
     let c = Chunker::with_gear_key(&gear_key, small_profile());
     let input = chunker_input();
     let cuts = c.cut_points(&input);
-    golden("small profile cut count", cuts.len(), "215");
+    golden("small profile cut count", cuts.len(), CUTS_SMALL_COUNT);
     golden(
         "small profile first 10 cut points",
-        format!("{:?}", &cuts[..10]),
-        "[9311, 11153, 15377, 19702, 32336, 35052, 36987, 41086, 43819, 47634]",
+        cut_list(&cuts[..10]),
+        CUTS_SMALL_FIRST_10,
     );
     golden(
         "small profile cut points sha256",
         cuts_digest(&cuts),
-        "5c31bef36817cadeb94094deb2246bfded1b00b09c0ba63c023c94b047bf288a",
+        CUTS_SMALL_SHA256,
     );
     // An odd-length input: the last byte is never a cut candidate.
     let odd = c.cut_points(&input[..50_001]);
     golden(
         "small profile cut points of the first 50001 bytes",
-        format!("{odd:?}"),
-        "[9311, 11153, 15377, 19702, 32336, 35052, 36987, 41086, 43819, 47634, 50001]",
+        cut_list(&odd),
+        CUTS_SMALL_ODD,
     );
 }
 
@@ -666,14 +631,9 @@ fn blob_aad_and_sealed_blob() {
     golden(
         "blob aad",
         hex::encode(blob::aad(info.kind, info.codec, info.raw_len, &info.id)),
-        "534f5056424c4f4200001c0000001c63b44023829a08d4ee16322b4f3177a9d2beceb39645ae1e8291df94150dd8",
+        BLOB_AAD,
     );
-    golden(
-        "sealed data blob",
-        hex::encode(&sealed),
-        "404142434445464748494a4b4c4d4e4f505152535455565759ed728b3ce51945659c2d13c9779cdb75b799b4\
-         fe13cd27c5d92a65f10adb32a6983db71bd2f550b0aab225",
-    );
+    golden("sealed data blob", hex::encode(&sealed), SEALED_DATA_BLOB);
     assert_eq!(sealed.len(), PLAINTEXT.len() + crypto::SEAL_OVERHEAD);
     assert_eq!(blob::open(&k, &info, &sealed).unwrap(), PLAINTEXT);
     // The AAD binds kind, codec, raw length and id: changing any of them fails.
@@ -708,15 +668,11 @@ fn sealed_tree_blob_uses_the_metadata_key() {
     let sealed = k
         .seal_with_nonce(KeyPurpose::Meta, &seq(NONCE_TREE_BLOB), &aad, &plain)
         .unwrap();
-    golden(
-        "tree blob id",
-        id,
-        "0e4524eb26318ea2e83b550da6b15d6e69f666a9c3ba6a6219fa5428f8ac87b7",
-    );
+    golden("tree blob id", id, TREE_BLOB_ID);
     golden(
         "sealed tree blob sha256",
         sha_hex(&sealed),
-        "f7bb23e4b13b198007bdc913666b67dfa93aae33ecc55ed2c9b93d7ef5c5f03b",
+        SEALED_TREE_BLOB_SHA256,
     );
     let info = BlobInfo {
         id,
@@ -754,20 +710,8 @@ fn key_file() {
         &seq(NONCE_KEYFILE),
     )
     .unwrap();
-    golden(
-        "key file",
-        hex::encode(&bytes),
-        "534f50564b455900010000000000000001000000002000000100000001000000d0d1d2d3d4d5d6d7d8d9dadb\
-         dcdddedfe0e1e2e3e4e5e6e7e8e9eaebecedeeef7829026b000000000f00766563746f7240736f707661756c\
-         74b8b9babbbcbdbebfc0c1c2c3c4c5c6c7c8c9cacbcccdcecfa0010f1c0ca55412dce171e7d70f3122df6d82\
-         4c61b6bddd685bd046741895bb89a28fabc9fd86d1c859a639faf5e9f046328f7189c0e6f23c0be0418e562d\
-         d082f9f4cc46ed02257462a20a6851a853",
-    );
-    golden(
-        "key file name",
-        sha_hex(&bytes),
-        "aa9267b2bb4c85d9fccf368b9f4d7fa62444baca79fd0de6b213a7ebf8954d8b",
-    );
+    golden("key file", hex::encode(&bytes), KEY_FILE);
+    golden("key file name", sha_hex(&bytes), KEY_FILE_NAME);
     let kf = KeyFile::parse(&bytes, "keys/vector").unwrap();
     assert_eq!(kf.kdf, Kdf::Argon2id(kdf));
     assert_eq!(kf.salt, seq::<32>(SALT_START));
@@ -801,7 +745,7 @@ fn key_file() {
 /// the hex of bytes 0x60, 0x61, …, 0x7f.
 fn machine_secret() -> Password {
     let mut text = keyfile::SECRET_PREFIX.to_string();
-    text.push_str(&hex::encode(seq::<32>(0x60)));
+    text.push_str(&hex::encode(seq::<32>(MACHINE_SECRET_START)));
     Password::new(text.into_bytes())
 }
 
@@ -813,7 +757,7 @@ fn machine_secret_key_file() {
         &repo_id(),
         &secret,
         Kdf::MachineSecret,
-        "backup@server",
+        MACHINE_KEY_LABEL,
         TIME,
         &seq(SALT_START),
         &seq(NONCE_KEYFILE),
@@ -822,16 +766,12 @@ fn machine_secret_key_file() {
     golden(
         "machine-secret key file",
         hex::encode(&bytes),
-        "534f50564b455900010000000000000002000000000000000000000000000000d0d1d2d3d4d5d6d7d8d9dadb\
-         dcdddedfe0e1e2e3e4e5e6e7e8e9eaebecedeeef7829026b000000000d006261636b757040736572766572b8\
-         b9babbbcbdbebfc0c1c2c3c4c5c6c7c8c9cacbcccdcecf4c806706fee9e5919ff3228d5970b815f487b5de27\
-         46ca63696867ee11349397bdd7245006ac404762e133cb6c2e24a4377d764248e33fc671c6f11e29f1dccb89\
-         56a73bb60f2be0a69ad9897b429f5f",
+        MACHINE_KEY_FILE,
     );
     golden(
         "machine-secret key file name",
         sha_hex(&bytes),
-        "95e5f3e18e9cde168686b2c08806fcbaa7f83d3bbf0ec76271c87f2979d4f567",
+        MACHINE_KEY_FILE_NAME,
     );
     let kf = KeyFile::parse(&bytes, "keys/vector").unwrap();
     assert_eq!(kf.kdf, Kdf::MachineSecret);
@@ -857,25 +797,10 @@ fn pack_file() {
     golden(
         "pack footer plaintext",
         hex::encode(&footer_plain),
-        "010000001c63b44023829a08d4ee16322b4f3177a9d2beceb39645ae1e8291df94150dd81000000000000000\
-         440000001c000000000000000000000000000000000000000000000000000000000000000000000000000000\
-         00000000",
+        PACK_FOOTER_PLAINTEXT,
     );
-    golden(
-        "pack file",
-        hex::encode(&bytes),
-        "534f505650414b000100000000000000404142434445464748494a4b4c4d4e4f505152535455565759ed728b\
-         3ce51945659c2d13c9779cdb75b799b4fe13cd27c5d92a65f10adb32a6983db71bd2f550b0aab22558595a5b\
-         5c5d5e5f606162636465666768696a6b6c6d6e6f16b43d85fdd7e0ce2676fa340381c07e1c72d5fec1e0c746\
-         160352d67ae21e07079b1cd9cf1507d02fb6d89d9d1c2509287930691ba3bb67ecfe22b084361f87ba45a9e0\
-         2aafedd07beb478091aa577ccb888e55d80d50ece74bda6e1fb5868427da1cfc05ea1661d3d9020a84000000\
-         00000000534f5056454e4400",
-    );
-    golden(
-        "pack file name",
-        sha_hex(&bytes),
-        "619f251db3a1323ba907f7a4cc19f762d42225c9346b3409639797b1409a4c8d",
-    );
+    golden("pack file", hex::encode(&bytes), PACK_FILE);
+    golden("pack file name", sha_hex(&bytes), PACK_FILE_NAME);
     assert_eq!(footer_plain.len(), 4 + ENTRY_LEN);
     let blobs = pack::read_footer_from_bytes(&k, &bytes, "packs/vector").unwrap();
     assert_eq!(blobs, vec![info]);
@@ -914,21 +839,10 @@ fn index_file() {
     let k = key();
     let idx = vector_index(&k);
     let plain = idx.encode_plain();
-    golden(
-        "index plaintext",
-        hex::encode(&plain),
-        "01000000111111111111111111111111111111111111111111111111111111111111111101000000619f251d\
-         b3a1323ba907f7a4cc19f762d42225c9346b3409639797b1409a4c8de8000000000000000100000000000000\
-         1c63b44023829a08d4ee16322b4f3177a9d2beceb39645ae1e8291df94150dd8100000000000000044000000\
-         1c00000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
-    );
+    golden("index plaintext", hex::encode(&plain), INDEX_PLAINTEXT);
     assert_eq!(IndexFile::decode_plain(&plain, "index/plain").unwrap(), idx);
     let bytes = sealed_file(&k, MAGIC_INDEX, 0, &[], NONCE_INDEX, &plain);
-    golden(
-        "index file name",
-        sha_hex(&bytes),
-        "be1b013f5b27de8b8884d01fef4118f301746a290d967eeb76c4afa90424b933",
-    );
+    golden("index file name", sha_hex(&bytes), INDEX_FILE_NAME);
     assert_eq!(IndexFile::decode(&k, &bytes, "index/vector").unwrap(), idx);
 }
 
@@ -939,18 +853,9 @@ fn config_file() {
     let k = key();
     let c = vector_config();
     let plain = encode_postcard(&c);
-    golden(
-        "config postcard",
-        hex::encode(&plain),
-        "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f808001808004808010808080\
-         0806f0a591b00d00",
-    );
+    golden("config postcard", hex::encode(&plain), CONFIG_POSTCARD);
     let bytes = sealed_file(&k, MAGIC_CONFIG, 0, &repo_id(), NONCE_CONFIG, &plain);
-    golden(
-        "config file name",
-        sha_hex(&bytes),
-        "4e44931981025d679e3041dc50da597042275ecc9c328b2bd39cfe33e8f7e192",
-    );
+    golden("config file name", sha_hex(&bytes), CONFIG_FILE_NAME);
     assert_eq!(
         Config::peek_repo_id(&bytes, "config/vector").unwrap(),
         repo_id()
@@ -965,19 +870,7 @@ fn tree_postcard() {
     let k = key();
     let t = vector_tree(&k);
     let bytes = t.encode();
-    golden(
-        "tree postcard",
-        hex::encode(&bytes),
-        "0505612e747874001c00011c63b44023829a08d4ee16322b4f3177a9d2beceb39645ae1e8291df94150dd81c\
-         a48302e807e80705616c696365057374616666f0a591b00d959aef3af0a591b00d959aef3a2a811001010675\
-         7365722e6b0176076269672e73716c00f0a20401010b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b\
-         0b0b0b0b0b0b0b0b0bd00ff0a204808302e807e80705616c696365057374616666f0a591b00d959aef3af0a5\
-         91b00d959aef3a2a81100100056669666fff03a423e807e80705616c696365057374616666f0a591b00d959a\
-         ef3af0a591b00d959aef3a2a81100100046c696e6b0205612e747874ffc302e807e80705616c696365057374\
-         6166660100f0a591b00d959aef3a2a8110010003737562015a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a\
-         5a5a5a5a5a5a5a5a5a5a5a5aed8301e807e80705616c696365057374616666f0a591b00d959aef3af0a591b0\
-         0d959aef3a2a81100100",
-    );
+    golden("tree postcard", hex::encode(&bytes), TREE_POSTCARD);
     assert_eq!(Tree::decode(&bytes, "tree/vector").unwrap(), t);
 
     let mut unsorted = t.clone();
@@ -1005,8 +898,7 @@ fn chunk_list_postcard() {
     golden(
         "chunk list postcard",
         hex::encode(&bytes),
-        "021c63b44023829a08d4ee16322b4f3177a9d2beceb39645ae1e8291df94150dd81ccccccccccccccccccccc\
-         cccccccccccccccccccccccccccccccccccccccccccc808004",
+        CHUNK_LIST_POSTCARD,
     );
     assert_eq!(ChunkList::decode(&bytes, "list/vector").unwrap(), l);
 }
@@ -1018,23 +910,10 @@ fn snapshot_postcard() {
     let k = key();
     let s = vector_snapshot(&k);
     let plain = encode_postcard(&s);
-    golden(
-        "snapshot postcard",
-        hex::encode(&plain),
-        "f0a591b00d00e089030e7765625f323032362d31312d3232037765620364623104726f6f7401056461696c79\
-         01082f7661722f777777010664622e73716c010d6d7973716c64756d702061707001001ca9e286fef93ce659\
-         345e14a671204c69fb5a0f1fab192a82ed3fdcab3b1dd53ff0a591b00d00e08903faa591b00d00e089030e45\
-         24eb26318ea2e83b550da6b15d6e69f666a9c3ba6a6219fa5428f8ac87b70133333333333333333333333333\
-         333333333333333333333333333333333333338080018080048080100e736f707661756c7420302e312e3003\
-         0201a8a3041c1c4401dc0b0001",
-    );
+    golden("snapshot postcard", hex::encode(&plain), SNAPSHOT_POSTCARD);
     assert_eq!(Snapshot::decode_plain(&plain, "snapshot/plain").unwrap(), s);
     let bytes = sealed_file(&k, MAGIC_SNAPSHOT, 0, &[], NONCE_SNAPSHOT, &plain);
-    golden(
-        "snapshot file name",
-        sha_hex(&bytes),
-        "2db52c1fc1355653a0b069810122e1fbfc38a828320bda95782694caf435fe1b",
-    );
+    golden("snapshot file name", sha_hex(&bytes), SNAPSHOT_FILE_NAME);
     assert_eq!(Snapshot::decode(&k, &bytes, "snapshots/vector").unwrap(), s);
 }
 
@@ -1068,38 +947,38 @@ fn snapshot_stream_tail() {
 #[test]
 fn snapshot_human_name() {
     let t = snapshot_time(TIME);
-    golden("snapshot date", t.date(), "2026-11-22");
-    golden("snapshot rfc3339", t.rfc3339(), "2026-11-22T06:30:00+07:00");
+    golden("snapshot date", t.date(), SNAPSHOT_DATE);
+    golden("snapshot rfc3339", t.rfc3339(), SNAPSHOT_RFC3339);
     let utc = SnapshotTime { utc_offset: 0, ..t };
-    golden("same instant in UTC", utc.date(), "2026-11-21");
+    golden("same instant in UTC", utc.date(), SNAPSHOT_DATE_UTC);
 
     let k = key();
     let mut existing = Vec::new();
     assert_eq!(
         sopvault::ops::snapshot::human_name(&existing, "web", &t),
-        "web_2026-11-22"
+        NAME_WEB_1
     );
     let mut s = vector_snapshot(&k);
     existing.push((SnapshotId([1; 32]), s.clone()));
     assert_eq!(
         sopvault::ops::snapshot::human_name(&existing, "web", &t),
-        "web_2026-11-22-2"
+        NAME_WEB_2
     );
-    s.name = "web_2026-11-22-2".into();
+    s.name = NAME_WEB_2.into();
     existing.push((SnapshotId([2; 32]), s.clone()));
     assert_eq!(
         sopvault::ops::snapshot::human_name(&existing, "web", &t),
-        "web_2026-11-22-3"
+        NAME_WEB_3
     );
     // Another source's names do not count.
     assert_eq!(
         sopvault::ops::snapshot::human_name(&existing, "db", &t),
-        "db_2026-11-22"
+        NAME_DB_1
     );
 
     // Two writers at once both recorded web_2026-11-22-3: each is listed
     // under NAME~ID, with as many hex digits as make the names distinct.
-    s.name = "web_2026-11-22-3".into();
+    s.name = NAME_WEB_3.into();
     let mut a = [0xab; 32];
     let mut b = [0xab; 32];
     a[5] = 0x01;
@@ -1108,18 +987,10 @@ fn snapshot_human_name() {
     existing.push((SnapshotId(b), s.clone()));
     sopvault::repo::unique_names(&mut existing);
     let names: Vec<&str> = existing.iter().map(|(_, s)| s.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "web_2026-11-22",
-            "web_2026-11-22-2",
-            "web_2026-11-22-3~ababababab01",
-            "web_2026-11-22-3~ababababab02"
-        ]
-    );
+    assert_eq!(names, [NAME_WEB_1, NAME_WEB_2, NAME_TWIN_A, NAME_TWIN_B]);
     assert_eq!(
         sopvault::ops::snapshot::human_name(&existing, "web", &t),
-        "web_2026-11-22-4"
+        NAME_WEB_4
     );
 }
 
@@ -1274,15 +1145,15 @@ fn zstd_and_delta_blob_vectors() {
         delta: None,
     };
     assert_eq!(blob::open(&k, &info1, &sealed1).unwrap(), base);
-    golden("zstd base plaintext", hex::encode(&base), "434f50592074202869642c206e616d61292046524f4d20737464696e3b0a3109427564690a3209536974690a3309416775730a5c2e0a434f50592074202869642c206e616d61292046524f4d20737464696e3b0a3109427564690a3209536974690a3309416775730a5c2e0a434f50592074202869642c206e616d61292046524f4d20737464696e3b0a3109427564690a3209536974690a3309416775730a5c2e0a");
     golden(
-        "zstd base id",
-        hex::encode(base_id.0),
-        "ed7a817f23c3650049ac6c8e4ed4db37f394caf6bcb04d4df5b95bf7a88861c1",
+        "zstd base plaintext",
+        hex::encode(&base),
+        ZSTD_BASE_PLAINTEXT,
     );
-    golden("zstd frame", hex::encode(&frame1), "28b52ffd20a2f501006403434f50592074202869642c206e616d61292046524f4d20737464696e3b0a3109427564690a3209536974690a3309416775730a5c2e0a01009672aaa0");
-    golden("zstd aad", hex::encode(aad1), "534f5056424c4f420001a2000000ed7a817f23c3650049ac6c8e4ed4db37f394caf6bcb04d4df5b95bf7a88861c1");
-    golden("zstd sealed", hex::encode(&sealed1), "404142434445464748494a4b4c4d4e4f505152535455565702372d007d328030459e4122eb46b1db75f2c2a9ba49882ad0db3946fc4ae93ca9a142071691ec077c3583a82dba2889b89b1339bc597f279a243129a15d4a9fe3473ed9301ec63993a872fe3de6f8142bd2afb8b76fb9");
+    golden("zstd base id", hex::encode(base_id.0), ZSTD_BASE_ID);
+    golden("zstd frame", hex::encode(&frame1), ZSTD_FRAME);
+    golden("zstd aad", hex::encode(aad1), ZSTD_AAD);
+    golden("zstd sealed", hex::encode(&sealed1), ZSTD_SEALED);
 
     // The next day: one name changed, one row added.
     let mut new = base.clone();
@@ -1316,17 +1187,9 @@ fn zstd_and_delta_blob_vectors() {
         delta: Some(d),
     };
     assert_eq!(blob::open_delta(&k, &info2, &sealed2, &base).unwrap(), new);
-    golden("delta plaintext", hex::encode(&new), "434f50592074202869642c206e616d61292046524f4d20737464696e3b0a310942756469426179756974690a3309416775730a5c2e0a434f50592074202869642c206e616d61292046524f4d20737464696e3b0a3109427564690a3209536974690a3309416775730a5c2e0a434f50592074202869642c206e616d61292046524f4d20737464696e3b0a3109427564690a3209536974690a3309416775730a5c2e0a3409446577690a");
-    golden(
-        "delta id",
-        hex::encode(id.0),
-        "9eed4a88f4c46d865165471a2216e671325534d43b859ce3afa6e9d6fe1f1d2e",
-    );
-    golden(
-        "delta frame",
-        hex::encode(&frame2),
-        "28b52ffd20a9c5000058426179753409446577690a0400e0c1de7082414433a980",
-    );
-    golden("delta aad", hex::encode(aad2), "534f5056424c4f420002a90000009eed4a88f4c46d865165471a2216e671325534d43b859ce3afa6e9d6fe1f1d2eed7a817f23c3650049ac6c8e4ed4db37f394caf6bcb04d4df5b95bf7a88861c1010001000000");
-    golden("delta sealed", hex::encode(&sealed2), "404142434445464748494a4b4c4d4e4f505152535455565702372d007d39b03145a20000dd63dcf245b79da9d461a8a4706828ed9d4888da649ec792a8ed3e935757c02e86d25cfba9");
+    golden("delta plaintext", hex::encode(&new), DELTA_PLAINTEXT);
+    golden("delta id", hex::encode(id.0), DELTA_ID);
+    golden("delta frame", hex::encode(&frame2), DELTA_FRAME);
+    golden("delta aad", hex::encode(aad2), DELTA_AAD);
+    golden("delta sealed", hex::encode(&sealed2), DELTA_SEALED);
 }

@@ -1,9 +1,7 @@
 //! End-to-end tests of `sopvault prune`: the retention policy as users see it,
 //! the space it frees, and crash safety at every step of its execution.
 
-mod common;
-
-use common::{exit, *};
+use crate::common::{exit, *};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;

@@ -7,9 +7,7 @@
 //! costs a key derivation (a fraction of a second), so tests share one
 //! repository per scenario rather than starting over for every assertion.
 
-mod common;
-
-use common::{exit, *};
+use crate::common::{exit, *};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};

@@ -3,9 +3,7 @@
 //! prune keeps bases that later days need, and a damaged base is reported with
 //! every chunk and file that depends on it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sopvault::crypto::Password;
 use sopvault::repo::OpenOptions;
 use sopvault::Repository;
@@ -20,16 +18,10 @@ fn day_time(n: u64) -> String {
 /// change at scattered places, so nearly every chunk is new but similar.
 fn dump(day: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(3 << 20);
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = Xorshift::new(1);
     out.extend_from_slice(b"COPY public.accounts (aid, bid, abalance, filler) FROM stdin;\n");
     for row in 0..36_000u64 {
-        let r = next();
+        let r = rng.next_u64();
         // The day this row last changed: each day 1% of rows change.
         let mut version = 0;
         for d in 1..=day {

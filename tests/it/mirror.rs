@@ -2,9 +2,7 @@
 //! copies, reruns, interrupted runs, deletions by prune records after the
 //! grace period, verification without the key, refusals, and `--status`.
 
-mod common;
-
-use common::{exit, *};
+use crate::common::{exit, *};
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
