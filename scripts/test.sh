@@ -32,6 +32,8 @@ if command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' 2>/
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
   fi
 fi
+echo "== layers: no arrow up, no cycle, one door (scripts/check-layers.py)"
+python3 scripts/check-layers.py
 echo "== starting a local S3 server (SeaweedFS) for tests/it/s3.rs"
 trap 'scripts/s3-server.sh stop' EXIT
 s3_env=$(scripts/s3-server.sh start) # fails the run if the server does not come up
