@@ -357,8 +357,9 @@ impl<'a> Check<'a> {
         let mut deltas = Vec::new();
         for b in footer {
             let sealed = &bytes[b.offset as usize..(b.offset + b.stored_len as u64) as usize];
-            // A delta one the index no longer lists (left in a kept pack by
-            // prune) may have lost its base and is only authenticated.
+            // A delta is only authenticated here: its chain is decoded in
+            // check_deltas. One the index no longer lists (left in a kept
+            // pack by prune) may have lost its base and is not decoded.
             let opened = if b.delta.is_some() {
                 if indexed.is_some_and(|l| l.contains(b)) {
                     deltas.push(Location {

@@ -216,3 +216,49 @@ pub fn execute_index(repo: &Repository, plan: &IndexRepairPlan) -> Result<Vec<In
     repo.delete_index_files(&superseded)?;
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::{BlobKind, Codec};
+
+    fn blob(id: u8, offset: u64) -> BlobInfo {
+        BlobInfo {
+            id: ChunkId([id; 32]),
+            kind: BlobKind::Data,
+            codec: Codec::Zstd,
+            offset,
+            stored_len: 100,
+            raw_len: 200,
+            delta: None,
+        }
+    }
+
+    #[test]
+    fn a_chunk_in_two_packs_is_indexed_once_in_the_first() {
+        let (first, second) = (PackId([1; 32]), PackId([2; 32]));
+        let old = [IndexId([9; 32])];
+        let mut files = NewIndexFiles::default();
+        files.add(first, 1000, vec![blob(5, 16), blob(3, 116)]);
+        files.add(second, 500, vec![blob(3, 16)]);
+        files.add(PackId([4; 32]), 300, vec![]);
+        assert_eq!(files.seen.len(), 2);
+        let files = files.finish(&old);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].supersedes, old);
+        // The second pack had nothing new: it is not listed.
+        assert_eq!(files[0].packs, vec![(first, 1000)]);
+        let ids: Vec<(u32, ChunkId)> = files[0].entries.iter().map(|(n, b)| (*n, b.id)).collect();
+        assert_eq!(ids, vec![(0, ChunkId([3; 32])), (0, ChunkId([5; 32]))]);
+    }
+
+    #[test]
+    fn an_empty_repository_gets_one_empty_file_only_to_supersede_old_ones() {
+        assert!(NewIndexFiles::default().finish(&[]).is_empty());
+        let old = [IndexId([7; 32]), IndexId([8; 32])];
+        let files = NewIndexFiles::default().finish(&old);
+        assert_eq!(files.len(), 1);
+        assert!(files[0].entries.is_empty() && files[0].packs.is_empty());
+        assert_eq!(files[0].supersedes, old);
+    }
+}
