@@ -62,9 +62,9 @@ impl GroupBy {
                 "host" => g.host = true,
                 "tags" => g.tags = true,
                 other => {
-                    return Err(Error::Usage(format!(
-                        "--group-by: unknown field {other:?} (source, host, tags)"
-                    )))
+                    return Err(Error::UnknownGroupField {
+                        field: other.to_string(),
+                    })
                 }
             }
         }
@@ -173,9 +173,7 @@ pub fn decide(
     opts: &PruneOptions,
 ) -> Result<Vec<SnapshotDecision>> {
     if opts.policy.is_empty() {
-        return Err(Error::Usage(
-            "no keep rule given: refusing to forget every snapshot (use --keep-daily, --keep-monthly, ...)".into(),
-        ));
+        return Err(Error::NoKeepRule);
     }
     let mut groups: BTreeMap<String, Vec<&(SnapshotId, Snapshot)>> = BTreeMap::new();
     for s in snaps {
@@ -199,9 +197,7 @@ pub fn decide(
         let by_id: HashMap<SnapshotId, &Snapshot> =
             members.iter().map(|(id, s)| (*id, s)).collect();
         if !opts.allow_remove_all && decisions.iter().all(|d| matches!(d.action, Action::Remove)) {
-            return Err(Error::Usage(format!(
-                "the policy would remove every snapshot of group {group}; refusing (give --allow-remove-all if you mean it)"
-            )));
+            return Err(Error::WouldRemoveAll { group });
         }
         for d in decisions {
             out.push(SnapshotDecision {
