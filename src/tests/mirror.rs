@@ -211,7 +211,7 @@ fn a_mirror_copies_new_files_and_applies_prune_records() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     #[test]
     fn mirror_plans_copy_what_is_missing_and_keep_what_is_needed(history in steps()) {

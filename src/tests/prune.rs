@@ -168,7 +168,7 @@ fn snapshot_sets() -> impl Strategy<Value = Vec<(u8, u32, Vec<u8>)>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     #[test]
     fn prune_keeps_what_the_model_keeps_and_all_of_it_restores(
