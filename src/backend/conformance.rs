@@ -39,8 +39,10 @@ fn whole_files(b: &dyn Backend) {
     let data = b"pack bytes, not really".repeat(1000);
     let name = sha(&data);
     b.write_new(FileKind::Pack, &name, &data).unwrap();
-    // Same name, same bytes: a second write is a no-op.
+    // Same name, same bytes: a second write is a no-op; and whatever a
+    // second write holds, it never replaces the file.
     b.write_new(FileKind::Pack, &name, &data).unwrap();
+    b.write_new(FileKind::Pack, &name, b"other bytes").unwrap();
     assert_eq!(b.read(FileKind::Pack, &name).unwrap(), data);
     assert_eq!(b.size(FileKind::Pack, &name).unwrap(), data.len() as u64);
     assert_eq!(
