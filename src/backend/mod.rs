@@ -21,8 +21,8 @@
 //! share. `conformance` (tests only) checks every one of them against this
 //! contract.
 //!
-//! This layer uses only the base layer (`error`, `crypto` for random temporary
-//! names, `interrupt`, `faults`).
+//! This layer uses only layers below it: `error`, `interrupt` and `faults`,
+//! and `crypto` for random temporary names.
 
 pub mod faulty;
 pub mod local;
