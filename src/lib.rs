@@ -41,6 +41,8 @@ pub mod sys;
 pub mod write;
 
 #[cfg(test)]
+mod tests;
+#[cfg(test)]
 mod testutil;
 
 pub use error::{Error, ErrorKind, Result};

@@ -3,7 +3,7 @@
 //! directory is fsynced. A pack may be staged there while it is filled
 //! ([`Backend::stage_new`]) and linked under its name once complete.
 
-use super::names::is_valid_name;
+use super::names::{is_valid_name, pack_subdir, rel_path};
 use super::{Backend, FileKind, StagedFile, README_NAME, RESERVE_NAME};
 use crate::error::{Error, Result};
 use std::fs::{self, File, OpenOptions};
@@ -18,6 +18,8 @@ pub struct LocalBackend {
     /// where open, seek, read and close are four. Files are immutable, and a
     /// pack that prune removes still reads the same bytes through its handle.
     open_packs: std::sync::Mutex<Vec<(String, std::sync::Arc<File>)>>,
+    /// Names `list` skipped as not a repository file's.
+    skipped: std::sync::atomic::AtomicU64,
 }
 
 /// Packs kept open by [`LocalBackend`].
@@ -28,6 +30,7 @@ impl LocalBackend {
         LocalBackend {
             root: root.into(),
             open_packs: Default::default(),
+            skipped: Default::default(),
         }
     }
 
@@ -99,13 +102,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Where a file of `kind` named `name` lives under the repository `root`.
 fn path_in(root: &Path, kind: FileKind, name: &str) -> PathBuf {
-    match kind {
-        FileKind::Pack => root
-            .join("packs")
-            .join(name.get(..2).unwrap_or("00"))
-            .join(name),
-        k => root.join(k.dir()).join(name),
-    }
+    root.join(rel_path(kind, name))
 }
 
 /// Links the written (or failed) temporary file `tmp` into place as `dst`
@@ -253,12 +250,14 @@ impl Backend for LocalBackend {
             for e in rd {
                 let e = e.map_err(|e| Error::io(d, e))?;
                 let name = e.file_name().to_string_lossy().into_owned();
-                if !is_valid_name(&name) {
-                    continue;
-                }
                 let md = e.metadata().map_err(|err| Error::io(e.path(), err))?;
-                if md.is_file() {
+                let placed = kind != FileKind::Pack
+                    || d.file_name().and_then(|h| h.to_str()) == Some(pack_subdir(&name));
+                if md.is_file() && is_valid_name(&name) && placed {
                     out.push((name, md.len()));
+                } else {
+                    self.skipped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             Ok(out)
@@ -274,6 +273,10 @@ impl Backend for LocalBackend {
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    fn skipped_names(&self) -> u64 {
+        self.skipped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {

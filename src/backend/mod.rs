@@ -4,21 +4,38 @@
 //! - `write_new` makes a file appear whole or not at all, and never replaces an
 //!   existing file (content-addressed names make a second write of the same
 //!   name a no-op);
-//! - reading a missing file is [`Error::Damaged`] naming the object;
-//! - `list` never shows temporary files.
+//! - reading a missing file is [`Error::Damaged`](crate::Error::Damaged)
+//!   naming the object;
+//! - `list` shows only valid names ([`names::is_valid_name`]) at their
+//!   right place ([`names::rel_path`]): never a temporary file, a lock or a
+//!   stray file someone put there, which it skips and counts
+//!   ([`Backend::skipped_names`]). A listed name always parses as an id.
 //!
 //! [`open`] turns a `--repo` argument into a backend: a directory, or
 //! `s3://BUCKET/PREFIX` for [`crate::backend::s3::S3Backend`].
 //!
 //! The implementations live beside this trait: [`local`] (a directory),
-//! [`s3`] (an S3-compatible object store); [`names`] holds the one rule for
-//! file names and paths that they share.
+//! [`s3`] (an S3-compatible object store), [`memory`] (for tests, with
+//! durability modelled) and [`faulty`] (wraps any backend and fails on
+//! purpose); [`names`] holds the one rule for file names and paths that they
+//! share. `conformance` (tests only) checks every one of them against this
+//! contract.
+//!
+//! This layer uses only layers below it: `error`, `interrupt` and `faults`,
+//! and `crypto` for random temporary names.
 
+pub mod faulty;
 pub mod local;
+pub mod memory;
 pub mod names;
 pub mod s3;
 
+#[cfg(test)]
+mod conformance;
+
+pub use faulty::FaultyBackend;
 pub use local::LocalBackend;
+pub use memory::MemoryBackend;
 pub use names::{README_NAME, RESERVE_NAME};
 
 use crate::error::Result;
@@ -62,8 +79,16 @@ impl FileKind {
 pub trait Backend: Send + Sync {
     /// A human-readable location, for messages.
     fn location(&self) -> String;
-    /// Names and sizes of all files of a kind.
+    /// Names and sizes of all files of a kind, sorted by name. Every name is
+    /// valid ([`names::is_valid_name`]) and was found at its place
+    /// ([`names::rel_path`]); anything else in the directory is skipped and
+    /// counted in [`Backend::skipped_names`].
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>>;
+    /// How many names [`Backend::list`] has skipped so far as no repository
+    /// file's (a `README`, an uppercase or short name, a misplaced pack).
+    fn skipped_names(&self) -> u64 {
+        0
+    }
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
     fn size(&self, kind: FileKind, name: &str) -> Result<u64>;

@@ -17,6 +17,7 @@
 //! safe here because a name is the SHA-256 of its content. The engine is
 //! synchronous: every call runs on a small tokio runtime owned by the backend.
 
+use crate::backend::names::{file_at, rel_path, LOCKS_DIR};
 use crate::backend::{Backend, FileKind, README_NAME};
 use crate::error::{Error, Result};
 use futures_util::StreamExt;
@@ -24,7 +25,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
 use object_store::path::Path as ObjPath;
 use object_store::signer::{SignedUrlOptions, Signer};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub struct S3Backend {
     store: AmazonS3,
@@ -36,6 +37,8 @@ pub struct S3Backend {
     http: reqwest::Client,
     /// Set once the server answered a create-only put with "not implemented".
     no_conditional_put: AtomicBool,
+    /// Names `list` skipped as not a repository file's.
+    skipped: AtomicU64,
 }
 
 /// True when `spec` names an object store location rather than a directory.
@@ -123,6 +126,7 @@ impl S3Backend {
             rt,
             http: reqwest::Client::new(),
             no_conditional_put: AtomicBool::new(false),
+            skipped: AtomicU64::new(0),
         })
     }
 
@@ -131,13 +135,6 @@ impl S3Backend {
             ObjPath::from(rel)
         } else {
             ObjPath::from(format!("{}/{rel}", self.prefix))
-        }
-    }
-
-    fn rel_of(kind: FileKind, name: &str) -> String {
-        match kind {
-            FileKind::Pack => format!("packs/{}/{name}", name.get(..2).unwrap_or("00")),
-            k => format!("{}/{name}", k.dir()),
         }
     }
 
@@ -184,7 +181,9 @@ impl S3Backend {
         })
     }
 
-    fn put(&self, rel: &str, bytes: &[u8], create: bool) -> Result<()> {
+    /// Uploads `bytes` as the object `rel`; with `create`, keeps an object
+    /// already there.
+    pub(super) fn put(&self, rel: &str, bytes: &[u8], create: bool) -> Result<()> {
         let key = self.key(rel);
         let object = self.object(rel);
         self.rt.block_on(async {
@@ -284,13 +283,6 @@ impl S3Backend {
     }
 }
 
-fn valid_name(name: &str) -> bool {
-    name.len() == 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
-
 impl Backend for S3Backend {
     fn location(&self) -> String {
         if self.prefix.is_empty() {
@@ -302,26 +294,31 @@ impl Backend for S3Backend {
 
     fn list(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         let dir = format!("{}/", kind.dir());
-        let mut out: Vec<(String, u64)> = self
-            .list_under(kind.dir())?
-            .into_iter()
-            .filter(|(rel, _)| rel.starts_with(&dir))
-            .filter_map(|(rel, size)| {
-                let name = rel.rsplit('/').next()?.to_string();
-                let expected = S3Backend::rel_of(kind, &name);
-                (valid_name(&name) && rel == expected).then_some((name, size))
-            })
-            .collect();
+        let mut out = Vec::new();
+        for (rel, size) in self.list_under(kind.dir())? {
+            match file_at(&rel) {
+                Some((k, name)) if k == kind => out.push((name.to_string(), size)),
+                // `index` is a prefix of `index-old/…` too: not this directory.
+                _ if !rel.starts_with(&dir) => {}
+                _ => {
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         out.sort();
         Ok(out)
     }
 
+    fn skipped_names(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        self.get(&S3Backend::rel_of(kind, name))
+        self.get(&rel_path(kind, name))
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let rel = S3Backend::rel_of(kind, name);
+        let rel = rel_path(kind, name);
         let key = self.key(&rel);
         let got = self.rt.block_on(async {
             self.store
@@ -342,7 +339,7 @@ impl Backend for S3Backend {
     }
 
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
-        let rel = S3Backend::rel_of(kind, name);
+        let rel = rel_path(kind, name);
         let key = self.key(&rel);
         self.rt.block_on(async {
             self.store
@@ -354,11 +351,11 @@ impl Backend for S3Backend {
     }
 
     fn write_new(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
-        self.put(&S3Backend::rel_of(kind, name), bytes, true)
+        self.put(&rel_path(kind, name), bytes, true)
     }
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
-        self.delete(&S3Backend::rel_of(kind, name))
+        self.delete(&rel_path(kind, name))
     }
 
     fn clean_tmp(&self) -> Result<usize> {
@@ -367,14 +364,18 @@ impl Backend for S3Backend {
     }
 
     fn write_lock(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        self.put(&format!("locks/{name}"), bytes, false)
+        self.put(&format!("{LOCKS_DIR}/{name}"), bytes, false)
     }
 
     fn list_locks(&self) -> Result<Vec<String>> {
         let mut out: Vec<String> = self
-            .list_under("locks")?
+            .list_under(LOCKS_DIR)?
             .into_iter()
-            .filter_map(|(rel, _)| rel.strip_prefix("locks/").map(str::to_string))
+            .filter_map(|(rel, _)| {
+                rel.strip_prefix(LOCKS_DIR)?
+                    .strip_prefix('/')
+                    .map(str::to_string)
+            })
             .filter(|n| n.ends_with(".lock") && !n.contains('/'))
             .collect();
         out.sort();
@@ -382,11 +383,11 @@ impl Backend for S3Backend {
     }
 
     fn read_lock(&self, name: &str) -> Result<Vec<u8>> {
-        self.get(&format!("locks/{name}"))
+        self.get(&format!("{LOCKS_DIR}/{name}"))
     }
 
     fn remove_lock(&self, name: &str) -> Result<()> {
-        self.delete(&format!("locks/{name}"))
+        self.delete(&format!("{LOCKS_DIR}/{name}"))
     }
 
     fn read_readme(&self) -> Result<Option<Vec<u8>>> {
@@ -412,6 +413,6 @@ impl Backend for S3Backend {
     }
 
     fn stored_sha256(&self, kind: FileKind, name: &str) -> Result<Option<String>> {
-        self.checksum_of(&S3Backend::rel_of(kind, name))
+        self.checksum_of(&rel_path(kind, name))
     }
 }
