@@ -12,6 +12,7 @@
 
 pub mod chain;
 pub mod lock;
+pub mod mirror;
 
 use crate::backend::{Backend, FileKind, README_NAME};
 use crate::blob;
