@@ -304,25 +304,29 @@ fn kind_counts(plan: &MirrorPlan) -> String {
     parts.join(", ")
 }
 
+fn print_plan_json(plan: &MirrorPlan, dry_run: bool) -> Result<(), Error> {
+    let files = |v: &[mirror::FileRef]| -> Vec<serde_json::Value> {
+        v.iter()
+            .map(|f| json!({"path": f.rel_path(), "size": f.size}))
+            .collect()
+    };
+    print_json(&json!({
+        "dry_run": dry_run,
+        "source": plan.source,
+        "destination": plan.destination,
+        "init": plan.state == DestinationState::Empty,
+        "copy": files(&plan.copy),
+        "copy_bytes": plan.copy_bytes(),
+        "delete": files(&plan.delete),
+        "delete_bytes": plan.delete_bytes(),
+        "kept": plan.kept.iter().map(|k| json!({"path": k.file.rel_path(), "reason": k.reason})).collect::<Vec<_>>(),
+        "extra": plan.extra,
+    }))
+}
+
 fn print_plan(ctx: &Ctx, args: &Args, plan: &MirrorPlan, dry_run: bool) -> Result<(), Error> {
     if args.json {
-        let files = |v: &[mirror::FileRef]| -> Vec<serde_json::Value> {
-            v.iter()
-                .map(|f| json!({"path": f.rel_path(), "size": f.size}))
-                .collect()
-        };
-        return print_json(&json!({
-            "dry_run": dry_run,
-            "source": plan.source,
-            "destination": plan.destination,
-            "init": plan.state == DestinationState::Empty,
-            "copy": files(&plan.copy),
-            "copy_bytes": plan.copy_bytes(),
-            "delete": files(&plan.delete),
-            "delete_bytes": plan.delete_bytes(),
-            "kept": plan.kept.iter().map(|k| json!({"path": k.file.rel_path(), "reason": k.reason})).collect::<Vec<_>>(),
-            "extra": plan.extra,
-        }));
+        return print_plan_json(plan, dry_run);
     }
     if ctx.quiet {
         return Ok(());

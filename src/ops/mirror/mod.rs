@@ -21,17 +21,19 @@
 //! present; only deletions wait for the grace period. So whether a mirror runs
 //! before or after a prune does not matter. An interrupted run leaves an
 //! incomplete mirror, never a corrupt one: every file appears whole or not at
-//! all, and a file appears only after everything it refers to. A mirror never deletes a file because it is missing at the source.
+//! all, and a file appears only after everything it refers to. A mirror never
+//! deletes a file because it is missing at the source.
 //!
-//! [`verify`] needs no key: names and sizes against the source, then SHA-256 of
+//! [`verify()`] needs no key: names and sizes against the source, then SHA-256 of
 //! each file (or a daily share of them) against its name. [`state`] remembers
 //! the destinations a repository was mirrored to, for `mirror --status`.
 //!
 //! # Layout
 //! - [`listing`]: what a path in a repository's place is, and listings by kind;
-//! - [`plan`]: the destination's state and the copy set; `deletions`: what
-//!   prune records let the mirror delete now;
-//! - [`execute`]: copy, then delete; [`verify`]: check without the key;
+//! - [`plan`](mod@plan): the destination's state and the copy set;
+//!   `deletions`: what prune records let the mirror delete now;
+//! - [`execute`](mod@execute): copy, then delete;
+//! - [`verify`](mod@verify): check without the key; how far a mirror is behind;
 //! - [`state`]: remembered destinations.
 //!
 //! Layer: orchestration (`ops`). Reads the source through [`Repository`]'s
