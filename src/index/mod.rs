@@ -27,7 +27,7 @@
 //!
 //!
 //! # Layout
-//! - [`file`]: one index file's byte layout, encoding and checked decoding;
+//! - [`file`](mod@file): one index file's byte layout, encoding and checked decoding;
 //! - [`filter`]: the blocked Bloom filter stored in the cache;
 //! - `cache`: the cache file's layout, writing it, and opening it through a
 //!   checked memory map;

@@ -60,3 +60,48 @@ impl Repository {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::repo::scratch_with_snapshot;
+
+    /// A stored file reaches the destination byte for byte; one whose bytes
+    /// no longer hash to its name is not copied, and the error names it.
+    #[test]
+    fn copy_file_to_copies_whole_files_and_never_carries_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a"), crate::testutil::noise(100_000, 1)).unwrap();
+        let repo = scratch_with_snapshot(dir.path(), &src);
+        let dest = LocalBackend::new(dir.path().join("mirror"));
+        dest.create("a mirror\n").unwrap();
+        assert!(repo.is_stored_at(&LocalBackend::new(dir.path().join("repo"))));
+        assert!(!repo.is_stored_at(&dest));
+
+        let packs = repo.list_stored(FileKind::Pack).unwrap();
+        let (pack, size) = &packs[0];
+        match repo.copy_file_to(&dest, FileKind::Pack, pack).unwrap() {
+            FileCopy::Copied { bytes } => assert_eq!(bytes, *size),
+            other => panic!("expected a copy, found {other:?}"),
+        }
+        let stored = repo.backend.read(FileKind::Pack, pack).unwrap();
+        assert_eq!(dest.read(FileKind::Pack, pack).unwrap(), stored);
+
+        let index = repo.list_stored(FileKind::Index).unwrap();
+        let (name, _) = &index[0];
+        let path = dir.path().join("repo").join("index").join(name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        match repo.copy_file_to(&dest, FileKind::Index, name).unwrap() {
+            FileCopy::DamagedAtSource(Error::HashMismatch { object, .. }) => {
+                assert_eq!(object, format!("index/{name}"))
+            }
+            other => panic!("expected damage at the source, found {other:?}"),
+        }
+        assert!(dest.read(FileKind::Index, name).is_err());
+    }
+}

@@ -2,7 +2,7 @@
 //! lives, and which files one listing has that another lacks.
 //!
 //! This module holds the mirror's copy of the `packs/hh/NAME` path rule
-//! ([`rel_path`]) and of the repository-name check ([`is_hash_name`]).
+//! ([`rel_path`]) and of the repository-name check (`is_hash_name`).
 
 use super::COPY_ORDER;
 use crate::backend::{Backend, FileKind, README_NAME, RESERVE_NAME};
@@ -102,7 +102,8 @@ impl Listing {
         Ok(l)
     }
 
-    /// A source's listing, read without the key (see [`Listing::in_reverse_write_order`]).
+    /// A source's listing, read without the key, in the reverse of the write
+    /// order (see `in_reverse_write_order`).
     pub fn of_source(backend: &dyn Backend) -> Result<Listing> {
         Listing::in_reverse_write_order(
             |kind| backend.list(kind),
@@ -110,7 +111,8 @@ impl Listing {
         )
     }
 
-    /// An open repository's listing (see [`Listing::in_reverse_write_order`]).
+    /// An open repository's listing, in the reverse of the write order (see
+    /// `in_reverse_write_order`).
     pub fn of_repository(repo: &Repository) -> Result<Listing> {
         Listing::in_reverse_write_order(
             |kind| repo.list_stored(kind),

@@ -36,9 +36,10 @@
 //! - [`verify`](mod@verify): check without the key; how far a mirror is behind;
 //! - [`state`]: remembered destinations.
 //!
-//! Layer: orchestration (`ops`). Reads the source through [`Repository`]'s
-//! operations (`crate::repo::mirror`), and the destination, a [`Backend`] of
-//! its own, directly or as a repository through [`Repository::on_mirror`].
+//! Layer: orchestration (`ops`). Reads the source through the repository's
+//! operations ([`crate::repo::mirror`]), and the destination, a
+//! [`Backend`](crate::backend::Backend) of its own, directly or as a
+//! repository through [`Repository::on_mirror`](crate::repo::Repository::on_mirror).
 
 mod deletions;
 pub mod execute;
@@ -56,8 +57,6 @@ pub use verify::{behind, verify, Behind, Sample, VerifyReport};
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
-#[cfg(doc)]
-use crate::{backend::Backend, repo::Repository};
 use std::path::{Path, PathBuf};
 
 /// The order in which files are copied: what a file refers to is always there

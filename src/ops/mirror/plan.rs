@@ -1,5 +1,5 @@
 //! The mirror plan: what the destination is, which source files it lacks,
-//! and (by [`super::deletions`]) which condemned files it may delete now.
+//! and (by `deletions`) which condemned files it may delete now.
 //! Planning changes nothing.
 
 use super::deletions::plan_deletions;
