@@ -3,7 +3,10 @@
 use super::{exit, human_bytes, print_json, Ctx};
 use serde_json::json;
 use sopvault::backend::{Backend, FileKind};
-use sopvault::ops::mirror::{self, state, DestinationState, MirrorOptions, MirrorPlan, Sample};
+use sopvault::ops::mirror::{
+    self, state, DestinationState, MirrorOptions, MirrorOutcome, MirrorPlan, Sample,
+};
+use sopvault::repo::lock::Lock;
 use sopvault::repo::ListAhead;
 use sopvault::{Error, Repository};
 use std::path::{Path, PathBuf};
@@ -157,6 +160,40 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             outln!("started a new mirror at {}", dest.location())?;
         }
     }
+    let _dest_lock = lock_destination(&dest)?;
+    let plan = mirror::plan(&repo, &dest, &opts)?;
+    if !args.json {
+        print_plan(ctx, &args, &plan, false)?;
+    }
+    let bar = super::progress::Bar::new(!ctx.quiet && !args.json);
+    let outcome = mirror::execute(&repo, dest.as_ref(), &plan, &opts, &bar);
+    bar.finish();
+    let outcome = outcome?;
+    ctx.print_warnings(&repo);
+    if outcome.damaged_at_source.is_empty() {
+        remember(
+            &repo,
+            location_of(&dest_arg, dest.as_ref()),
+            &opts,
+            &outcome,
+        );
+    }
+    print_outcome(ctx, &args, &plan, &outcome)?;
+    if !outcome.damaged_at_source.is_empty() {
+        for d in &outcome.damaged_at_source {
+            eprintln!("sopvault: damaged at the source, not copied: {d}");
+        }
+        eprintln!(
+            "sopvault: nothing was deleted from the mirror; run `sopvault check` on the source"
+        );
+        return Ok(exit::DAMAGED);
+    }
+    Ok(exit::OK)
+}
+
+/// Takes the destination's exclusive lock, after clearing what an earlier
+/// run killed on this host left behind; then removes that run's temporary files.
+fn lock_destination(dest: &Arc<dyn Backend>) -> Result<Lock, Error> {
     if let Some(root) = dest.local_root() {
         // A mirror copied by other tools may lack the ephemeral directories.
         for d in ["locks", "tmp"] {
@@ -171,33 +208,33 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             dest.remove_lock(&name)?;
         }
     }
-    let _dest_lock = sopvault::repo::lock::Lock::acquire(dest.clone(), true, "mirror")?;
+    let lock = Lock::acquire(dest.clone(), true, "mirror")?;
     // Leftovers of an interrupted run; nobody else writes under our exclusive lock.
     dest.clean_tmp()?;
-    let plan = mirror::plan(&repo, &dest, &opts)?;
-    if !args.json {
-        print_plan(ctx, &args, &plan, false)?;
-    }
-    let bar = super::progress::Bar::new(!ctx.quiet && !args.json);
-    let outcome = mirror::execute(&repo, dest.as_ref(), &plan, &opts, &bar);
-    bar.finish();
-    let outcome = outcome?;
-    ctx.print_warnings(&repo);
+    Ok(lock)
+}
+
+/// Remembers a successful run for `--status`; a failure only warns.
+fn remember(repo: &Repository, location: String, opts: &MirrorOptions, outcome: &MirrorOutcome) {
     let repo_id = hex::encode(repo.config().repo_id);
-    if outcome.damaged_at_source.is_empty() {
-        let entry = state::Destination {
-            location: location_of(&dest_arg, dest.as_ref()),
-            last_sync: opts.now,
-            copied_files: outcome.copied_files,
-            copied_bytes: outcome.copied_bytes,
-            deleted_files: outcome.deleted_files,
-        };
-        if let Err(e) = state_dir().and_then(|d| state::record(&d, &repo_id, entry)) {
-            eprintln!(
-                "sopvault: warning: the mirror is complete, but --status will not know it: {e}"
-            );
-        }
+    let entry = state::Destination {
+        location,
+        last_sync: opts.now,
+        copied_files: outcome.copied_files,
+        copied_bytes: outcome.copied_bytes,
+        deleted_files: outcome.deleted_files,
+    };
+    if let Err(e) = state_dir().and_then(|d| state::record(&d, &repo_id, entry)) {
+        eprintln!("sopvault: warning: the mirror is complete, but --status will not know it: {e}");
     }
+}
+
+fn print_outcome(
+    ctx: &Ctx,
+    args: &Args,
+    plan: &MirrorPlan,
+    outcome: &MirrorOutcome,
+) -> Result<(), Error> {
     if args.json {
         print_json(&json!({
             "destination": plan.destination,
@@ -222,16 +259,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             )?;
         }
     }
-    if !outcome.damaged_at_source.is_empty() {
-        for d in &outcome.damaged_at_source {
-            eprintln!("sopvault: damaged at the source, not copied: {d}");
-        }
-        eprintln!(
-            "sopvault: nothing was deleted from the mirror; run `sopvault check` on the source"
-        );
-        return Ok(exit::DAMAGED);
-    }
-    Ok(exit::OK)
+    Ok(())
 }
 
 fn report_mount(ctx: &Ctx, root: &Path) -> Result<(), Error> {
@@ -276,25 +304,29 @@ fn kind_counts(plan: &MirrorPlan) -> String {
     parts.join(", ")
 }
 
+fn print_plan_json(plan: &MirrorPlan, dry_run: bool) -> Result<(), Error> {
+    let files = |v: &[mirror::FileRef]| -> Vec<serde_json::Value> {
+        v.iter()
+            .map(|f| json!({"path": f.rel_path(), "size": f.size}))
+            .collect()
+    };
+    print_json(&json!({
+        "dry_run": dry_run,
+        "source": plan.source,
+        "destination": plan.destination,
+        "init": plan.state == DestinationState::Empty,
+        "copy": files(&plan.copy),
+        "copy_bytes": plan.copy_bytes(),
+        "delete": files(&plan.delete),
+        "delete_bytes": plan.delete_bytes(),
+        "kept": plan.kept.iter().map(|k| json!({"path": k.file.rel_path(), "reason": k.reason})).collect::<Vec<_>>(),
+        "extra": plan.extra,
+    }))
+}
+
 fn print_plan(ctx: &Ctx, args: &Args, plan: &MirrorPlan, dry_run: bool) -> Result<(), Error> {
     if args.json {
-        let files = |v: &[mirror::FileRef]| -> Vec<serde_json::Value> {
-            v.iter()
-                .map(|f| json!({"path": f.rel_path(), "size": f.size}))
-                .collect()
-        };
-        return print_json(&json!({
-            "dry_run": dry_run,
-            "source": plan.source,
-            "destination": plan.destination,
-            "init": plan.state == DestinationState::Empty,
-            "copy": files(&plan.copy),
-            "copy_bytes": plan.copy_bytes(),
-            "delete": files(&plan.delete),
-            "delete_bytes": plan.delete_bytes(),
-            "kept": plan.kept.iter().map(|k| json!({"path": k.file.rel_path(), "reason": k.reason})).collect::<Vec<_>>(),
-            "extra": plan.extra,
-        }));
+        return print_plan_json(plan, dry_run);
     }
     if ctx.quiet {
         return Ok(());
@@ -358,25 +390,7 @@ fn print_plan(ctx: &Ctx, args: &Args, plan: &MirrorPlan, dry_run: bool) -> Resul
 
 fn verify(ctx: &Ctx, args: &Args, dest_arg: &Path) -> Result<i32, Error> {
     let dest = sopvault::backend::open(dest_arg)?;
-    // The source, when one is given and it is not the mirror itself: no password needed.
-    let source: Option<Arc<dyn Backend>> = match &ctx.repo_path {
-        Some(p) => {
-            let b = sopvault::backend::open(p)?;
-            let same = match (b.local_root(), dest.local_root()) {
-                (Some(a), Some(d)) => {
-                    std::fs::canonicalize(a).ok() == std::fs::canonicalize(d).ok()
-                }
-                _ => b.location() == dest.location(),
-            };
-            if same {
-                None
-            } else {
-                Repository::probe(b.as_ref())?;
-                Some(b)
-            }
-        }
-        None => None,
-    };
+    let source = verify_source(ctx, dest.as_ref())?;
     let sample = match &args.sample {
         Some(s) => Sample::Share {
             share: parse_share(s)?,
@@ -401,73 +415,103 @@ fn verify(ctx: &Ctx, args: &Args, dest_arg: &Path) -> Result<i32, Error> {
             eprintln!("sopvault: damaged: {d}");
         }
         if !ctx.quiet {
-            for m in &report.missing {
-                outln!("missing: {m}")?;
-            }
-            for e in &report.extra {
-                outln!("extra: {e}")?;
-            }
-            for s in &report.stray {
-                outln!("stray (not a repository file): {s}")?;
-            }
-            let stored = if report.files_by_stored_checksum > 0 {
-                format!(
-                    ", {} by the SHA-256 checksum the server stored (--download reads them)",
-                    report.files_by_stored_checksum
-                )
-            } else {
-                String::new()
-            };
-            outln!(
-                "verified {}: {} files ({}); {} files ({}) hashed{stored}{}; {} missing, {} extra, {} damaged",
-                dest.location(),
-                report.files,
-                human_bytes(report.bytes),
-                report.files_hashed,
-                human_bytes(report.bytes_hashed),
-                if report.compared_with_source {
-                    ", names and sizes compared with the source"
-                } else {
-                    ""
-                },
-                report.missing.len(),
-                report.extra.len(),
-                report.damaged.len()
-            )?;
-            if !report.missing.is_empty() {
-                outln!(
-                    "the mirror is behind: run `sopvault mirror {}` to copy the missing files",
-                    dest_arg.display()
-                )?;
-            }
-            if !report.extra.is_empty() {
-                outln!(
-                    "extra files are normal for files pruned at the source within the grace period"
-                )?;
-            }
+            print_verify_report(&report, dest.as_ref(), dest_arg)?;
         }
     }
+    Ok(verify_code(&report, dest.as_ref()))
+}
+
+/// The source to compare names and sizes with: the repository given, unless
+/// it is the mirror itself. No password is needed.
+fn verify_source(ctx: &Ctx, dest: &dyn Backend) -> Result<Option<Arc<dyn Backend>>, Error> {
+    let Some(p) = &ctx.repo_path else {
+        return Ok(None);
+    };
+    let b = sopvault::backend::open(p)?;
+    let same = match (b.local_root(), dest.local_root()) {
+        (Some(a), Some(d)) => std::fs::canonicalize(a).ok() == std::fs::canonicalize(d).ok(),
+        _ => b.location() == dest.location(),
+    };
+    if same {
+        return Ok(None);
+    }
+    Repository::probe(b.as_ref())?;
+    Ok(Some(b))
+}
+
+fn print_verify_report(
+    report: &mirror::VerifyReport,
+    dest: &dyn Backend,
+    dest_arg: &Path,
+) -> Result<(), Error> {
+    for m in &report.missing {
+        outln!("missing: {m}")?;
+    }
+    for e in &report.extra {
+        outln!("extra: {e}")?;
+    }
+    for s in &report.stray {
+        outln!("stray (not a repository file): {s}")?;
+    }
+    let stored = if report.files_by_stored_checksum > 0 {
+        format!(
+            ", {} by the SHA-256 checksum the server stored (--download reads them)",
+            report.files_by_stored_checksum
+        )
+    } else {
+        String::new()
+    };
+    outln!(
+        "verified {}: {} files ({}); {} files ({}) hashed{stored}{}; {} missing, {} extra, {} damaged",
+        dest.location(),
+        report.files,
+        human_bytes(report.bytes),
+        report.files_hashed,
+        human_bytes(report.bytes_hashed),
+        if report.compared_with_source {
+            ", names and sizes compared with the source"
+        } else {
+            ""
+        },
+        report.missing.len(),
+        report.extra.len(),
+        report.damaged.len()
+    )?;
+    if !report.missing.is_empty() {
+        outln!(
+            "the mirror is behind: run `sopvault mirror {}` to copy the missing files",
+            dest_arg.display()
+        )?;
+    }
+    if !report.extra.is_empty() {
+        outln!("extra files are normal for files pruned at the source within the grace period")?;
+    }
+    Ok(())
+}
+
+/// `--verify`'s exit code: damaged files first, then missing ones.
+fn verify_code(report: &mirror::VerifyReport, dest: &dyn Backend) -> i32 {
     if !report.ok() {
         eprintln!(
             "sopvault: --verify found {} damaged file(s)",
             report.damaged.len()
         );
-        Ok(exit::DAMAGED)
+        exit::DAMAGED
     } else if !report.missing.is_empty() {
         eprintln!(
             "sopvault: {} is behind: {} file(s) of the source are missing",
             dest.location(),
             report.missing.len()
         );
-        Ok(exit::INCOMPLETE)
+        exit::INCOMPLETE
     } else {
-        Ok(exit::OK)
+        exit::OK
     }
 }
 
 /// `--status`'s exit code: 10 when a mirror cannot be reached, else 3 when one
 /// is behind, else 0.
-fn status_code(rows: &[(&state::Destination, Result<mirror::Behind, Error>)]) -> i32 {
+fn status_code(rows: &[StatusRow]) -> i32 {
     if rows.iter().any(|(_, b)| b.is_err()) {
         exit::NO_REPOSITORY
     } else if rows
@@ -480,25 +524,17 @@ fn status_code(rows: &[(&state::Destination, Result<mirror::Behind, Error>)]) ->
     }
 }
 
+/// A remembered destination, and how far behind it is (or why that is unknown).
+type StatusRow<'a> = (&'a state::Destination, Result<mirror::Behind, Error>);
+
 fn status(ctx: &Ctx, args: &Args) -> Result<i32, Error> {
     let src = sopvault::backend::open(&ctx.repo_path()?)?;
     Repository::probe(src.as_ref())?;
-    let configs = src.list(FileKind::Config)?;
-    let [(config_name, _)] = configs.as_slice() else {
-        return Err(Error::damaged(
-            format!("{}/config", src.location()),
-            format!("expected exactly one file, found {}", configs.len()),
-        ));
-    };
-    let bytes = src.read(FileKind::Config, config_name)?;
-    let repo_id = hex::encode(sopvault::format::config::Config::peek_repo_id(
-        &bytes,
-        &format!("config/{config_name}"),
-    )?);
+    let repo_id = repo_id_of(src.as_ref())?;
     let dir = state_dir()?;
     let st = state::load(&dir, &repo_id)?;
     let now = args.now()?;
-    let mut rows = Vec::new();
+    let mut rows: Vec<StatusRow> = Vec::new();
     for d in &st.destinations {
         let behind = sopvault::backend::open(Path::new(&d.location)).and_then(|b| {
             Repository::probe(b.as_ref())?;
@@ -507,30 +543,7 @@ fn status(ctx: &Ctx, args: &Args) -> Result<i32, Error> {
         rows.push((d, behind));
     }
     if args.json {
-        let v: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(d, b)| {
-                let mut v = json!({
-                    "location": d.location,
-                    "last_sync": chrono::DateTime::from_timestamp(d.last_sync, 0).map(|t| t.to_rfc3339()),
-                });
-                match b {
-                    Ok(b) => {
-                        v["reachable"] = true.into();
-                        v["behind_files"] = b.files.into();
-                        v["behind_bytes"] = b.bytes.into();
-                        v["extra_files"] = b.extra_files.into();
-                        v["extra_bytes"] = b.extra_bytes.into();
-                    }
-                    Err(e) => {
-                        v["reachable"] = false.into();
-                        v["error"] = e.to_string().into();
-                    }
-                }
-                v
-            })
-            .collect();
-        print_json(&serde_json::Value::Array(v))?;
+        print_status_json(&rows)?;
         return Ok(status_code(&rows));
     }
     if rows.is_empty() {
@@ -543,25 +556,75 @@ fn status(ctx: &Ctx, args: &Args) -> Result<i32, Error> {
     }
     let code = status_code(&rows);
     for (d, b) in rows {
-        let age = sopvault::ops::retention::format_duration(chrono::Duration::seconds(
-            (now - d.last_sync).max(0),
-        ));
-        let when = format!("last sync {} ({age} ago)", mirror::format_time(d.last_sync));
-        match b {
-            Ok(b) if b.files == 0 => {
-                outln!("{}: {when}; up to date{}", d.location, extra_note(&b))?
-            }
-            Ok(b) => outln!(
-                "{}: {when}; behind by {} files ({}){}",
-                d.location,
-                b.files,
-                human_bytes(b.bytes),
-                extra_note(&b)
-            )?,
-            Err(e) => outln!("{}: {when}; not reachable now: {e}", d.location)?,
-        }
+        print_status_line(d, b, now)?;
     }
     Ok(code)
+}
+
+/// The repository id, read from the single config file's clear header (no password).
+fn repo_id_of(src: &dyn Backend) -> Result<String, Error> {
+    let configs = src.list(FileKind::Config)?;
+    let [(config_name, _)] = configs.as_slice() else {
+        return Err(Error::damaged(
+            format!("{}/config", src.location()),
+            format!("expected exactly one file, found {}", configs.len()),
+        ));
+    };
+    let bytes = src.read(FileKind::Config, config_name)?;
+    Ok(hex::encode(sopvault::format::config::Config::peek_repo_id(
+        &bytes,
+        &format!("config/{config_name}"),
+    )?))
+}
+
+fn print_status_json(rows: &[StatusRow]) -> Result<(), Error> {
+    let v: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(d, b)| {
+            let mut v = json!({
+                "location": d.location,
+                "last_sync": chrono::DateTime::from_timestamp(d.last_sync, 0).map(|t| t.to_rfc3339()),
+            });
+            match b {
+                Ok(b) => {
+                    v["reachable"] = true.into();
+                    v["behind_files"] = b.files.into();
+                    v["behind_bytes"] = b.bytes.into();
+                    v["extra_files"] = b.extra_files.into();
+                    v["extra_bytes"] = b.extra_bytes.into();
+                }
+                Err(e) => {
+                    v["reachable"] = false.into();
+                    v["error"] = e.to_string().into();
+                }
+            }
+            v
+        })
+        .collect();
+    print_json(&serde_json::Value::Array(v))
+}
+
+fn print_status_line(
+    d: &state::Destination,
+    b: Result<mirror::Behind, Error>,
+    now: i64,
+) -> Result<(), Error> {
+    let age = sopvault::ops::retention::format_duration(chrono::Duration::seconds(
+        (now - d.last_sync).max(0),
+    ));
+    let when = format!("last sync {} ({age} ago)", mirror::format_time(d.last_sync));
+    match b {
+        Ok(b) if b.files == 0 => outln!("{}: {when}; up to date{}", d.location, extra_note(&b))?,
+        Ok(b) => outln!(
+            "{}: {when}; behind by {} files ({}){}",
+            d.location,
+            b.files,
+            human_bytes(b.bytes),
+            extra_note(&b)
+        )?,
+        Err(e) => outln!("{}: {when}; not reachable now: {e}", d.location)?,
+    }
+    Ok(())
 }
 
 fn extra_note(b: &mirror::Behind) -> String {

@@ -13,6 +13,7 @@
 pub mod chain;
 pub mod lock;
 mod maintenance;
+pub mod mirror;
 
 use crate::backend::{Backend, FileKind, README_NAME};
 use crate::blob;
