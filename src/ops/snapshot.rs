@@ -1086,7 +1086,7 @@ fn store_content<R: Read>(
         size_hint,
         mut sha,
     } = input;
-    let key = store.key();
+    let repo = store.repo();
     let index = store.index();
     let mut builder = ContentBuilder::new();
     let mut off = 0u64;
@@ -1094,7 +1094,7 @@ fn store_content<R: Read>(
         reader,
         size_hint,
         |new, chunks| {
-            let ids = || -> Vec<ChunkId> { chunks.par_iter().map(|c| key.chunk_id(c)).collect() };
+            let ids = || -> Vec<ChunkId> { chunks.par_iter().map(|c| repo.chunk_id(c)).collect() };
             let ids = match sha.as_deref_mut() {
                 Some(h) => rayon::join(|| h.update(new), ids).1,
                 None => ids(),
