@@ -319,7 +319,15 @@ impl Vfs {
     fn install_layout(&self, layout: Layout, newest: Timestamp) {
         let mut t = self.table.write().unwrap();
         t.newest = newest;
-        // Allocate (or find) the inode of every path, parents first.
+        let inos = t.place_layout(&layout);
+        t.list_layout(&layout, &inos);
+    }
+}
+
+impl Table {
+    /// Allocates (or finds) the inode of every path of `layout`, parents
+    /// first; a `latest` link that moved is updated in place.
+    fn place_layout<'l>(&mut self, layout: &'l Layout) -> BTreeMap<&'l str, u64> {
         let mut inos: BTreeMap<&str, u64> = BTreeMap::new();
         inos.insert("", ROOT_INO);
         for (path, spec) in &layout.entries {
@@ -337,9 +345,9 @@ impl Vfs {
                 },
                 Spec::Snapshot(_, info) => Kind::SnapRoot(info.clone()),
             };
-            let ino = match t.layout.get(&key).copied() {
+            let ino = match self.layout.get(&key).copied() {
                 Some(ino) => {
-                    let inode = t.get_mut(ino).expect("layout inodes exist");
+                    let inode = self.get_mut(ino).expect("layout inodes exist");
                     if let Kind::Latest { .. } = kind {
                         inode.kind = kind;
                     }
@@ -348,7 +356,7 @@ impl Vfs {
                 None => {
                     let is_virtual = matches!(kind, Kind::Virtual);
                     let is_snapshot = matches!(kind, Kind::SnapRoot(_));
-                    let ino = t.push(Inode {
+                    let ino = self.push(Inode {
                         parent,
                         name: name.as_bytes().to_vec(),
                         kind,
@@ -358,15 +366,20 @@ impl Vfs {
                     });
                     if is_snapshot {
                         // A snapshot root scopes the hard links below it.
-                        t.get_mut(ino).unwrap().view = ino;
+                        self.get_mut(ino).unwrap().view = ino;
                     }
-                    t.layout.insert(key, ino);
+                    self.layout.insert(key, ino);
                     ino
                 }
             };
             inos.insert(path.as_str(), ino);
         }
-        // Every virtual directory lists exactly its children in the new layout.
+        inos
+    }
+
+    /// Makes every virtual directory list exactly its children in
+    /// `layout`; one whose snapshots were all pruned becomes empty.
+    fn list_layout(&mut self, layout: &Layout, inos: &BTreeMap<&str, u64>) {
         let mut children: BTreeMap<u64, Vec<DirEntry>> = BTreeMap::new();
         children.insert(ROOT_INO, Vec::new());
         for (path, spec) in &layout.entries {
@@ -389,19 +402,21 @@ impl Vfs {
                 });
         }
         // Virtual directories that vanished (all their snapshots pruned) become empty.
-        let virtual_inos: Vec<u64> = t
+        let virtual_inos: Vec<u64> = self
             .layout
             .values()
             .copied()
-            .filter(|&ino| matches!(t.get(ino).map(|i| &i.kind), Some(Kind::Virtual)))
+            .filter(|&ino| matches!(self.get(ino).map(|i| &i.kind), Some(Kind::Virtual)))
             .collect();
         for ino in virtual_inos {
             let mut list = children.remove(&ino).unwrap_or_default();
             list.sort_by(|a, b| a.name.cmp(&b.name));
-            t.get_mut(ino).unwrap().children = Some(Arc::new(list));
+            self.get_mut(ino).unwrap().children = Some(Arc::new(list));
         }
     }
+}
 
+impl Vfs {
     fn index(&self) -> Arc<Index> {
         self.index.read().unwrap().clone()
     }
