@@ -8,7 +8,9 @@
 //! leaves a repository whose every snapshot is complete.
 //!
 //! Layer: the one door to stored bytes. Uses `backend`, `index`, `format`,
-//! `blob`, `sys`; [`lock`] holds repository locks and [`chain`] decodes delta chains.
+//! `blob`, `sys`; [`lock`] holds repository locks and [`chain`] decodes delta chains,
+//! [`snapshots`] lists and finds manifests, [`read`] reads blobs, and
+//! [`writer`] is the write side's handle for the store's threads.
 
 pub mod chain;
 pub mod lock;
@@ -442,11 +444,6 @@ impl Repository {
     pub fn key(&self) -> &MasterKey {
         &self.key
     }
-    /// The keys, for threads that outlive a borrow of the repository: one
-    /// copy of the key material, shared.
-    pub fn shared_key(&self) -> Arc<MasterKey> {
-        self.key.clone()
-    }
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -680,11 +677,7 @@ impl Repository {
     }
 
     pub fn write_index_file(&self, f: &IndexFile) -> Result<IndexId> {
-        let bytes = f.encode(&self.key)?;
-        let id = IndexId(sha256(&bytes));
-        self.backend
-            .write_new(FileKind::Index, &id.to_hex(), &bytes)?;
-        Ok(id)
+        self.writer().write_index_file(f)
     }
 
     // ---- keys ----

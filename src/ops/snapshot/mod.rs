@@ -13,6 +13,16 @@
 //! chunk list without being read. An unreadable path is reported and skipped,
 //! and the snapshot is marked incomplete; a failing stream fails the run
 //! before any manifest is written.
+//!
+//! # Layout
+//! - [`options`](SnapshotOptions): what to back up, and the checks that need
+//!   no repository.
+//! - `paths`: the tree of the given paths, the repository never backed up,
+//!   [`prescan`].
+//! - `archiver`: the walk, file contents reused or chunked into the store.
+//! - `streams`: dump commands and standard input.
+//! - here: [`run`] in its steps — check, plan the paths, find the parent,
+//!   load the index, archive, finish the store, write the manifest.
 
 mod archiver;
 mod options;
