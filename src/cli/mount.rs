@@ -58,8 +58,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         ListAhead::Nothing,
     )?;
     let repo = Arc::new(repo);
-    // SAFETY: getuid and getgid have no preconditions and cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = sopvault::sys::files::real_ids();
     let vfs = Arc::new(Vfs::new(
         repo.clone(),
         VfsOptions {

@@ -170,3 +170,41 @@ pub fn contiguous_runs(locs: &[Location], max_bytes: u64) -> Vec<Range<usize>> {
     }
     runs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::{BlobInfo, BlobKind, Codec};
+    use crate::ids::PackId;
+
+    fn at(pack: u8, offset: u64, stored_len: u32) -> Location {
+        Location {
+            pack: PackId([pack; 32]),
+            blob: BlobInfo {
+                id: ChunkId([offset as u8; 32]),
+                kind: BlobKind::Data,
+                codec: Codec::Zstd,
+                offset,
+                stored_len,
+                raw_len: stored_len,
+                delta: None,
+            },
+        }
+    }
+
+    #[test]
+    fn runs_break_at_a_gap_another_pack_or_the_size_limit() {
+        let locs = [
+            at(1, 10, 5),
+            at(1, 15, 5),  // follows: same run
+            at(1, 25, 5),  // a gap
+            at(2, 30, 5),  // another pack
+            at(2, 35, 10), // follows, and the run spans 15 bytes
+            at(2, 45, 1),  // would span 16 bytes: a new run
+        ];
+        assert_eq!(contiguous_runs(&locs, 15), vec![0..2, 2..3, 3..5, 5..6]);
+        let bytes: Vec<u8> = (30..46).collect();
+        let run = &locs[3..5];
+        assert_eq!(sealed_in_run(run, &bytes, &run[1]), &bytes[5..15]);
+    }
+}

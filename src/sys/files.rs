@@ -2,7 +2,7 @@
 //! back up without touching its access time ([`open_for_backup`]), a file
 //! with no name for spilled data ([`unnamed_file`]), stopping a dump
 //! command together with everything it started ([`signal_group`]), and who
-//! this process runs as ([`effective_ids`]).
+//! this process runs as ([`effective_ids`], [`real_ids`]).
 
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
@@ -80,4 +80,10 @@ pub fn signal_group(pgid: u32, stop: Stop) {
 pub fn effective_ids() -> (u32, u32) {
     // SAFETY: geteuid/getegid have no preconditions.
     unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
+/// The real user and group ids of this process (who started it).
+pub fn real_ids() -> (u32, u32) {
+    // SAFETY: getuid/getgid have no preconditions and cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
 }
