@@ -13,7 +13,11 @@
 //! costs a few bytes. [`seal_delta`] keeps a delta only when it pays;
 //! [`open_delta`] needs the base's verified plaintext (`repo::chain` finds it).
 //!
+//! [`cache`] keeps decoded chunk plaintexts within a byte budget.
+//!
 //! Layer: uses `crypto` and the base modules only.
+
+pub mod cache;
 
 use crate::crypto::{KeyPurpose, MasterKey, SEAL_OVERHEAD};
 use crate::error::{Error, Result};

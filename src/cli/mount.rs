@@ -25,7 +25,7 @@ use fuser::{
 };
 use sopvault::format::tree::Timestamp;
 use sopvault::ops::vfs::{Attr, FileType, Vfs, VfsError, VfsOptions, ROOT_INO};
-use sopvault::repo::ListAhead;
+use sopvault::repo::{ListAhead, Repository};
 use sopvault::Error;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -49,18 +49,7 @@ const TTL: Duration = Duration::from_secs(1);
 const READ_THREADS: usize = 8;
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
-    let md = std::fs::metadata(&args.mountpoint).map_err(|e| {
-        Error::Usage(format!(
-            "mount point {}: {e} (create an empty directory first)",
-            args.mountpoint.display()
-        ))
-    })?;
-    if !md.is_dir() {
-        return Err(Error::Usage(format!(
-            "mount point {} is not a directory",
-            args.mountpoint.display()
-        )));
-    }
+    check_mountpoint(&args.mountpoint)?;
     // The mount reads the snapshot list and the index lazily, for as long as
     // it runs: nothing is listed ahead.
     let (repo, lock) = ctx.open_locked(
@@ -69,8 +58,7 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         ListAhead::Nothing,
     )?;
     let repo = Arc::new(repo);
-    // SAFETY: getuid and getgid have no preconditions and cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = sopvault::sys::files::real_ids();
     let vfs = Arc::new(Vfs::new(
         repo.clone(),
         VfsOptions {
@@ -80,7 +68,44 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         },
     )?);
     ctx.print_warnings(&repo);
-    let fs = Adapter::new(vfs.clone());
+    let mut session = mount(Adapter::new(vfs.clone()), &args.mountpoint)?;
+    if !ctx.quiet {
+        eprintln!(
+            "sopvault: mounted {} read-only; Ctrl-C or `fusermount3 -u {}` unmounts",
+            args.mountpoint.display(),
+            args.mountpoint.display()
+        );
+    }
+    unmount_on_interrupt(&mut session, repo, args.mountpoint.clone());
+    let result = session.run();
+    drop(session);
+    drop(lock);
+    result.map_err(|e| Error::io(&args.mountpoint, e))?;
+    if !ctx.quiet {
+        eprintln!("sopvault: unmounted {}", args.mountpoint.display());
+    }
+    Ok(super::exit::OK)
+}
+
+/// Fails unless the mount point is an existing directory.
+fn check_mountpoint(mountpoint: &Path) -> Result<(), Error> {
+    let md = std::fs::metadata(mountpoint).map_err(|e| {
+        Error::Usage(format!(
+            "mount point {}: {e} (create an empty directory first)",
+            mountpoint.display()
+        ))
+    })?;
+    if !md.is_dir() {
+        return Err(Error::Usage(format!(
+            "mount point {} is not a directory",
+            mountpoint.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Mounts the view read-only, without set-uid programs or devices.
+fn mount(fs: Adapter, mountpoint: &Path) -> Result<fuser::Session<Adapter>, Error> {
     let options = [
         MountOption::RO,
         MountOption::FSName("sopvault".into()),
@@ -89,27 +114,26 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
         MountOption::NoDev,
         MountOption::DefaultPermissions,
     ];
-    let mut session = fuser::Session::new(fs, &args.mountpoint, &options).map_err(|e| {
+    fuser::Session::new(fs, mountpoint, &options).map_err(|e| {
         Error::Other(format!(
             "cannot mount on {}: {e} (FUSE needs /dev/fuse and Debian's fuse3 package)",
-            args.mountpoint.display()
+            mountpoint.display()
         ))
-    })?;
-    if !ctx.quiet {
-        eprintln!(
-            "sopvault: mounted {} read-only; Ctrl-C or `fusermount3 -u {}` unmounts",
-            args.mountpoint.display(),
-            args.mountpoint.display()
-        );
-    }
-    // Ctrl-C and SIGTERM only set the interruption flag (src/cli/mod.rs); this
-    // thread turns it into an unmount, which ends the session loop below.
+    })
+}
+
+/// Ctrl-C and SIGTERM only set the interruption flag (src/cli/mod.rs); a
+/// thread turns it into an unmount, which ends the session's loop. Until
+/// then it prints the repository's warnings as reads find damage.
+fn unmount_on_interrupt(
+    session: &mut fuser::Session<Adapter>,
+    repo: Arc<Repository>,
+    mountpoint: PathBuf,
+) {
     let mut unmounter = session.unmount_callable();
-    let mountpoint = args.mountpoint.clone();
-    let watcher_repo = repo.clone();
     std::thread::spawn(move || loop {
         std::thread::sleep(Duration::from_millis(100));
-        for w in watcher_repo.take_warnings() {
+        for w in repo.take_warnings() {
             eprintln!("sopvault: warning: {w}");
         }
         if sopvault::interrupt::flag().load(Ordering::SeqCst) {
@@ -119,14 +143,6 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             return;
         }
     });
-    let result = session.run();
-    drop(session);
-    drop(lock);
-    result.map_err(|e| Error::io(&args.mountpoint, e))?;
-    if !ctx.quiet {
-        eprintln!("sopvault: unmounted {}", args.mountpoint.display());
-    }
-    Ok(super::exit::OK)
 }
 
 /// The FUSE file system: translates requests into calls of the view.

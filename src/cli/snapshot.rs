@@ -1,7 +1,8 @@
 //! `sopvault snapshot`: back up paths and dump streams into one snapshot.
 
 use super::{exit, human_bytes, print_json, Ctx};
-use sopvault::ops::snapshot::{SnapshotOptions, StreamInput, StreamSpec};
+use sopvault::format::manifest::Snapshot;
+use sopvault::ops::snapshot::{SnapshotOptions, SnapshotOutcome, StreamInput, StreamSpec};
 use sopvault::repo::ListAhead;
 use sopvault::Error;
 use std::path::PathBuf;
@@ -52,6 +53,69 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
+    let opts = options(&args)?;
+    sopvault::ops::snapshot::validate_name("source", &opts.source)?;
+    // Directories are read while the passphrase's key is being derived.
+    let prescan = sopvault::ops::snapshot::prescan(&opts, &ctx.repo_path()?);
+    let (repo, _lock) = ctx.open_locked(
+        sopvault::repo::lock::Access::Write,
+        "snapshot",
+        ListAhead::Index,
+    )?;
+    let bar = super::progress::Bar::new(!ctx.quiet && !args.json);
+    let out = sopvault::ops::snapshot::run(&repo, &opts, &bar, prescan);
+    bar.finish();
+    ctx.print_warnings(&repo);
+    let out = out?;
+    warn_shrunk(&out.snapshot);
+    if args.json {
+        let mut v = super::snapshots::snapshot_json(&out.id, &out.snapshot);
+        v["packs_written"] = out.store.packs.into();
+        v["chunks_delta"] = out.store.blobs_delta.into();
+        print_json(&v)?;
+    } else if !ctx.quiet {
+        print_summary(&out)?;
+    }
+    let s = &out.snapshot;
+    if !s.complete {
+        eprintln!(
+            "sopvault: warning: snapshot {} is incomplete: {} path(s) could not be read",
+            out.id.short(),
+            s.summary.errors.len()
+        );
+        return Ok(exit::INCOMPLETE);
+    }
+    Ok(exit::OK)
+}
+
+/// The snapshot's options from the command line.
+fn options(args: &Args) -> Result<SnapshotOptions, Error> {
+    let streams = stream_specs(args)?;
+    let excludes = excludes(args)?;
+    let time = super::parse_time(args.time.as_deref())?;
+    if !(0.0..=1.0).contains(&args.shrink_warn) {
+        return Err(Error::Usage(format!(
+            "--shrink-warn {}: give a share of the parent's size from 0 to 1 (0.5: under half)",
+            args.shrink_warn
+        )));
+    }
+    Ok(SnapshotOptions {
+        source: args.source.clone(),
+        tags: args.tag.clone(),
+        paths: args.paths.clone(),
+        streams,
+        excludes,
+        one_file_system: args.one_file_system,
+        time,
+        force: args.force,
+        no_delta: args.no_delta,
+        allow_empty: args.allow_empty,
+        shrink_warn: args.shrink_warn,
+    })
+}
+
+/// The streams of `--stream NAME=COMMAND` (in order), then `--stdin NAME`.
+fn stream_specs(args: &Args) -> Result<Vec<StreamSpec>, Error> {
     let mut streams = Vec::new();
     for s in &args.stream {
         let (name, cmd) = s
@@ -79,6 +143,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             input: StreamInput::Stdin,
         });
     }
+    Ok(streams)
+}
+
+/// `--exclude` patterns, then those of each `--exclude-file`, line by line.
+fn excludes(args: &Args) -> Result<Vec<std::ffi::OsString>, Error> {
     let mut excludes = args.exclude.clone();
     for f in &args.exclude_file {
         // Bytes, not text: a name in another encoding is a valid pattern.
@@ -93,40 +162,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
                 .map(|l: &std::ffi::OsStr| l.to_os_string()),
         );
     }
-    let time = super::parse_time(args.time.as_deref())?;
-    let opts = SnapshotOptions {
-        source: args.source.clone(),
-        tags: args.tag.clone(),
-        paths: args.paths.clone(),
-        streams,
-        excludes,
-        one_file_system: args.one_file_system,
-        time,
-        force: args.force,
-        no_delta: args.no_delta,
-        allow_empty: args.allow_empty,
-        shrink_warn: args.shrink_warn,
-    };
-    if !(0.0..=1.0).contains(&args.shrink_warn) {
-        return Err(Error::Usage(format!(
-            "--shrink-warn {}: give a share of the parent's size from 0 to 1 (0.5: under half)",
-            args.shrink_warn
-        )));
-    }
-    sopvault::ops::snapshot::validate_name("source", &opts.source)?;
-    // Directories are read while the passphrase's key is being derived.
-    let prescan = sopvault::ops::snapshot::prescan(&opts, &ctx.repo_path()?);
-    let (repo, _lock) = ctx.open_locked(
-        sopvault::repo::lock::Access::Write,
-        "snapshot",
-        ListAhead::Index,
-    )?;
-    let bar = super::progress::Bar::new(!ctx.quiet && !args.json);
-    let out = sopvault::ops::snapshot::run(&repo, &opts, &bar, prescan);
-    bar.finish();
-    ctx.print_warnings(&repo);
-    let out = out?;
-    let s = &out.snapshot;
+    Ok(excludes)
+}
+
+/// Warns about each stream that shrank below `--shrink-warn` of its size in the parent.
+fn warn_shrunk(s: &Snapshot) {
     for r in &s.streams {
         if let Some(before) = r.shrunk_from {
             eprintln!(
@@ -139,40 +179,30 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32, Error> {
             );
         }
     }
-    if args.json {
-        let mut v = super::snapshots::snapshot_json(&out.id, s);
-        v["packs_written"] = out.store.packs.into();
-        v["chunks_delta"] = out.store.blobs_delta.into();
-        print_json(&v)?;
-    } else if !ctx.quiet {
-        outln!("snapshot {} saved as {}", out.id.short(), s.name)?;
-        let sum = &s.summary;
-        outln!(
-            "  {} files ({} unchanged), {} dirs, {} streams; {} in total, {} read",
-            // The summary counts streams as files too; show them apart.
-            sum.files.saturating_sub(s.streams.len() as u64),
-            sum.files_unchanged,
-            sum.dirs,
-            s.streams.len(),
-            human_bytes(sum.bytes_total),
-            human_bytes(sum.bytes_read)
-        )?;
-        outln!(
-            "  {} new in {} chunks ({} as deltas), {} stored after compression; {:.1} s",
-            human_bytes(sum.bytes_new),
-            sum.chunks_new,
-            out.store.blobs_delta,
-            human_bytes(sum.bytes_stored),
-            sum.duration_ms as f64 / 1000.0
-        )?;
-    }
-    if !s.complete {
-        eprintln!(
-            "sopvault: warning: snapshot {} is incomplete: {} path(s) could not be read",
-            out.id.short(),
-            s.summary.errors.len()
-        );
-        return Ok(exit::INCOMPLETE);
-    }
-    Ok(exit::OK)
+}
+
+/// The three lines a snapshot prints: its name, what was read, what was stored.
+fn print_summary(out: &SnapshotOutcome) -> Result<(), Error> {
+    let s = &out.snapshot;
+    outln!("snapshot {} saved as {}", out.id.short(), s.name)?;
+    let sum = &s.summary;
+    outln!(
+        "  {} files ({} unchanged), {} dirs, {} streams; {} in total, {} read",
+        // The summary counts streams as files too; show them apart.
+        sum.files.saturating_sub(s.streams.len() as u64),
+        sum.files_unchanged,
+        sum.dirs,
+        s.streams.len(),
+        human_bytes(sum.bytes_total),
+        human_bytes(sum.bytes_read)
+    )?;
+    outln!(
+        "  {} new in {} chunks ({} as deltas), {} stored after compression; {:.1} s",
+        human_bytes(sum.bytes_new),
+        sum.chunks_new,
+        out.store.blobs_delta,
+        human_bytes(sum.bytes_stored),
+        sum.duration_ms as f64 / 1000.0
+    )?;
+    Ok(())
 }

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::format::tree::{ChunkRef, Node, NodeKind, Tree};
 use crate::ids::ChunkId;
 use crate::index::Index;
+use crate::repo::read::{contiguous_runs, sealed_in_run};
 use crate::repo::Repository;
 use crate::sys::fsmeta;
 use crate::sys::writeback::WriteBehind;
@@ -195,41 +196,19 @@ fn fetch_window(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    // Runs of chunks that are contiguous in one pack: [start, end) into the window.
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    for i in 0..locs.len() {
-        let extends = runs.last().is_some_and(|&(start, end)| {
-            let (first, prev, cur) = (&locs[start], &locs[end - 1], &locs[i]);
-            cur.pack == prev.pack
-                && cur.blob.offset == prev.blob.offset + prev.blob.stored_len as u64
-                && cur.blob.offset + cur.blob.stored_len as u64 - first.blob.offset <= MAX_RUN
-        });
-        match runs.last_mut() {
-            Some(run) if extends => run.1 = i + 1,
-            _ => runs.push((i, i + 1)),
-        }
-    }
-    runs.par_iter()
-        .map(|&(start, end)| {
-            let (first, last) = (&locs[start], &locs[end - 1]);
-            let len = (last.blob.offset + last.blob.stored_len as u64 - first.blob.offset) as usize;
-            let bytes = repo.backend().read_range(
-                crate::backend::FileKind::Pack,
-                &first.pack.to_hex(),
-                first.blob.offset,
-                len,
-            )?;
-            (start..end)
-                .into_par_iter()
-                .map(|i| {
-                    let loc = &locs[i];
-                    let at = (loc.blob.offset - first.blob.offset) as usize;
-                    let data =
-                        repo.open_blob(index, loc, &bytes[at..at + loc.blob.stored_len as usize])?;
-                    if data.len() != window[i].len as usize {
+    contiguous_runs(&locs, MAX_RUN)
+        .par_iter()
+        .map(|range| {
+            let run = &locs[range.clone()];
+            let bytes = repo.read_sealed_run(run)?;
+            run.par_iter()
+                .zip(window[range.clone()].par_iter())
+                .map(|(loc, c)| {
+                    let data = repo.open_blob(index, loc, sealed_in_run(run, &bytes, loc))?;
+                    if data.len() != c.len as usize {
                         return Err(Error::damaged(
-                            format!("chunk {} of {path}", window[i].id.short()),
-                            format!("expected {} bytes, found {}", window[i].len, data.len()),
+                            format!("chunk {} of {path}", c.id.short()),
+                            format!("expected {} bytes, found {}", c.len, data.len()),
                         ));
                     }
                     Ok(data)

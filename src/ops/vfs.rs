@@ -28,12 +28,13 @@
 //!
 //! The view is `Send + Sync`: the adapter serves requests from several threads.
 
-use crate::backend::FileKind;
+use crate::blob::cache::ChunkLru;
 use crate::error::Error;
 use crate::format::manifest::Snapshot;
 use crate::format::tree::{ChunkRef, Content, Node, NodeKind, Timestamp, Xattr};
 use crate::ids::{ChunkId, SnapshotId};
 use crate::index::{Index, Location};
+use crate::repo::read::{contiguous_runs, sealed_in_run};
 use crate::repo::Repository;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -297,13 +298,7 @@ impl Vfs {
             return Ok(());
         }
         known.last = Some(Instant::now());
-        let ids: BTreeSet<SnapshotId> = self
-            .repo
-            .backend()
-            .list(FileKind::Snapshot)?
-            .into_iter()
-            .filter_map(|(n, _)| SnapshotId::from_hex(&n))
-            .collect();
+        let ids = self.repo.snapshot_ids()?;
         if ids == known.ids && !force {
             return Ok(());
         }
@@ -324,7 +319,15 @@ impl Vfs {
     fn install_layout(&self, layout: Layout, newest: Timestamp) {
         let mut t = self.table.write().unwrap();
         t.newest = newest;
-        // Allocate (or find) the inode of every path, parents first.
+        let inos = t.place_layout(&layout);
+        t.list_layout(&layout, &inos);
+    }
+}
+
+impl Table {
+    /// Allocates (or finds) the inode of every path of `layout`, parents
+    /// first; a `latest` link that moved is updated in place.
+    fn place_layout<'l>(&mut self, layout: &'l Layout) -> BTreeMap<&'l str, u64> {
         let mut inos: BTreeMap<&str, u64> = BTreeMap::new();
         inos.insert("", ROOT_INO);
         for (path, spec) in &layout.entries {
@@ -342,9 +345,9 @@ impl Vfs {
                 },
                 Spec::Snapshot(_, info) => Kind::SnapRoot(info.clone()),
             };
-            let ino = match t.layout.get(&key).copied() {
+            let ino = match self.layout.get(&key).copied() {
                 Some(ino) => {
-                    let inode = t.get_mut(ino).expect("layout inodes exist");
+                    let inode = self.get_mut(ino).expect("layout inodes exist");
                     if let Kind::Latest { .. } = kind {
                         inode.kind = kind;
                     }
@@ -353,7 +356,7 @@ impl Vfs {
                 None => {
                     let is_virtual = matches!(kind, Kind::Virtual);
                     let is_snapshot = matches!(kind, Kind::SnapRoot(_));
-                    let ino = t.push(Inode {
+                    let ino = self.push(Inode {
                         parent,
                         name: name.as_bytes().to_vec(),
                         kind,
@@ -363,15 +366,20 @@ impl Vfs {
                     });
                     if is_snapshot {
                         // A snapshot root scopes the hard links below it.
-                        t.get_mut(ino).unwrap().view = ino;
+                        self.get_mut(ino).unwrap().view = ino;
                     }
-                    t.layout.insert(key, ino);
+                    self.layout.insert(key, ino);
                     ino
                 }
             };
             inos.insert(path.as_str(), ino);
         }
-        // Every virtual directory lists exactly its children in the new layout.
+        inos
+    }
+
+    /// Makes every virtual directory list exactly its children in
+    /// `layout`; one whose snapshots were all pruned becomes empty.
+    fn list_layout(&mut self, layout: &Layout, inos: &BTreeMap<&str, u64>) {
         let mut children: BTreeMap<u64, Vec<DirEntry>> = BTreeMap::new();
         children.insert(ROOT_INO, Vec::new());
         for (path, spec) in &layout.entries {
@@ -394,19 +402,21 @@ impl Vfs {
                 });
         }
         // Virtual directories that vanished (all their snapshots pruned) become empty.
-        let virtual_inos: Vec<u64> = t
+        let virtual_inos: Vec<u64> = self
             .layout
             .values()
             .copied()
-            .filter(|&ino| matches!(t.get(ino).map(|i| &i.kind), Some(Kind::Virtual)))
+            .filter(|&ino| matches!(self.get(ino).map(|i| &i.kind), Some(Kind::Virtual)))
             .collect();
         for ino in virtual_inos {
             let mut list = children.remove(&ino).unwrap_or_default();
             list.sort_by(|a, b| a.name.cmp(&b.name));
-            t.get_mut(ino).unwrap().children = Some(Arc::new(list));
+            self.get_mut(ino).unwrap().children = Some(Arc::new(list));
         }
     }
+}
 
+impl Vfs {
     fn index(&self) -> Arc<Index> {
         self.index.read().unwrap().clone()
     }
@@ -729,38 +739,22 @@ fn prefetch(repo: &Repository, index: &Index, cache: &ChunkCache, chunks: Vec<Ch
             None => cache.finish(&c.id, None),
         }
     }
-    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
-    for i in 0..located.len() {
-        let extends = runs.last().is_some_and(|r| {
-            let (first, prev, cur) = (&located[r.start].1, &located[i - 1].1, &located[i].1);
-            r.end == i
-                && cur.pack == prev.pack
-                && cur.blob.offset == prev.blob.offset + prev.blob.stored_len as u64
-                && cur.blob.offset + cur.blob.stored_len as u64 - first.blob.offset <= MAX_RUN
-        });
-        match runs.last_mut() {
-            Some(r) if extends => r.end = i + 1,
-            _ => runs.push(i..i + 1),
-        }
-    }
-    runs.par_iter().for_each(|run| {
-        let first = &located[run.start].1;
-        let last = &located[run.end - 1].1;
-        let len = (last.blob.offset + last.blob.stored_len as u64 - first.blob.offset) as usize;
-        let bytes =
-            repo.backend()
-                .read_range(FileKind::Pack, &first.pack.to_hex(), first.blob.offset, len);
-        located[run.clone()].par_iter().for_each(|(c, loc)| {
-            let data = bytes.as_ref().ok().and_then(|b| {
-                let at = (loc.blob.offset - first.blob.offset) as usize;
-                let d = repo
-                    .open_blob(index, loc, &b[at..at + loc.blob.stored_len as usize])
-                    .ok()?;
-                (d.len() == c.len as usize).then(|| Arc::new(d))
+    let locs: Vec<Location> = located.iter().map(|(_, loc)| *loc).collect();
+    contiguous_runs(&locs, MAX_RUN)
+        .par_iter()
+        .for_each(|range| {
+            let run = &locs[range.clone()];
+            let bytes = repo.read_sealed_run(run);
+            located[range.clone()].par_iter().for_each(|(c, loc)| {
+                let data = bytes.as_ref().ok().and_then(|b| {
+                    let d = repo
+                        .open_blob(index, loc, sealed_in_run(run, b, loc))
+                        .ok()?;
+                    (d.len() == c.len as usize).then(|| Arc::new(d))
+                });
+                cache.finish(&c.id, data);
             });
-            cache.finish(&c.id, data);
         });
-    });
 }
 
 fn node_type(kind: &NodeKind) -> FileType {
@@ -897,32 +891,30 @@ fn sanitize(name: &str) -> String {
 /// A bounded LRU cache of decrypted chunks, by id. A chunk being fetched is
 /// "claimed": other readers of it wait instead of fetching it twice.
 pub struct ChunkCache {
-    inner: Mutex<CacheInner>,
+    inner: Mutex<Claimed>,
     ready: Condvar,
-    cap: usize,
 }
 
-#[derive(Default)]
-struct CacheInner {
-    map: HashMap<ChunkId, (Arc<Vec<u8>>, u64)>,
-    order: BTreeMap<u64, ChunkId>,
-    bytes: usize,
-    tick: u64,
+/// The cached chunks, and those being fetched.
+struct Claimed {
+    lru: ChunkLru,
     claimed: HashSet<ChunkId>,
 }
 
 impl ChunkCache {
     pub fn new(cap: usize) -> ChunkCache {
         ChunkCache {
-            inner: Mutex::new(CacheInner::default()),
+            inner: Mutex::new(Claimed {
+                lru: ChunkLru::new(cap, cap),
+                claimed: HashSet::new(),
+            }),
             ready: Condvar::new(),
-            cap,
         }
     }
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.inner.lock().unwrap().bytes
+        self.inner.lock().unwrap().lru.bytes()
     }
 
     /// The chunk if cached (waiting while another thread fetches it); `None`
@@ -930,16 +922,10 @@ impl ChunkCache {
     pub fn get_or_claim(&self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
         let mut g = self.inner.lock().unwrap();
         loop {
-            let tick = g.tick + 1;
-            if let Some((data, old)) = g.map.get_mut(id) {
-                let (data, old) = (data.clone(), std::mem::replace(old, tick));
-                g.tick = tick;
-                g.order.remove(&old);
-                g.order.insert(tick, *id);
+            if let Some(data) = g.lru.get(id) {
                 return Some(data);
             }
-            if !g.claimed.contains(id) {
-                g.claimed.insert(*id);
+            if g.claimed.insert(*id) {
                 return None;
             }
             g = self.ready.wait(g).unwrap();
@@ -951,7 +937,7 @@ impl ChunkCache {
         let mut g = self.inner.lock().unwrap();
         let mut out = Vec::new();
         for c in chunks {
-            if !g.map.contains_key(&c.id) && g.claimed.insert(c.id) {
+            if !g.lru.contains(&c.id) && g.claimed.insert(c.id) {
                 out.push(*c);
             }
         }
@@ -963,20 +949,8 @@ impl ChunkCache {
         let mut g = self.inner.lock().unwrap();
         g.claimed.remove(id);
         if let Some(data) = data {
-            if data.len() <= self.cap && !g.map.contains_key(id) {
-                g.tick += 1;
-                let tick = g.tick;
-                g.bytes += data.len();
-                g.map.insert(*id, (data, tick));
-                g.order.insert(tick, *id);
-                while g.bytes > self.cap {
-                    let Some((_, old)) = g.order.pop_first() else {
-                        break;
-                    };
-                    if let Some((d, _)) = g.map.remove(&old) {
-                        g.bytes -= d.len();
-                    }
-                }
+            if !g.lru.contains(id) {
+                g.lru.put(*id, data);
             }
         }
         drop(g);

@@ -6,12 +6,12 @@
 //! compressed against) is [`crate::write::delta`].
 
 use crate::backend::{Backend, FileKind};
+use crate::blob::cache::ChunkLru;
 use crate::blob::{self, BlobInfo, Codec, MAX_DELTA_DEPTH};
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::ids::ChunkId;
 use crate::index::{Index, Location};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 fn depth(b: &BlobInfo) -> u16 {
@@ -120,62 +120,31 @@ pub fn decode_chain(
     plain.ok_or_else(|| Error::Other("empty delta chain".into()))
 }
 
-/// Decoded base plaintexts, least recently used first out, within a byte budget.
+/// Decoded base plaintexts, least recently used first out, within a byte
+/// budget; a base over a quarter of the budget is not kept, so one large
+/// chunk cannot push out every other base.
 pub struct BaseCache {
-    inner: std::sync::Mutex<CacheInner>,
-    budget: usize,
-}
-
-#[derive(Default)]
-struct CacheInner {
-    map: HashMap<ChunkId, (Arc<Vec<u8>>, u64)>,
-    bytes: usize,
-    tick: u64,
+    inner: std::sync::Mutex<ChunkLru>,
 }
 
 impl BaseCache {
     pub fn new(budget: usize) -> BaseCache {
         BaseCache {
-            inner: Default::default(),
-            budget,
+            inner: std::sync::Mutex::new(ChunkLru::new(budget, budget / 4)),
         }
     }
 
     pub fn get(&self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.tick += 1;
-        let tick = g.tick;
-        g.map.get_mut(id).map(|(p, t)| {
-            *t = tick;
-            p.clone()
-        })
+        self.lock().get(id)
     }
 
+    /// Keeps a decoded base; one decoded again (verified this time) replaces the old.
     pub fn put(&self, id: ChunkId, plain: Arc<Vec<u8>>) {
-        if plain.len() > self.budget / 4 {
-            return;
-        }
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.tick += 1;
-        let tick = g.tick;
-        let len = plain.len();
-        // A plaintext decoded again (verified this time) replaces the old one.
-        if let Some((p, t)) = g.map.get_mut(&id) {
-            let old = std::mem::replace(p, plain).len();
-            *t = tick;
-            g.bytes = g.bytes - old + len;
-            return;
-        }
-        while g.bytes + len > self.budget {
-            let Some(oldest) = g.map.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) else {
-                break;
-            };
-            if let Some((p, _)) = g.map.remove(&oldest) {
-                g.bytes -= p.len();
-            }
-        }
-        g.bytes += len;
-        g.map.insert(id, (plain, tick));
+        self.lock().put(id, plain);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ChunkLru> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -8,12 +8,19 @@
 //! leaves a repository whose every snapshot is complete.
 //!
 //! Layer: the one door to stored bytes. Uses `backend`, `index`, `format`,
-//! `blob`, `sys`; [`lock`] holds repository locks and [`chain`] decodes delta chains.
+//! `blob`, `sys`; [`lock`] holds repository locks and [`chain`] decodes delta chains,
+//! [`snapshots`] lists and finds manifests, [`read`] reads blobs, and
+//! [`writer`] is the write side's handle for the store's threads.
 
 pub mod chain;
 pub mod lock;
 mod maintenance;
 pub mod mirror;
+pub mod read;
+pub mod snapshots;
+pub mod writer;
+
+pub use snapshots::{recorded_name, resolve_snapshot, unique_names, NAME_ID_SEPARATOR};
 
 use crate::backend::{Backend, FileKind, README_NAME};
 use crate::blob;
@@ -22,11 +29,8 @@ use crate::crypto::{MasterKey, Password, Secret32};
 use crate::error::{Error, Result};
 use crate::format::config::{Config, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PACK_SIZE};
 use crate::format::keyfile::{self, Kdf, KdfParams, KeyFile};
-use crate::format::manifest::Snapshot;
-use crate::format::tree::{ChunkList, ChunkRef, Content, Tree};
-use crate::ids::{sha256, ChunkId, ConfigId, IndexId, KeyId, PackId, SnapshotId};
-use crate::index::{Index, IndexFile, Location};
-use crate::repo::chain::LinkCheck;
+use crate::ids::{sha256, ChunkId, ConfigId, IndexId, KeyId, PackId};
+use crate::index::{Index, IndexFile};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -447,33 +451,11 @@ impl Repository {
     pub fn key(&self) -> &MasterKey {
         &self.key
     }
-    /// The keys, for threads that outlive a borrow of the repository: one
-    /// copy of the key material, shared.
-    pub fn shared_key(&self) -> Arc<MasterKey> {
-        self.key.clone()
-    }
     pub fn config(&self) -> &Config {
         &self.config
     }
     pub fn chunker(&self) -> Chunker {
         Chunker::new(&self.key, self.config.chunker)
-    }
-
-    // ---- snapshots ----
-
-    pub fn write_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
-        let bytes = snap.encode(&self.key)?;
-        let id = SnapshotId(sha256(&bytes));
-        self.backend
-            .write_new(FileKind::Snapshot, &id.to_hex(), &bytes)?;
-        Ok(id)
-    }
-
-    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let name = id.to_hex();
-        let bytes = self.backend.read(FileKind::Snapshot, &name)?;
-        check_name(&bytes, &name, "snapshots")?;
-        Snapshot::decode(&self.key, &bytes, &format!("snapshots/{name}"))
     }
 
     /// Records a damaged file that a read skipped, once however often it
@@ -519,57 +501,7 @@ impl Repository {
         }
     }
 
-    /// Every readable snapshot, oldest first, each under a name no other
-    /// one has ([`unique_names`]). A damaged manifest is skipped with a
-    /// warning, so one bad file cannot stop new backups or restores.
-    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        Ok(self.snapshots_and_damaged()?.0)
-    }
-
-    /// [`Repository::snapshots`], and the manifests skipped as damaged with
-    /// why (each also a warning).
-    #[allow(clippy::type_complexity)]
-    fn snapshots_and_damaged(
-        &self,
-    ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
-        use rayon::prelude::*;
-        let names = self.list_now(FileKind::Snapshot)?;
-        let loaded = names
-            .par_iter()
-            .map(|(n, _)| {
-                let id = SnapshotId::from_hex(n).expect("listed names are hex");
-                match self.load_snapshot(&id) {
-                    Ok(s) => Ok(Ok((id, s))),
-                    Err(e) if e.kind() == crate::ErrorKind::Damaged => {
-                        self.warn_skipped(&e);
-                        Ok(Err((id, e)))
-                    }
-                    Err(e) => Err(e),
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let (mut out, mut damaged) = (Vec::new(), Vec::new());
-        for l in loaded {
-            match l {
-                Ok(s) => out.push(s),
-                Err(d) => damaged.push(d),
-            }
-        }
-        out.sort_by(|a, b| (a.1.time.at, &a.1.name, a.0).cmp(&(b.1.time.at, &b.1.name, b.0)));
-        damaged.sort_by_key(|(id, _)| *id);
-        unique_names(&mut out);
-        Ok((out, damaged))
-    }
-
-    /// Resolves `latest`, `SOURCE:latest`, a human name or an id prefix.
-    /// A name or id prefix that only a damaged manifest can match is
-    /// reported as damage, naming the file.
-    pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
-        let (snaps, damaged) = self.snapshots_and_damaged()?;
-        resolve_snapshot(snaps, &damaged, spec)
-    }
-
-    // ---- index and blobs ----
+    // ---- index ----
 
     /// The merged index of all present index files.
     pub fn index(&self) -> Result<Index> {
@@ -752,130 +684,7 @@ impl Repository {
     }
 
     pub fn write_index_file(&self, f: &IndexFile) -> Result<IndexId> {
-        let bytes = f.encode(&self.key)?;
-        let id = IndexId(sha256(&bytes));
-        self.backend
-            .write_new(FileKind::Index, &id.to_hex(), &bytes)?;
-        Ok(id)
-    }
-
-    /// Reads, opens and verifies one blob (a delta through its chain of bases).
-    pub fn read_blob(&self, index: &Index, loc: &Location) -> Result<Vec<u8>> {
-        let sealed = self.backend.read_range(
-            FileKind::Pack,
-            &loc.pack.to_hex(),
-            loc.blob.offset,
-            loc.blob.stored_len as usize,
-        )?;
-        self.open_blob(index, loc, &sealed)
-    }
-
-    /// Opens and verifies one blob read from its pack; a delta's bases come
-    /// from the cache or are read and decoded first.
-    pub fn open_blob(&self, index: &Index, loc: &Location, sealed: &[u8]) -> Result<Vec<u8>> {
-        let damaged = |reason: String| Error::BlobDamaged {
-            chunk: loc.blob.id.to_hex(),
-            pack: loc.pack.to_hex(),
-            offset: loc.blob.offset,
-            reason,
-        };
-        let opened = match loc.blob.delta {
-            None => blob::open(&self.key, &loc.blob, sealed),
-            Some(_) => {
-                let base = self.delta_base(index, loc, LinkCheck::Authenticity)?;
-                match blob::open_delta(&self.key, &loc.blob, sealed, &base) {
-                    // The base's links were not verified on their own: a
-                    // wrong one shows only here. Decode them again, verified,
-                    // so that the error names the damaged link (if any).
-                    Err(
-                        blob::OpenError::IdMismatch { .. }
-                        | blob::OpenError::Decompression(_)
-                        | blob::OpenError::Length { .. },
-                    ) => {
-                        let base = self.delta_base(index, loc, LinkCheck::Full)?;
-                        blob::open_delta(&self.key, &loc.blob, sealed, &base)
-                    }
-                    other => other,
-                }
-            }
-        };
-        opened.map_err(|e| damaged(e.to_string()))
-    }
-
-    /// The plaintext of a delta's base: from the cache, or decoded through its
-    /// chain (every link verified in full with [`LinkCheck::Full`], which
-    /// bypasses the cache's entries and replaces them).
-    pub fn delta_base(
-        &self,
-        index: &Index,
-        loc: &Location,
-        check: LinkCheck,
-    ) -> Result<Arc<Vec<u8>>> {
-        let cached = (check == LinkCheck::Authenticity).then_some(&self.bases);
-        let (mut links, start) = crate::repo::chain::chain(index, loc, cached)?;
-        // `links[0]` is the delta itself: decode only what lies below it.
-        links.remove(0);
-        if links.is_empty() {
-            return start.ok_or_else(|| Error::Other("empty delta chain".into()));
-        }
-        crate::repo::chain::decode_chain(
-            &self.key,
-            self.backend.as_ref(),
-            &links,
-            start,
-            Some(&self.bases),
-            check,
-        )
-        .map_err(|e| Error::BlobDamaged {
-            chunk: loc.blob.id.to_hex(),
-            pack: loc.pack.to_hex(),
-            offset: loc.blob.offset,
-            reason: format!("its delta base cannot be read: {e}"),
-        })
-    }
-
-    pub fn read_blob_by_id(&self, index: &Index, id: &ChunkId, needed_by: &str) -> Result<Vec<u8>> {
-        let loc = index.lookup(id).ok_or_else(|| Error::MissingChunk {
-            chunk: id.to_hex(),
-            needed_by: needed_by.to_string(),
-        })?;
-        self.read_blob(index, &loc)
-    }
-
-    pub fn load_tree(&self, index: &Index, id: &ChunkId, path: &str) -> Result<Tree> {
-        let bytes = self.read_blob_by_id(index, id, &format!("directory {path}"))?;
-        Tree::decode(&bytes, &format!("tree {} ({path})", id.short()))
-    }
-
-    /// The flat list of chunks of a file's content.
-    pub fn content_chunks(
-        &self,
-        index: &Index,
-        content: &Content,
-        path: &str,
-    ) -> Result<Vec<ChunkRef>> {
-        match content {
-            Content::Chunks(c) => Ok(c.clone()),
-            Content::Lists(lists) => {
-                let mut out = Vec::new();
-                for l in lists {
-                    let bytes =
-                        self.read_blob_by_id(index, &l.id, &format!("chunk list of {path}"))?;
-                    let list = ChunkList::decode(
-                        &bytes,
-                        &format!("chunk list {} ({path})", l.id.short()),
-                    )?;
-                    if list.chunks.len() != l.chunks as usize {
-                        return Err(Error::damaged(
-                            format!("chunk list {} ({path})", l.id.short()),
-                            format!("expected {} refs, found {}", l.chunks, list.chunks.len()),
-                        ));
-                    }
-                    out.extend(list.chunks);
-                }
-                Ok(out)
-            }
-        }
+        self.writer().write_index_file(f)
     }
 
     // ---- keys ----
@@ -987,172 +796,6 @@ pub fn check_name(bytes: &[u8], name: &str, dir: &str) -> Result<()> {
     Ok(())
 }
 
-/// The separator of a name made unique by [`unique_names`]; never part of a
-/// source name, so never of a name a writer chose.
-pub const NAME_ID_SEPARATOR: char = '~';
-
-/// Makes every snapshot's name unique. Writers hold a shared lock, and each
-/// names its snapshot after the ones it sees (`SOURCE_DATE`, `-2`, …), so two
-/// snapshots of one source and day written at the same time can both choose
-/// `SOURCE_DATE`. Every snapshot whose recorded name another one shares is
-/// then known as `NAME~SHORTID` (its id's first 8 hex digits; more if those
-/// are shared too), and the bare name no longer resolves (see
-/// [`resolve_snapshot`]). The manifests stay as written.
-pub fn unique_names(snaps: &mut [(SnapshotId, Snapshot)]) {
-    let mut count: HashMap<String, usize> = HashMap::new();
-    for (_, s) in snaps.iter() {
-        *count.entry(s.name.clone()).or_default() += 1;
-    }
-    let shared: Vec<usize> = (0..snaps.len())
-        .filter(|&i| count[&snaps[i].1.name] > 1)
-        .collect();
-    let renamed: Vec<(usize, String)> = shared
-        .iter()
-        .map(|&i| {
-            let hex = snaps[i].0.to_hex();
-            // Short ids of one name could collide too: lengthen until unique.
-            let len = (8..=hex.len())
-                .find(|&n| {
-                    shared.iter().all(|&j| {
-                        j == i
-                            || snaps[j].1.name != snaps[i].1.name
-                            || !snaps[j].0.to_hex().starts_with(&hex[..n])
-                    })
-                })
-                .unwrap_or(hex.len());
-            let name = format!("{}{NAME_ID_SEPARATOR}{}", snaps[i].1.name, &hex[..len]);
-            (i, name)
-        })
-        .collect();
-    for (i, name) in renamed {
-        snaps[i].1.name = name;
-    }
-}
-
-/// The name a writer recorded, before [`unique_names`] made it unique.
-pub fn recorded_name(name: &str) -> &str {
-    name.split_once(NAME_ID_SEPARATOR).map_or(name, |(n, _)| n)
-}
-
-/// Picks a snapshot from a list by `latest`, `SOURCE:latest`, name or id
-/// prefix, among `snaps` (named by [`unique_names`]);
-/// `damaged` are the manifests that could not be read, so that a selector
-/// meant for one of them says so instead of "no snapshot matches".
-pub fn resolve_snapshot(
-    snaps: Vec<(SnapshotId, Snapshot)>,
-    damaged: &[(SnapshotId, Error)],
-    spec: &str,
-) -> Result<(SnapshotId, Snapshot)> {
-    if snaps.is_empty() && damaged.is_empty() {
-        return Err(Error::Usage("the repository holds no snapshots yet".into()));
-    }
-    // `latest`, `latest-complete`, `SOURCE:latest`, `SOURCE:latest-complete`.
-    let (source, rest) = match spec.rsplit_once(':') {
-        Some((source, rest)) => (Some(source), rest),
-        None => (None, spec),
-    };
-    let complete = match rest {
-        "latest" => Some(false),
-        "latest-complete" => Some(true),
-        _ => None,
-    };
-    if let Some(complete) = complete {
-        let what = match (source, complete) {
-            (Some(src), false) => format!("no snapshot of source {src:?}"),
-            (Some(src), true) => format!("no complete snapshot of source {src:?}"),
-            (None, false) => "no readable snapshot".to_string(),
-            (None, true) => "no complete snapshot".to_string(),
-        };
-        return snaps
-            .into_iter()
-            .rev()
-            .find(|(_, s)| source.is_none_or(|src| s.source == src) && (s.complete || !complete))
-            .ok_or(Error::Usage(what));
-    }
-    let named: Vec<_> = snaps.iter().filter(|(_, s)| s.name == spec).collect();
-    match named.as_slice() {
-        [one] => return Ok((*one).clone()),
-        [] => {}
-        many => return Err(ambiguous_name(spec, many)),
-    }
-    // A name that several snapshots recorded resolves to none of them.
-    let shared: Vec<_> = snaps
-        .iter()
-        .filter(|(_, s)| s.name != spec && recorded_name(&s.name) == spec)
-        .collect();
-    if !shared.is_empty() {
-        return Err(ambiguous_name(spec, &shared));
-    }
-    let lower = spec.to_ascii_lowercase();
-    let matches: Vec<_> = snaps
-        .into_iter()
-        .filter(|(id, _)| id.to_hex().starts_with(&lower))
-        .collect();
-    let damaged_ids: Vec<&(SnapshotId, Error)> = damaged
-        .iter()
-        .filter(|(id, _)| !lower.is_empty() && id.to_hex().starts_with(&lower))
-        .collect();
-    let unreadable = |ds: &[&(SnapshotId, Error)], why: &str| {
-        let files: Vec<String> = ds
-            .iter()
-            .map(|(id, _)| format!("snapshots/{}", id.to_hex()))
-            .collect();
-        let reason = match &ds[0].1 {
-            Error::Damaged { reason, .. } => reason.clone(),
-            e => {
-                let text = e.to_string();
-                let object = format!("{}: ", files[0]);
-                text.strip_prefix(&object).unwrap_or(&text).to_string()
-            }
-        };
-        Error::damaged(
-            &files[0],
-            format!(
-                "{why}{reason}{}; run `sopvault check`",
-                if files.len() > 1 {
-                    format!(" (also damaged: {})", files[1..].join(", "))
-                } else {
-                    String::new()
-                }
-            ),
-        )
-    };
-    match (matches.len(), damaged_ids.len()) {
-        (1, 0) => Ok(matches.into_iter().next().unwrap()),
-        (0, 1) => Err(unreadable(
-            &damaged_ids,
-            &format!("the manifest of snapshot {spec:?} cannot be read: "),
-        )),
-        (0, 0) if !damaged.is_empty() => Err(unreadable(
-            &damaged.iter().collect::<Vec<_>>(),
-            &format!(
-                "no readable snapshot matches {spec:?}, and {} manifest(s) cannot be read, which may be it: ",
-                damaged.len()
-            ),
-        )),
-        (0, 0) => Err(Error::Usage(format!(
-            "no snapshot matches {spec:?} (try `sopvault snapshots`)"
-        ))),
-        (r, d) => Err(Error::Usage(format!(
-            "{spec:?} matches {} snapshots; give more digits",
-            r + d
-        ))),
-    }
-}
-
-/// The error for a name that several snapshots share, naming each.
-fn ambiguous_name(spec: &str, snaps: &[&(SnapshotId, Snapshot)]) -> Error {
-    let list: Vec<String> = snaps
-        .iter()
-        .map(|(id, s)| format!("{} (id {}, {})", s.name, id.short(), s.time.rfc3339()))
-        .collect();
-    Error::Usage(format!(
-        "snapshot name {spec:?} is ambiguous: {} snapshots were written under it at the same time: {}; give one of these names or an id",
-        snaps.len(),
-        list.join(", ")
-    ))
-}
-
 /// For unit tests: a repository in `dir/repo` (cache in `dir/cache`, the
 /// cheapest key derivation) holding one snapshot of `src`, source `web`.
 #[cfg(test)]
@@ -1188,6 +831,7 @@ pub(crate) fn scratch_with_snapshot(dir: &Path, src: &Path) -> Repository {
 mod tests {
     use super::*;
     use crate::crypto::KeyPurpose;
+    use crate::repo::chain::LinkCheck;
 
     /// A delta's bases are decoded without recomputing their ids; when one
     /// authenticates but holds the wrong plaintext (a writer's fault), the

@@ -185,42 +185,13 @@ impl Run {
     }
 }
 
-/// A new file in `dir` that has no name: O_TMPFILE where the file system
-/// offers it, else a fresh name unlinked at once.
-fn unnamed_file(dir: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // Private like the index cache next to it (Appendix A of format-spec.md).
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(dir)?;
-    let tmpfile = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_TMPFILE)
-        .open(dir);
-    if let Ok(f) = tmpfile {
-        return Ok(f);
-    }
-    let mut r = [0u8; 8];
-    crate::crypto::fill_random(&mut r).map_err(std::io::Error::other)?;
-    let path = dir.join(format!(".added-ids-{}", hex::encode(r)));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
-    std::fs::remove_file(&path)?;
-    Ok(f)
-}
-
 /// Writes `len` ids, ascending, as a run, with its fences and filter.
 fn write_run(
     dir: &Path,
     len: usize,
     ids: impl Iterator<Item = std::io::Result<ChunkId>>,
 ) -> std::io::Result<Run> {
-    let file = unnamed_file(dir)?;
+    let file = crate::sys::files::unnamed_file(dir)?;
     let blocks = filter::blocks_for(len as u64);
     let mut run = Run {
         file,

@@ -26,12 +26,13 @@
 //! of every size freed and allocated again, chunk after chunk, are what
 //! spread glibc's arenas (and the RSS) as a stream goes on.
 
-use crate::backend::{FileKind, StagedFile};
+use crate::backend::StagedFile;
 use crate::blob::{self, BlobInfo, BlobKind};
 use crate::error::{Error, Result};
 use crate::format::pack::{FinishedPack, PackKind, PackWriter};
 use crate::ids::{ChunkId, IndexId};
 use crate::index::{Index, IndexFile};
+use crate::repo::writer::RepoWriter;
 use crate::repo::Repository;
 use crate::write::added::AddedIds;
 use crate::write::delta::DeltaPlan;
@@ -129,10 +130,12 @@ impl<'r> BlobStore<'r> {
     pub fn new(repo: &'r Repository, index: &'r Index) -> BlobStore<'r> {
         let (tx, rx) = bounded::<Batch>(1);
         let (back_tx, back) = crossbeam_channel::unbounded();
-        let worker_repo = WorkerCtx::from(repo);
+        let writer = Sealer {
+            repo: repo.writer(),
+        };
         let worker = std::thread::Builder::new()
             .name("sopvault-writer".into())
-            .spawn(move || worker_repo.run(rx, back_tx))
+            .spawn(move || writer.run(rx, back_tx))
             .expect("spawning the writer thread");
         BlobStore {
             repo,
@@ -153,13 +156,14 @@ impl<'r> BlobStore<'r> {
         self.index
     }
 
-    /// The repository's keys, for computing ids off this thread.
-    pub fn key(&self) -> &'r crate::crypto::MasterKey {
-        self.repo.key()
+    /// The repository, for computing ids off this thread
+    /// ([`Repository::chunk_id`]).
+    pub fn repo(&self) -> &'r Repository {
+        self.repo
     }
 
     pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
-        self.repo.key().chunk_id(data)
+        self.repo.chunk_id(data)
     }
 
     /// True if the repository or this run already stores `id`.
@@ -299,24 +303,12 @@ impl Drop for BlobStore<'_> {
     }
 }
 
-/// What the writer thread needs from the repository.
-struct WorkerCtx {
-    backend: std::sync::Arc<dyn crate::backend::Backend>,
-    key: std::sync::Arc<crate::crypto::MasterKey>,
-    level: i32,
-    pack_size: usize,
+/// The writer thread: seals batches and hands them on to be packed.
+struct Sealer {
+    repo: RepoWriter,
 }
 
-impl WorkerCtx {
-    fn from(repo: &Repository) -> WorkerCtx {
-        WorkerCtx {
-            backend: repo.backend().clone(),
-            key: repo.shared_key(),
-            level: repo.config().compression_level,
-            pack_size: repo.config().pack_size as usize,
-        }
-    }
-
+impl Sealer {
     /// Seals batches in parallel; a second thread appends the sealed blobs
     /// to packs (and stages them), a third writes full packs and index
     /// files. So the next batch is sealed on every core while the previous
@@ -329,19 +321,16 @@ impl WorkerCtx {
     ) -> Result<StoreStats> {
         let (pack_tx, pack_rx) = bounded::<Finished>(1);
         let io = {
-            let backend = self.backend.clone();
-            let key = self.key.clone();
+            let repo = self.repo.clone();
             std::thread::Builder::new()
                 .name("sopvault-io".into())
-                .spawn(move || write_packs(backend.as_ref(), &key, pack_rx))
+                .spawn(move || write_packs(&repo, pack_rx))
                 .expect("spawning the pack writer thread")
         };
         let (sealed_tx, sealed_rx) = bounded::<SealedBatch>(1);
         let (sealed_back_tx, sealed_back) = crossbeam_channel::unbounded();
         let packer = {
-            let backend = self.backend.clone();
-            let key = self.key.clone();
-            let pack_size = self.pack_size;
+            let repo = self.repo.clone();
             std::thread::Builder::new()
                 .name("sopvault-pack".into())
                 .spawn(move || {
@@ -350,7 +339,7 @@ impl WorkerCtx {
                         back: sealed_back_tx,
                         packs: pack_tx,
                     };
-                    fill_packs(backend.as_ref(), &key, pack_size, flow)
+                    fill_packs(&repo, flow)
                 })
                 .expect("spawning the pack filler thread")
         };
@@ -420,16 +409,8 @@ impl WorkerCtx {
         if let Some(plan) = &p.delta {
             // A base that cannot be read only costs this chunk its delta;
             // `check` reports the damage.
-            let base = crate::repo::chain::decode_chain(
-                &self.key,
-                self.backend.as_ref(),
-                &plan.chain,
-                None,
-                None,
-                crate::repo::chain::LinkCheck::Full,
-            );
-            if let Ok(base) = base {
-                let b = blob::seal_delta(&self.key, p.id, plain, plan.delta, &base, self.level)?;
+            if let Ok(base) = self.repo.decode_base(&plan.chain) {
+                let b = self.repo.seal_delta(p.id, plain, plan.delta, &base)?;
                 // A delta larger than the plaintext (only possible for a
                 // tiny chunk) is not worth its base: seal it plainly.
                 if let Some(dst) = slot.get_mut(..b.bytes.len()) {
@@ -438,7 +419,7 @@ impl WorkerCtx {
                 }
             }
         }
-        blob::seal_into(&self.key, p.kind, p.id, plain, self.level, slot)
+        self.repo.seal_into(p.kind, p.id, plain, slot)
     }
 }
 
@@ -470,12 +451,12 @@ impl OpenPack {
     /// Writes out what was added since the last call, where the backend
     /// can take a file before its name is known, and drops it from memory.
     /// Once part of the pack is only on disk, a failed write fails the run.
-    fn stage(&mut self, backend: &dyn crate::backend::Backend) -> Result<()> {
+    fn stage(&mut self, repo: &RepoWriter) -> Result<()> {
         if self.unstaged || self.writer.is_empty() {
             return Ok(());
         }
         if self.staged.is_none() {
-            match backend.stage_new(FileKind::Pack) {
+            match repo.stage_pack() {
                 Ok(Some(s)) => self.staged = Some(s),
                 _ => {
                     self.unstaged = true;
@@ -490,14 +471,14 @@ impl OpenPack {
     /// Stages what is buffered and hands over the emptied buffer, for the
     /// next pack; a pack held whole in memory (an object store) keeps its
     /// own, and an empty one is handed over.
-    fn take_buffer(&mut self, backend: &dyn crate::backend::Backend) -> Result<Vec<u8>> {
-        self.stage(backend)?;
+    fn take_buffer(&mut self, repo: &RepoWriter) -> Result<Vec<u8>> {
+        self.stage(repo)?;
         Ok(self.writer.take_buffer().unwrap_or_default())
     }
 
-    fn finish(self, key: &crate::crypto::MasterKey) -> Result<Finished> {
+    fn finish(self, repo: &RepoWriter) -> Result<Finished> {
         Ok(Finished {
-            pack: self.writer.finish(key)?,
+            pack: repo.finish_pack(self.writer)?,
             staged: self.staged,
         })
     }
@@ -514,12 +495,8 @@ struct PackFlow {
 /// Appends sealed blobs to data or tree packs in the order they come,
 /// stages each batch, and hands full packs to the I/O thread. Returns the
 /// bytes stored and the number of deltas.
-fn fill_packs(
-    backend: &dyn crate::backend::Backend,
-    key: &crate::crypto::MasterKey,
-    pack_size: usize,
-    flow: PackFlow,
-) -> Result<(u64, u64)> {
+fn fill_packs(repo: &RepoWriter, flow: PackFlow) -> Result<(u64, u64)> {
+    let pack_size = repo.pack_size();
     let mut bytes_stored = 0u64;
     let mut blobs_delta = 0u64;
     let mut data = OpenPack::new(PackKind::Data, Vec::new());
@@ -551,10 +528,10 @@ fn fill_packs(
             if p.writer.len() >= limit as u64 {
                 // A staged pack's bytes leave memory here, and its buffer
                 // goes on to the next pack: only the footer travels on.
-                let buf = p.take_buffer(backend)?;
+                let buf = p.take_buffer(repo)?;
                 let full = std::mem::replace(p, OpenPack::new(kind, buf));
                 p.writer.reserve(*rest);
-                if flow.packs.send(full.finish(key)?).is_err() {
+                if flow.packs.send(full.finish(repo)?).is_err() {
                     // The I/O thread stopped; its error is reported by the caller.
                     return Ok((bytes_stored, blobs_delta));
                 }
@@ -563,11 +540,11 @@ fn fill_packs(
         if let Some(b) = sealed.recycle() {
             let _ = flow.back.send(b);
         }
-        data.stage(backend)?;
-        tree.stage(backend)?;
+        data.stage(repo)?;
+        tree.stage(repo)?;
     }
     for p in [data, tree] {
-        if !p.writer.is_empty() && flow.packs.send(p.finish(key)?).is_err() {
+        if !p.writer.is_empty() && flow.packs.send(p.finish(repo)?).is_err() {
             break;
         }
     }
@@ -575,20 +552,14 @@ fn fill_packs(
 }
 
 /// Writes finished packs, and an index file every few packs and at the end.
-fn write_packs(
-    backend: &dyn crate::backend::Backend,
-    key: &crate::crypto::MasterKey,
-    rx: crossbeam_channel::Receiver<Finished>,
-) -> Result<StoreStats> {
+fn write_packs(repo: &RepoWriter, rx: crossbeam_channel::Receiver<Finished>) -> Result<StoreStats> {
     let mut stats = StoreStats::default();
     let mut index = IndexFile::default();
     let write_index = |index: &mut IndexFile, stats: &mut StoreStats| -> Result<()> {
         if index.packs.is_empty() {
             return Ok(());
         }
-        let bytes = std::mem::take(index).encode(key)?;
-        let id = IndexId(crate::ids::sha256(&bytes));
-        backend.write_new(FileKind::Index, &id.to_hex(), &bytes)?;
+        let id = repo.write_index_file(&std::mem::take(index))?;
         stats.index_files.push(id);
         Ok(())
     };
@@ -599,7 +570,7 @@ fn write_packs(
                 debug_assert_eq!(s.written() + pack.bytes.len() as u64, pack.len);
                 s.commit(&name, &pack.bytes)?;
             }
-            None => backend.write_new(FileKind::Pack, &name, &pack.bytes)?,
+            None => repo.store_pack(&pack.id, &pack.bytes)?,
         }
         let no = index.packs.len() as u32;
         index.packs.push((pack.id, pack.len));
