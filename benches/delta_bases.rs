@@ -90,7 +90,7 @@ fn main() {
     };
     let old_chunks = cut(&old_bytes);
     let new_chunks = cut(&new_bytes);
-    let id = |d: &[u8]| repo.key().chunk_id(d);
+    let id = |d: &[u8]| repo.chunk_id(d);
     let old_refs: Vec<ChunkRef> = old_chunks
         .iter()
         .map(|&(o, l)| ChunkRef {

@@ -14,7 +14,7 @@ import re
 import sys
 
 LAYERS = [
-    ["error", "ids", "escape", "faults", "interrupt", "testutil"],
+    ["error", "ids", "escape", "interrupt", "testutil"],
     ["crypto", "chunker"],
     ["blob"],
     ["format"],

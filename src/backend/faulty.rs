@@ -198,7 +198,9 @@ fn eio(what: &str, why: &str) -> Error {
 fn leave_tmp(inner: &dyn Backend, kind: FileKind, bytes: &[u8], what: &str) -> Result<()> {
     if let Some(mut staged) = inner.stage_new(kind)? {
         staged.append(bytes)?;
-        // Not dropped: dropping would remove the temporary file.
+        // Not dropped: dropping would remove the temporary file, which a
+        // killed writer leaves behind. (The file handle leaks: a test's price.)
+        #[allow(clippy::mem_forget)]
         std::mem::forget(staged);
     }
     Err(eio(
@@ -367,7 +369,9 @@ impl StagedFile for FaultyStaged {
             Go::Normal => self.inner.commit(name, rest),
             Go::Break(f) => {
                 self.inner.append(&rest[..kept(f, rest.len())])?;
-                // Not dropped: dropping would remove the temporary file.
+                // Not dropped: dropping would remove the temporary file, which
+                // a killed writer leaves behind.
+                #[allow(clippy::mem_forget)]
                 std::mem::forget(self.inner);
                 Err(eio(
                     &what,

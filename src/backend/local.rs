@@ -358,7 +358,7 @@ impl Backend for LocalBackend {
             let p = self.path_of(kind, name);
             fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
             dirs.insert(p.parent().unwrap().to_path_buf());
-            crate::faults::point(&format!("remove:{}", kind.dir()));
+            crate::sys::faults::point(&format!("remove:{}", kind.dir()));
         }
         dirs.iter().try_for_each(|d| sync_dir(d))
     }
@@ -401,7 +401,6 @@ impl Backend for LocalBackend {
 
     fn keep_reserve(&self, bytes: u64) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
-        use std::os::unix::io::AsRawFd;
         let p = self.root.join(RESERVE_NAME);
         let f = fs::OpenOptions::new()
             .write(true)
@@ -414,17 +413,11 @@ impl Backend for LocalBackend {
         if have >= bytes {
             return Ok(());
         }
-        let len = libc::off_t::try_from(bytes)
-            .map_err(|_| Error::Other(format!("{}: reserve too large", p.display())))?;
-        // Allocates the blocks without writing them where the file system can
-        // (glibc writes one byte per block where it cannot).
-        // SAFETY: a valid open descriptor and a non-negative length.
-        let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len) };
-        if r != 0 {
+        if let Err(e) = crate::sys::files::allocate(&f, bytes) {
             // Give back what a partial allocation took: a reserve that fills
             // the disk would only make the next write fail.
             let _ = f.set_len(have);
-            return Err(Error::io(&p, std::io::Error::from_raw_os_error(r)));
+            return Err(Error::io(&p, e));
         }
         Ok(())
     }

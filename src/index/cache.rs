@@ -146,6 +146,7 @@ impl Index {
         verify_cache_mac(&f, md.len(), key, &object)?;
         // SAFETY: the cache file is private to this user and only ever replaced
         // by rename, never modified in place, so the mapping stays valid.
+        #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(path, e))?;
         // Lookups are random: without this the kernel reads up to 128 KiB
         // around every fault, and RSS grows with the index instead of with

@@ -400,11 +400,11 @@ pub fn execute(repo: &Repository, plan: &PrunePlan) -> Result<PruneRecord> {
     }
     // 1. The record of what is about to go, for mirrors (and people).
     repo.write_prune_record(&record)?;
-    crate::faults::point("prune:after-record");
+    crate::sys::faults::point("prune:after-record");
 
     // 2. Forget.
     repo.forget_snapshots(&record.forgotten)?;
-    crate::faults::point("prune:after-forget");
+    crate::sys::faults::point("prune:after-forget");
 
     // 3. Repack live blobs of the selected packs, ciphertext verbatim.
     let (mut compacted, to_copy) = compacted_index_of_kept_packs(plan);
@@ -413,11 +413,11 @@ pub fn execute(repo: &Repository, plan: &PrunePlan) -> Result<PruneRecord> {
     // 4. One index that supersedes all the old ones.
     compacted.entries.sort_by_key(|e| e.1.id);
     repo.write_index_file(&compacted)?;
-    crate::faults::point("prune:after-index");
+    crate::sys::faults::point("prune:after-index");
 
     // 5. Delete what is no longer referenced.
     repo.delete_index_files(&plan.index_files)?;
-    crate::faults::point("prune:after-delete-index");
+    crate::sys::faults::point("prune:after-delete-index");
     repo.delete_packs(&record.deleted_packs)?;
     Ok(record)
 }
@@ -536,7 +536,7 @@ fn verified_copy(
 /// Stores a full pack of copied blobs and lists its blobs in `compacted`.
 fn store_repacked(repo: &Repository, w: PackWriter, compacted: &mut IndexFile) -> Result<()> {
     let pack = repo.store_pack(w)?;
-    crate::faults::point("prune:during-repack");
+    crate::sys::faults::point("prune:during-repack");
     compacted.packs.push((pack.id, pack.len));
     let no = (compacted.packs.len() - 1) as u32;
     compacted

@@ -49,9 +49,7 @@ impl LockInfo {
         if self.host != crate::sys::sysinfo::hostname() {
             return false;
         }
-        // SAFETY: kill with signal 0 only checks whether the process exists.
-        let r = unsafe { libc::kill(self.pid as libc::pid_t, 0) };
-        r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        crate::sys::files::process_is_gone(self.pid)
     }
     /// True when the lock is stale and its pid can mean no other process:
     /// taken in this boot and this pid namespace, so safe to remove unasked.

@@ -437,9 +437,6 @@ impl Repository {
         &self.cache_dir
     }
 
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
-    }
     /// The repository's place: its directory, or its `s3://` URL as a path.
     pub fn root(&self) -> &Path {
         &self.root
@@ -447,9 +444,6 @@ impl Repository {
     /// The repository's directory, when it is a local one.
     pub fn local_root(&self) -> Option<&Path> {
         self.backend.local_root()
-    }
-    pub fn key(&self) -> &MasterKey {
-        &self.key
     }
     pub fn config(&self) -> &Config {
         &self.config
@@ -844,7 +838,7 @@ mod tests {
         let src = dir.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
         let repo = scratch_with_snapshot(dir.path(), &src);
-        let key = repo.key();
+        let key = &repo.key;
         let base: Vec<u8> = (0u32..5000)
             .flat_map(|i| (i * 7919).to_le_bytes())
             .collect();
@@ -877,7 +871,7 @@ mod tests {
             .unwrap();
         let pack_bytes = [&sealed_base[..], &sealed_delta[..]].concat();
         let pack = PackId(sha256(&pack_bytes));
-        repo.backend()
+        repo.backend
             .write_new(FileKind::Pack, &pack.to_hex(), &pack_bytes)
             .unwrap();
         let info = |id, codec, offset: usize, stored: &[u8], raw_len: usize, delta| BlobInfo {
@@ -937,7 +931,7 @@ mod tests {
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(src.join("f"), "one").unwrap();
         let writer = scratch_with_snapshot(&dir, &src);
-        let backend = writer.backend().clone();
+        let backend = writer.backend.clone();
         let open = OpenOptions {
             cache_dir: Some(dir.join("cache")),
             base_cache_bytes: None,

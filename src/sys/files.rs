@@ -87,3 +87,38 @@ pub fn real_ids() -> (u32, u32) {
     // SAFETY: getuid/getgid have no preconditions and cannot fail.
     unsafe { (libc::getuid(), libc::getgid()) }
 }
+
+/// Allocates `len` bytes of `file` on the disk without writing them where the
+/// file system can (glibc writes one byte per block where it cannot).
+pub fn allocate(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{len} bytes: larger than a file offset"),
+        )
+    })?;
+    // SAFETY: a valid open descriptor (borrowed for the call) and a non-negative length.
+    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(r))
+    }
+}
+
+/// True when no process with id `pid` exists (in this pid namespace).
+pub fn process_is_gone(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 sends nothing; it only checks whether the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// Kills this process with SIGKILL: no destructors, no cleanup.
+pub fn kill_self() {
+    // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+}

@@ -136,7 +136,7 @@ fn copy_files(
         if let Some(e) = tally.first_error.lock().unwrap().take() {
             return Err(e);
         }
-        crate::faults::point(&format!("mirror:after-{}", kind.dir()));
+        crate::sys::faults::point(&format!("mirror:after-{}", kind.dir()));
     }
     Ok(MirrorOutcome {
         copied_files: tally.files.into_inner(),
@@ -166,7 +166,7 @@ fn copy_one(
     progress.bytes(f.size);
     progress.current(&f.rel_path());
     progress.file_done();
-    crate::faults::point(&format!("mirror:copied-{n}"));
+    crate::sys::faults::point(&format!("mirror:copied-{n}"));
     Ok(())
 }
 
@@ -188,7 +188,7 @@ fn delete_condemned(
         }
         crate::interrupt::check()?;
         dest.remove_many(kind, &names)?;
-        crate::faults::point(&format!("mirror:deleted-{}", kind.dir()));
+        crate::sys::faults::point(&format!("mirror:deleted-{}", kind.dir()));
         outcome.deleted_files += names.len() as u64;
     }
     outcome.deleted_bytes = plan.delete_bytes();

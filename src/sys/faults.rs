@@ -9,7 +9,6 @@
 /// Dies here if the environment asks for it.
 pub fn point(name: &str) {
     if std::env::var_os("SOPVAULT_CRASH_AT").is_some_and(|v| v == name) {
-        // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        super::files::kill_self();
     }
 }
