@@ -8,7 +8,7 @@
 //! variant says what is wrong and the command line adds the hint
 //! (`src/cli/hints.rs`). Ids are typed, so a message prints them one way.
 
-use crate::ids::ChunkId;
+use crate::ids::{ChunkId, PackId};
 use std::path::PathBuf;
 
 /// What went wrong, independent of the object: used for exit codes.
@@ -88,13 +88,13 @@ pub enum Error {
     },
     #[error("chunk {chunk} in pack {pack} at offset {offset}: {reason}")]
     BlobDamaged {
-        chunk: String,
-        pack: String,
+        chunk: ChunkId,
+        pack: PackId,
         offset: u64,
         reason: String,
     },
     #[error("chunk {chunk} is not in the index (needed by {needed_by})")]
-    MissingChunk { chunk: String, needed_by: String },
+    MissingChunk { chunk: ChunkId, needed_by: String },
     #[error("stream {name:?} failed: {reason}; no snapshot was written")]
     StreamFailed { name: String, reason: String },
     /// A stream produced no bytes and the caller did not allow that.
@@ -119,12 +119,8 @@ pub enum Error {
     #[error("a password may not start with {prefix}: that is a machine secret")]
     PasswordIsSecret { prefix: &'static str },
     /// A thread the engine needs could not be started.
-    #[error("cannot start {what}: {source}")]
-    Threads {
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot start {what}: {reason}")]
+    Threads { what: String, reason: String },
     /// A stage of the engine stopped without a result (a worker panicked or
     /// an internal invariant failed); the message says which.
     #[error("{what}")]
@@ -145,6 +141,9 @@ pub enum Error {
     /// An object store refused or failed a request.
     #[error("{object}: {reason}")]
     Remote { object: String, reason: String },
+    /// Something this machine lacks or refuses (a kernel facility, a device).
+    #[error("{what}: {reason}")]
+    Environment { what: String, reason: String },
     /// A file of this machine's own state (not of the repository) is unreadable.
     #[error("{path}: {reason}")]
     LocalState { path: PathBuf, reason: String },
@@ -156,8 +155,6 @@ pub enum Error {
     OutputClosed,
     #[error("{0}")]
     Usage(String),
-    #[error("{0}")]
-    Other(String),
 }
 
 impl Error {
@@ -193,7 +190,7 @@ impl Error {
             | Error::Random { .. }
             | Error::Remote { .. }
             | Error::LocalState { .. }
-            | Error::Other(_) => ErrorKind::Other,
+            | Error::Environment { .. } => ErrorKind::Other,
         }
     }
 

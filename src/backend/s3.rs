@@ -50,11 +50,17 @@ fn s3_err(object: &str, e: object_store::Error) -> Error {
     match e {
         object_store::Error::NotFound { .. } => Error::damaged(object, "object is missing"),
         e @ (object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. }) => Error::Other(format!(
-            "{object}: the server refused access ({}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-            server_reason(&e.to_string())
-        )),
-        e => Error::Other(format!("{object}: {}", server_reason(&e.to_string()))),
+        | object_store::Error::Unauthenticated { .. }) => Error::Remote {
+            object: object.to_string(),
+            reason: format!(
+                "the server refused access ({}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                server_reason(&e.to_string())
+            ),
+        },
+        e => Error::Remote {
+            object: object.to_string(),
+            reason: server_reason(&e.to_string()),
+        },
     }
 }
 
@@ -118,7 +124,10 @@ impl S3Backend {
             .thread_name("sopvault-s3")
             .enable_all()
             .build()
-            .map_err(|e| Error::Other(format!("{url}: cannot start the I/O runtime: {e}")))?;
+            .map_err(|e| Error::Remote {
+                object: url.to_string(),
+                reason: format!("cannot start the I/O runtime: {e}"),
+            })?;
         Ok(S3Backend {
             store,
             bucket: bucket.to_string(),
@@ -248,8 +257,9 @@ impl S3Backend {
                 .header("x-amz-checksum-mode", "ENABLED")
                 .send()
                 .await
-                .map_err(|e| {
-                    Error::Other(format!("{object}: {}", server_reason(&e.to_string())))
+                .map_err(|e| Error::Remote {
+                    object: object.to_string(),
+                    reason: server_reason(&e.to_string()),
                 })?;
             match resp.status().as_u16() {
                 200 => {}

@@ -485,7 +485,9 @@ pub fn seal_delta(
     level: i32,
 ) -> Result<SealedBlob> {
     let raw_len = raw_len(BlobKind::Data, plaintext)?;
-    delta.validate(&id, BlobKind::Data).map_err(Error::Other)?;
+    delta
+        .validate(&id, BlobKind::Data)
+        .map_err(|what| Error::Internal { what })?;
     let d = compress_with_prefix(level.max(DELTA_MIN_LEVEL), plaintext, base)?;
     if d.len() * DELTA_SURE_FRACTION > plaintext.len() {
         let plain = compress(level, plaintext)?;

@@ -595,7 +595,7 @@ fn print_status_json(rows: &[StatusRow]) -> Result<(), Error> {
                 }
                 Err(e) => {
                     v["reachable"] = false.into();
-                    v["error"] = e.to_string().into();
+                    v["error"] = super::hints::describe(e).into();
                 }
             }
             v
@@ -622,7 +622,11 @@ fn print_status_line(
             human_bytes(b.bytes),
             extra_note(&b)
         )?,
-        Err(e) => outln!("{}: {when}; not reachable now: {e}", d.location)?,
+        Err(e) => outln!(
+            "{}: {when}; not reachable now: {}",
+            d.location,
+            super::hints::describe(&e)
+        )?,
     }
     Ok(())
 }

@@ -114,11 +114,9 @@ fn mount(fs: Adapter, mountpoint: &Path) -> Result<fuser::Session<Adapter>, Erro
         MountOption::NoDev,
         MountOption::DefaultPermissions,
     ];
-    fuser::Session::new(fs, mountpoint, &options).map_err(|e| {
-        Error::Other(format!(
-            "cannot mount on {}: {e} (FUSE needs /dev/fuse and Debian's fuse3 package)",
-            mountpoint.display()
-        ))
+    fuser::Session::new(fs, mountpoint, &options).map_err(|e| Error::Environment {
+        what: format!("cannot mount on {}", mountpoint.display()),
+        reason: format!("{e} (FUSE needs /dev/fuse and Debian's fuse3 package)"),
     })
 }
 

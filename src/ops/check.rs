@@ -85,7 +85,10 @@ pub fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(io_threads(repo))
         .build()
-        .map_err(|e| Error::Other(format!("cannot start check threads: {e}")))?;
+        .map_err(|e| Error::Threads {
+            what: "check threads".into(),
+            reason: e.to_string(),
+        })?;
     pool.install(|| check_in_pool(repo, read))
 }
 

@@ -218,7 +218,7 @@ pub(crate) fn mark(repo: &Repository, index: &Index, roots: &[ChunkId]) -> Resul
     let mut seen_trees: HashSet<ChunkId> = HashSet::new();
     let set = |live: &mut Vec<u64>, id: &ChunkId, what: &str| -> Result<()> {
         let pos = index.position(id).ok_or_else(|| Error::MissingChunk {
-            chunk: id.to_hex(),
+            chunk: *id,
             needed_by: what.to_string(),
         })?;
         live[(pos / 64) as usize] |= 1 << (pos % 64);
@@ -258,7 +258,7 @@ pub(crate) fn mark(repo: &Repository, index: &Index, roots: &[ChunkId]) -> Resul
         .collect();
     while let Some((base, of)) = bases.pop() {
         let loc = index.lookup(&base).ok_or_else(|| Error::MissingChunk {
-            chunk: base.to_hex(),
+            chunk: base,
             needed_by: format!("delta chunk {of} (its base)"),
         })?;
         let pos = index.position(&base).expect("looked up above");
@@ -518,8 +518,8 @@ fn verified_copy(
         _ => repo.verify_sealed_blob(b, sealed),
     };
     opened.map_err(|e| Error::BlobDamaged {
-        chunk: b.id.to_hex(),
-        pack: pack.to_hex(),
+        chunk: b.id,
+        pack: *pack,
         offset: b.offset,
         reason: format!("{e}; prune stopped before deleting anything of it"),
     })?;

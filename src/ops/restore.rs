@@ -191,7 +191,7 @@ fn fetch_window(
         .iter()
         .map(|c| {
             index.lookup(&c.id).ok_or_else(|| Error::MissingChunk {
-                chunk: c.id.to_hex(),
+                chunk: c.id,
                 needed_by: path.to_string(),
             })
         })

@@ -38,8 +38,8 @@ pub fn chain(index: &Index, first: &Location, cache: Option<&BaseCache>) -> Resu
             return Ok((out, None));
         };
         let damaged = |reason: String| Error::BlobDamaged {
-            chunk: cur.blob.id.to_hex(),
-            pack: cur.pack.to_hex(),
+            chunk: cur.blob.id,
+            pack: cur.pack,
             offset: cur.blob.offset,
             reason,
         };
@@ -107,8 +107,8 @@ pub fn decode_chain(
             (LinkCheck::Full, _, _) => blob::open(key, &loc.blob, &sealed),
         };
         let p = Arc::new(opened.map_err(|e| Error::BlobDamaged {
-            chunk: loc.blob.id.to_hex(),
-            pack: loc.pack.to_hex(),
+            chunk: loc.blob.id,
+            pack: loc.pack,
             offset: loc.blob.offset,
             reason: e.to_string(),
         })?);
@@ -117,7 +117,9 @@ pub fn decode_chain(
         }
         plain = Some(p);
     }
-    plain.ok_or_else(|| Error::Other("empty delta chain".into()))
+    plain.ok_or_else(|| Error::Internal {
+        what: "empty delta chain".into(),
+    })
 }
 
 /// Decoded base plaintexts, least recently used first out, within a byte

@@ -308,9 +308,9 @@ impl Repository {
                     };
                     Ok((lock, listed))
                 })
-                .map_err(|source| Error::Threads {
-                    what: "a thread",
-                    source,
+                .map_err(|e| Error::Threads {
+                    what: "a thread".into(),
+                    reason: e.to_string(),
                 })?;
             let repo = Repository::open_backend(backend.clone(), password, open);
             let side: Result<_> = side.join().unwrap_or_else(|_| {

@@ -31,8 +31,8 @@ impl Repository {
     /// from the cache or are read and decoded first.
     pub fn open_blob(&self, index: &Index, loc: &Location, sealed: &[u8]) -> Result<Vec<u8>> {
         let damaged = |reason: String| Error::BlobDamaged {
-            chunk: loc.blob.id.to_hex(),
-            pack: loc.pack.to_hex(),
+            chunk: loc.blob.id,
+            pack: loc.pack,
             offset: loc.blob.offset,
             reason,
         };
@@ -73,7 +73,9 @@ impl Repository {
         // `links[0]` is the delta itself: decode only what lies below it.
         links.remove(0);
         if links.is_empty() {
-            return start.ok_or_else(|| Error::Other("empty delta chain".into()));
+            return start.ok_or_else(|| Error::Internal {
+                what: "empty delta chain".into(),
+            });
         }
         crate::repo::chain::decode_chain(
             &self.key,
@@ -84,8 +86,8 @@ impl Repository {
             check,
         )
         .map_err(|e| Error::BlobDamaged {
-            chunk: loc.blob.id.to_hex(),
-            pack: loc.pack.to_hex(),
+            chunk: loc.blob.id,
+            pack: loc.pack,
             offset: loc.blob.offset,
             reason: format!("its delta base cannot be read: {e}"),
         })
@@ -93,7 +95,7 @@ impl Repository {
 
     pub fn read_blob_by_id(&self, index: &Index, id: &ChunkId, needed_by: &str) -> Result<Vec<u8>> {
         let loc = index.lookup(id).ok_or_else(|| Error::MissingChunk {
-            chunk: id.to_hex(),
+            chunk: *id,
             needed_by: needed_by.to_string(),
         })?;
         self.read_blob(index, &loc)

@@ -263,10 +263,9 @@ impl<'r> BlobStore<'r> {
         };
         if sent.is_err() {
             // The writer stopped: its error is the one to report.
-            return Err(self
-                .join()
-                .err()
-                .unwrap_or_else(|| Error::Other("writer thread stopped".into())));
+            return Err(self.join().err().unwrap_or_else(|| Error::Internal {
+                what: "writer thread stopped".into(),
+            }));
         }
         self.pending = reuse(&self.back);
         self.pending_since = None;
@@ -276,10 +275,14 @@ impl<'r> BlobStore<'r> {
     fn join(&mut self) -> Result<StoreStats> {
         self.tx = None;
         match self.worker.take() {
-            Some(h) => h
-                .join()
-                .unwrap_or_else(|_| Err(Error::Other("writer thread panicked".into()))),
-            None => Err(Error::Other("writer thread already finished".into())),
+            Some(h) => h.join().unwrap_or_else(|_| {
+                Err(Error::Internal {
+                    what: "writer thread panicked".into(),
+                })
+            }),
+            None => Err(Error::Internal {
+                what: "writer thread already finished".into(),
+            }),
         }
     }
 
@@ -358,12 +361,16 @@ impl Sealer {
             Ok(())
         })();
         drop(sealed_tx);
-        let packed = packer
-            .join()
-            .unwrap_or_else(|_| Err(Error::Other("pack filler thread panicked".into())));
-        let written = io
-            .join()
-            .unwrap_or_else(|_| Err(Error::Other("pack writer thread panicked".into())));
+        let packed = packer.join().unwrap_or_else(|_| {
+            Err(Error::Internal {
+                what: "pack filler thread panicked".into(),
+            })
+        });
+        let written = io.join().unwrap_or_else(|_| {
+            Err(Error::Internal {
+                what: "pack writer thread panicked".into(),
+            })
+        });
         // The earliest failure in the flow is the one to report.
         sealed?;
         let (bytes_stored, blobs_delta) = packed?;

@@ -77,7 +77,10 @@ fn thread_pool(n: usize, what: &str) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(n.max(1))
         .build()
-        .map_err(|e| Error::Other(format!("cannot start {what} threads: {e}")))
+        .map_err(|e| Error::Threads {
+            what: format!("{what} threads"),
+            reason: e.to_string(),
+        })
 }
 
 /// Whether a directory is the root of a mounted file system, and which one holds it.

@@ -170,9 +170,9 @@ fn empty_without_init(dest: &dyn Backend) -> Error {
     } else {
         "it holds no objects"
     };
-    Error::NoRepository {
+    Error::NotAMirror {
         path: PathBuf::from(dest.location()),
-        reason: format!("{hint}; run `sopvault mirror --init` to start a new mirror there"),
+        reason: hint.into(),
     }
 }
 

@@ -31,11 +31,9 @@ pub fn path(state_dir: &Path, repo_id: &str) -> PathBuf {
 pub fn load(state_dir: &Path, repo_id: &str) -> Result<MirrorState> {
     let p = path(state_dir, repo_id);
     match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-            Error::Other(format!(
-                "{}: not a mirror state file ({e}); remove it to start afresh",
-                p.display()
-            ))
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::LocalState {
+            path: p.clone(),
+            reason: format!("not a mirror state file ({e}); remove it to start afresh"),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MirrorState {
             version: 1,

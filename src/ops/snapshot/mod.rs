@@ -222,9 +222,9 @@ fn archive_stream(
             StreamInput::Stdin => "standard input was empty or closed",
             StreamInput::Command(_) => "the command wrote nothing",
         };
-        return Err(Error::StreamFailed {
+        return Err(Error::EmptyStream {
             name: s.name.clone(),
-            reason: format!("{what} (give --allow-empty if an empty stream is expected)"),
+            what,
         });
     }
     let before = parent

@@ -78,9 +78,7 @@ impl SnapshotOptions {
         }
         self.validate_streams()?;
         if self.paths.is_empty() && self.streams.is_empty() {
-            return Err(Error::Usage(
-                "nothing to back up: give paths, --stream or --stdin".into(),
-            ));
+            return Err(Error::NothingToBackUp);
         }
         Ok(())
     }
