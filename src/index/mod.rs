@@ -216,14 +216,14 @@ mod tests {
         Secret32::from_bytes([7; 32])
     }
 
-    /// A tiny deterministic generator, so failures reproduce.
-    struct Rng(u64);
+    /// The shared deterministic generator, so failures reproduce, with chunk ids.
+    struct Rng(crate::testutil::Rng);
     impl Rng {
+        fn new(seed: u64) -> Rng {
+            Rng(crate::testutil::Rng::new(seed))
+        }
         fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
+            self.0.next_u64()
         }
         fn id(&mut self, space: u64) -> ChunkId {
             // A small id space makes duplicates across files common.
@@ -329,7 +329,7 @@ mod tests {
     fn issue20_1_superseded_files_stay_in_the_union() {
         let dir = std::env::temp_dir().join(format!("sopvault-union-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         let mut old = random_file(&mut rng, 2, 200, Vec::new());
         old.entries.dedup_by(|a, b| a.1.id == b.1.id);
         let old_id = IndexId(sha256(&old.encode_plain()));
@@ -374,7 +374,7 @@ mod tests {
     fn issue20_5_the_shallowest_copy_of_an_id_wins() {
         let dir = std::env::temp_dir().join(format!("sopvault-depth-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut rng = Rng(11);
+        let mut rng = Rng::new(11);
         let id = rng.id(u64::MAX);
         let one = |depth: u16, rng: &mut Rng| {
             let mut b = blob(id, 16);
@@ -457,7 +457,7 @@ mod tests {
             std::env::temp_dir().join(format!("sopvault-index-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("index.cache");
-        let mut rng = Rng(0x9e3779b97f4a7c15);
+        let mut rng = Rng::new(0x9e3779b97f4a7c15);
         let mut files: BTreeMap<IndexId, IndexFile> = BTreeMap::new();
         let mut present: HashMap<PackId, u64> = HashMap::new();
         let mut overlays = 0;
@@ -512,7 +512,7 @@ mod tests {
             std::env::temp_dir().join(format!("sopvault-index-corrupt-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("index.cache");
-        let mut rng = Rng(42);
+        let mut rng = Rng::new(42);
         let f = random_file(&mut rng, 2, 300, Vec::new());
         let present: HashMap<PackId, u64> = f.packs.iter().copied().collect();
         let id = IndexId(sha256(&f.encode_plain()));
@@ -540,7 +540,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sopvault-index-mac-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("index.cache");
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         let f = random_file(&mut rng, 2, 300, Vec::new());
         let present: HashMap<PackId, u64> = f.packs.iter().copied().collect();
         let id = IndexId(sha256(&f.encode_plain()));

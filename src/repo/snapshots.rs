@@ -40,19 +40,20 @@ impl Repository {
         &self,
     ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
         use rayon::prelude::*;
-        let names = self.list_now(FileKind::Snapshot)?;
-        let loaded = names
+        // Backends list valid names only (their contract); anything else is
+        // not a snapshot and is left out rather than trusted.
+        let ids: Vec<SnapshotId> = (self.list_now(FileKind::Snapshot)?.iter())
+            .filter_map(|(n, _)| SnapshotId::from_hex(n))
+            .collect();
+        let loaded = ids
             .par_iter()
-            .map(|(n, _)| {
-                let id = SnapshotId::from_hex(n).expect("listed names are hex");
-                match self.load_snapshot(&id) {
-                    Ok(s) => Ok(Ok((id, s))),
-                    Err(e) if e.kind() == crate::ErrorKind::Damaged => {
-                        self.warn_skipped(&e);
-                        Ok(Err((id, e)))
-                    }
-                    Err(e) => Err(e),
+            .map(|&id| match self.load_snapshot(&id) {
+                Ok(s) => Ok(Ok((id, s))),
+                Err(e) if e.kind() == crate::ErrorKind::Damaged => {
+                    self.warn_skipped(&e);
+                    Ok(Err((id, e)))
                 }
+                Err(e) => Err(e),
             })
             .collect::<Result<Vec<_>>>()?;
         let (mut out, mut damaged) = (Vec::new(), Vec::new());

@@ -41,6 +41,10 @@ impl Scratch {
     pub fn new() -> Scratch {
         let memory = MemoryBackend::new();
         let dir = tempfile::tempdir().unwrap();
+        // Made now, not when first used: sources live beside it, and their
+        // parent directory's mtime (recorded in every snapshot) must not
+        // change between two snapshots of an unchanged tree.
+        std::fs::create_dir_all(dir.path().join("cache")).unwrap();
         let opts = InitOptions {
             kdf: KdfParams::CHEAPEST,
             pack_size: 1 << 20,

@@ -1,10 +1,10 @@
 //! Listings of a repository's place by kind: what a path is, where a file
-//! lives, and which files one listing has that another lacks.
-//!
-//! This module holds the mirror's copy of the `packs/hh/NAME` path rule
-//! ([`rel_path`]) and of the repository-name check (`is_hash_name`).
+//! lives, and which files one listing has that another lacks. The path rule
+//! and the name check are the backends' own ([`crate::backend::names`]).
 
 use super::COPY_ORDER;
+use crate::backend::names::file_at;
+pub use crate::backend::names::rel_path;
 use crate::backend::{Backend, FileKind, README_NAME, RESERVE_NAME};
 use crate::error::Result;
 use crate::repo::Repository;
@@ -25,20 +25,6 @@ impl FileRef {
     }
 }
 
-pub fn rel_path(kind: FileKind, name: &str) -> String {
-    match kind {
-        FileKind::Pack => format!("packs/{}/{name}", name.get(..2).unwrap_or("00")),
-        k => format!("{}/{name}", k.dir()),
-    }
-}
-
-fn is_hash_name(name: &str) -> bool {
-    name.len() == 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
-
 /// What a relative path is: a content-addressed repository file, the
 /// `SOPVAULT.txt`, ephemeral (`locks/`, `tmp/`, the space `reserve`), or
 /// something else.
@@ -57,22 +43,10 @@ pub fn classify_path(rel: &str) -> PathClass {
     if rel.starts_with("locks/") || rel.starts_with("tmp/") || rel == RESERVE_NAME {
         return PathClass::Ephemeral;
     }
-    let parts: Vec<&str> = rel.split('/').collect();
-    for kind in FileKind::ALL {
-        match (kind, parts.as_slice()) {
-            (FileKind::Pack, ["packs", hh, name])
-                if is_hash_name(name) && name.get(..2) == Some(*hh) =>
-            {
-                return PathClass::File(kind, name.to_string())
-            }
-            (FileKind::Pack, _) => {}
-            (k, [dir, name]) if *dir == k.dir() && is_hash_name(name) => {
-                return PathClass::File(k, name.to_string())
-            }
-            _ => {}
-        }
+    match file_at(rel) {
+        Some((kind, name)) => PathClass::File(kind, name.to_string()),
+        None => PathClass::Stray,
     }
-    PathClass::Stray
 }
 
 /// A listing of one place, by kind.
