@@ -21,7 +21,7 @@
 //! share. `conformance` (tests only) checks every one of them against this
 //! contract.
 //!
-//! This layer uses only layers below it: `error`, `interrupt` and `faults`,
+//! This layer uses only layers below it: `error`, `interrupt`, `sys` (crash points, fallocate)
 //! and `crypto` for random temporary names.
 
 pub mod faulty;
