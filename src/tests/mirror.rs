@@ -11,7 +11,6 @@ use crate::backend::{Backend, FileKind, MemoryBackend};
 use crate::ops::mirror::{self, MirrorOptions};
 use crate::ops::prune::{self, GroupBy, PruneOptions};
 use crate::ops::retention::{Count, Policy};
-use crate::testutil::noise;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -82,18 +81,7 @@ impl History {
         self.day += 1;
         match step {
             Step::Snapshot(files) => {
-                let files: Vec<(String, Vec<u8>)> = files
-                    .iter()
-                    .map(|&f| {
-                        (
-                            format!("f{f}"),
-                            noise(2000 + usize::from(f) * 3000, u64::from(f)),
-                        )
-                    })
-                    .collect();
-                let refs: Vec<(&str, Vec<u8>)> =
-                    files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
-                let src = self.s.source(&refs);
+                let src = self.s.pool_source(files, 2000, 3000);
                 let out = self
                     .s
                     .snapshot_of(&self.s.repo, "web", &[&src], Some(day(self.day)))

@@ -86,6 +86,24 @@ impl Scratch {
         root
     }
 
+    /// A source tree of files `f{n}` for each `n` in `pool`, file `n` holding
+    /// `base + n * step` bytes of noise seeded by `n`: drawn from a small pool,
+    /// so that snapshots share chunks.
+    pub fn pool_source(&self, pool: &[u8], base: usize, step: usize) -> PathBuf {
+        let files: Vec<(String, Vec<u8>)> = pool
+            .iter()
+            .map(|&n| {
+                let len = base + usize::from(n) * step;
+                (format!("f{n}"), crate::testutil::noise(len, u64::from(n)))
+            })
+            .collect();
+        let refs: Vec<(&str, Vec<u8>)> = files
+            .iter()
+            .map(|(name, bytes)| (name.as_str(), bytes.clone()))
+            .collect();
+        self.source(&refs)
+    }
+
     /// A snapshot of `paths` from source `source`, taken at `time` (now if `None`).
     pub fn snapshot_of(
         &self,

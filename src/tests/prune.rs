@@ -8,7 +8,6 @@ use crate::backend::{Backend, FileKind};
 use crate::ids::SnapshotId;
 use crate::ops::prune::{self, GroupBy, PruneOptions};
 use crate::ops::retention::{Count, Policy};
-use crate::testutil::noise;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -40,18 +39,7 @@ struct Taken {
 fn take(s: &Scratch, plan: &[(u8, u32, Vec<u8>)]) -> Vec<Taken> {
     plan.iter()
         .map(|(source, d, files)| {
-            let files: Vec<(String, Vec<u8>)> = files
-                .iter()
-                .map(|&f| {
-                    (
-                        format!("f{f}"),
-                        noise(3000 + usize::from(f) * 5000, u64::from(f)),
-                    )
-                })
-                .collect();
-            let refs: Vec<(&str, Vec<u8>)> =
-                files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
-            let src = s.source(&refs);
+            let src = s.pool_source(files, 3000, 5000);
             let source = format!("src{source}");
             let out = s
                 .snapshot_of(&s.repo, &source, &[&src], Some(day(*d)))
