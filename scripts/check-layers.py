@@ -24,6 +24,7 @@ LAYERS = [
     ["repo"],
     ["write"],
     ["ops"],
+    ["sop"],
     ["tests"],
 ]
 LAYER = {m: i + 1 for i, ms in enumerate(LAYERS) for m in ms}

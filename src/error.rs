@@ -144,6 +144,10 @@ pub enum Error {
     /// Something this machine lacks or refuses (a kernel facility, a device).
     #[error("{what}: {reason}")]
     Environment { what: String, reason: String },
+    /// The configuration file (`sopvault.toml`) is not what sopvault expects;
+    /// `object` names the file and the line.
+    #[error("{object}: {reason}")]
+    Config { object: String, reason: String },
     /// A file of this machine's own state (not of the repository) is unreadable.
     #[error("{path}: {reason}")]
     LocalState { path: PathBuf, reason: String },
@@ -176,7 +180,8 @@ impl Error {
             | Error::NoKeepRule
             | Error::WouldRemoveAll { .. }
             | Error::UnknownGroupField { .. }
-            | Error::PasswordIsSecret { .. } => ErrorKind::Usage,
+            | Error::PasswordIsSecret { .. }
+            | Error::Config { .. } => ErrorKind::Usage,
             Error::NoSpace { .. } => ErrorKind::NoSpace,
             Error::Interrupted => ErrorKind::Interrupted,
             Error::OutputClosed => ErrorKind::OutputClosed,

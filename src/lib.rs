@@ -17,6 +17,7 @@
 //!    blob reads and delta chains.
 //! 9. [`write`] — the write side: dedup, parallel sealing, packs, index files, delta bases.
 //! 10. [`ops`] — the commands: snapshot, restore, vfs, check, prune, retention, repair, mirror.
+//! 11. [`sop`] — the written procedure: `sopvault.toml` and the nightly run it drives.
 //!
 //! `ARCHITECTURE.md` follows a chunk through these layers.
 //!
@@ -40,6 +41,7 @@ pub mod index;
 pub mod interrupt;
 pub mod ops;
 pub mod repo;
+pub mod sop;
 pub mod sys;
 pub mod write;
 

@@ -14,6 +14,7 @@ macro_rules! outln {
 
 mod cat;
 mod check;
+mod config;
 pub mod hints;
 mod init;
 mod key;
@@ -111,6 +112,9 @@ enum Command {
     Key(key::KeyCommand),
     /// Remove stale locks left by processes that are gone
     Unlock(unlock::Args),
+    /// Check the configuration file (sopvault.toml) and show what a run would do
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 pub struct Ctx {
@@ -408,6 +412,7 @@ pub fn run() -> i32 {
         Command::Mirror(a) => mirror::run(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
         Command::Unlock(a) => unlock::run(&ctx, a),
+        Command::Config(c) => config::run(c),
     };
     match result {
         Ok(code) => code,

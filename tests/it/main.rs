@@ -22,4 +22,5 @@ mod mount;
 mod nospace;
 mod prune;
 mod s3;
+mod sop;
 mod year;
