@@ -487,40 +487,7 @@ fn keep_policy(k: &KeepConfig) -> std::result::Result<Policy, String> {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = r#"
-lang = "id"
-
-[repository]
-path = "/srv/backup/repo"
-password-file = "/etc/sopvault/secret"
-
-[report]
-institution = "Universitas Contoh"
-unit = "UPT TIK"
-prepared-by = { name = "Budi", position = "Pranata Komputer" }
-approved-by = { name = "Sri", position = "Kepala UPT TIK", id = "19700101" }
-
-[[source]]
-name = "siakad-db"
-streams = [{ name = "siakad.sql", command = "pg_dump siakad" }]
-min-size = "10 MiB"
-keep = { daily = 31, monthly = 24 }
-
-[[source]]
-name = "siakad-web"
-paths = ["/var/www/siakad"]
-days = ["mon", "wed", "fri"]
-keep = { daily = 14, monthly = 12 }
-
-[[mirror]]
-name = "hdd"
-target = "/media/backup"
-
-[[mirror]]
-name = "drive"
-target = "rclone:gdrive:backup"
-verify-sample = "2%"
-"#;
+    const EXAMPLE: &str = include_str!("../../docs/sopvault.example.toml");
 
     fn parse_text(text: &str) -> Result<Plan> {
         parse(Path::new("sopvault.toml"), text)

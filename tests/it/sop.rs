@@ -3,38 +3,8 @@
 
 use crate::common::{stderr, stdout, Sandbox};
 
-const CONFIG: &str = r#"lang = "id"
-
-[repository]
-path = "/srv/backup/repo"
-password-file = "/etc/sopvault/secret"
-
-[report]
-institution = "Universitas Contoh"
-unit = "UPT TIK"
-prepared-by = { name = "Budi", position = "Pranata Komputer" }
-
-[[source]]
-name = "siakad-db"
-streams = [{ name = "siakad.sql", command = "pg_dump siakad" }]
-min-size = "10 MiB"
-keep = { daily = 31, monthly = 24 }
-
-[[source]]
-name = "siakad-web"
-paths = ["/var/www/siakad"]
-days = ["mon", "wed", "fri"]
-keep = { daily = 14, monthly = 12 }
-
-[[mirror]]
-name = "hdd"
-target = "/media/backup"
-
-[[mirror]]
-name = "drive"
-target = "rclone:gdrive:backup"
-verify-sample = "2%"
-"#;
+/// The example configuration the README points to (also read by the unit tests).
+const CONFIG: &str = include_str!("../../docs/sopvault.example.toml");
 
 #[test]
 fn config_check_prints_what_a_run_would_do_that_day() {
